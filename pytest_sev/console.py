@@ -1,0 +1,135 @@
+"""The guest's serial console: pexpect on our end of a socketpair.
+
+Every byte the guest prints is appended to the console log file.  Waits are
+always bounded; when one expires the caller gets a :class:`GuestTimeout`
+naming what was awaited with the console tail attached.  Commands run with
+the framing of :mod:`pytest_sev.framing`.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pexpect
+import pexpect.fdpexpect
+
+from . import framing
+from .errors import GuestDied, GuestProtocolError, GuestTimeout
+
+TAIL_BYTES = 3000
+
+
+class Console:
+    def __init__(self, sock: socket.socket, log_path: Path,
+                 context: Callable[[], dict]) -> None:
+        """``context()`` returns the argv and log paths errors should carry."""
+        self._sock = sock
+        self.log_path = log_path
+        self._log = open(log_path, "ab", buffering=0)
+        self._child = pexpect.fdpexpect.fdspawn(sock.fileno(), timeout=30, maxread=65536,
+                                                searchwindowsize=None)
+        self._child.logfile_read = self._log
+        self._context = context
+        self.transcript: list[tuple[str, int, float]] = []  # (command, exit status, seconds)
+
+    # -- raw I/O -------------------------------------------------------------
+    def send(self, data: str | bytes) -> None:
+        self._child.send(data.encode() if isinstance(data, str) else data)
+
+    def sendline(self, line: str) -> None:
+        self.send(line + "\n")
+
+    def tail(self, nbytes: int = TAIL_BYTES) -> str:
+        """Last bytes of the console log, escapes removed, for error messages."""
+        try:
+            size = self.log_path.stat().st_size
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, size - nbytes))
+                data = f.read()
+        except OSError:
+            return ""
+        return framing.strip_ansi(data).replace(b"\r", b"").decode(errors="replace")
+
+    def _fail(self, cls: type, what: str, detail: str = "") -> None:
+        ctx = self._context()
+        raise cls(what, console_tail=self.tail(), argv=ctx.get("argv", ()),
+                  logs=ctx.get("logs", {}), detail=detail)
+
+    def expect(self, patterns: list[bytes] | bytes, timeout: float, what: str) -> int:
+        """Wait for one of *patterns* (regex bytes); fail naming *what*."""
+        pats = patterns if isinstance(patterns, list) else [patterns]
+        idx = self._child.expect(pats + [pexpect.EOF, pexpect.TIMEOUT], timeout=timeout)
+        if idx == len(pats):
+            self._fail(GuestDied, f"QEMU exited while waiting for {what}",
+                       self._context().get("exit", ""))
+        if idx == len(pats) + 1:
+            self._fail(GuestTimeout, f"timed out after {timeout:g}s waiting for {what}")
+        return idx
+
+    @property
+    def match(self) -> re.Match:
+        return self._child.match
+
+    @property
+    def before(self) -> bytes:
+        return self._child.before
+
+    # -- framed commands -----------------------------------------------------
+    def sync(self, timeout: float) -> None:
+        """Make the shell quiet (no echo, no prompt) and prove it answers."""
+        token = framing.new_token()
+        self.sendline("")
+        self.sendline(f"stty -echo 2>/dev/null; PS1=''; PS2=''; echo S-{token}-$((6*7))")
+        self.expect(rb"S-" + token.encode() + rb"-42", timeout, "the shell to answer after boot")
+
+    def run(self, cmd: str, timeout: float = 60.0) -> tuple[str, int]:
+        """Run *cmd* in the guest shell; return (output, exit status).
+
+        Output is stdout and stderr together, decoded as UTF-8 (invalid bytes
+        replaced).  A wait longer than *timeout* raises GuestTimeout.
+        """
+        out, status = self.run_bytes(cmd, timeout)
+        return out.decode(errors="replace"), status
+
+    def run_bytes(self, cmd: str, timeout: float = 60.0) -> tuple[bytes, int]:
+        started = time.monotonic()
+        token = framing.new_token()
+        via_script = len(cmd) > framing.INLINE_LIMIT or "\n" in cmd
+        if via_script:
+            ack = framing.new_token()
+            for line in framing.upload_lines(cmd, token):
+                self.sendline(f"{line}; echo U-{ack}-$((1+1))")
+                self.expect(rb"U-" + ack.encode() + rb"-2", 30, "the guest to store a command chunk")
+        self.sendline(framing.command_line(cmd, token, via_script))
+        what = f"command {cmd[:120]!r} to finish"
+        self.expect(framing.begin_pattern(token), timeout, what)
+        status = int(self.match.group(1))
+        output = self._read_dump(token, "E", timeout, what)
+        if output is None:  # a printk split a base64 line: read the file again
+            self.sendline(framing.dump_line(token, "R"))
+            output = self._read_dump(token, "R", 30, "the re-read of a command's output")
+            if output is None:
+                self._fail(GuestProtocolError, f"output of {cmd[:120]!r} failed its MD5 twice")
+        self.transcript.append((cmd, status, time.monotonic() - started))
+        return output, status
+
+    def _read_dump(self, token: str, tag: str, timeout: float, what: str) -> bytes | None:
+        self.expect(framing.end_pattern(token, tag), timeout, what)
+        block, md5 = self.before, self.match.group(1).decode()
+        framed = framing.decode_block(block, md5)
+        return framed.output if framed.md5_ok else None
+
+    def close(self) -> None:
+        try:
+            self._child.close()
+        except (OSError, pexpect.ExceptionPexpect):
+            pass
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        self._log.close()

@@ -1,0 +1,285 @@
+"""QEMU's host-side view of SEV: ``query-sev``, launch measure, capability errors.
+
+Why: the guest can only say what it believes; QEMU and the PSP firmware
+say what was launched. ``query-sev`` must report ``enabled``, the policy the
+firmware got (its ES bit decides SEV vs SEV-ES) and state ``running``; its
+API version must match what the host firmware reported. The launch
+measurement proves the firmware measured the guest. A failing
+``query-sev-capabilities`` is turned into a reason a person can act on.
+
+Replies are accepted in any of the forms the harness sees: the QMP wire
+form ``{"return": {...}}`` / ``{"error": {"class", "desc"}}`` (``cmd_raw``),
+the bare return dict (``cmd``), or for errors a ``str`` or an exception with
+``error_class`` (qemu.qmp ``ExecuteError``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from . import policy as _policy
+
+SEV_STATES = ("uninit", "launch-update", "launch-secret", "running", "send-update", "receive-update")
+SEV_TYPES = ("sev", "sev-snp")
+MEASURE_NOT_AVAILABLE = "SEV launch measurement is not available"
+
+
+def split_reply(reply: Any) -> tuple[Mapping[str, Any] | None, str | None, str | None]:
+    """``(return_dict, error_class, error_desc)`` from any accepted reply form."""
+    if isinstance(reply, BaseException):
+        cls = getattr(reply, "error_class", None)
+        desc = getattr(reply, "error", None)
+        desc = getattr(desc, "desc", None) if desc is not None else None
+        return None, cls, desc or str(reply)
+    if isinstance(reply, str):
+        return None, None, reply
+    if not isinstance(reply, Mapping):
+        return None, None, f"unexpected reply type {type(reply).__name__}"
+    if "error" in reply and isinstance(reply["error"], Mapping):
+        err = reply["error"]
+        return None, err.get("class"), err.get("desc")
+    if "return" in reply:
+        ret = reply["return"]
+        if isinstance(ret, Mapping):
+            return ret, None, None
+        return None, None, f"unexpected return value {ret!r}"
+    if "class" in reply and "desc" in reply:
+        return None, reply.get("class"), reply.get("desc")
+    return reply, None, None
+
+
+def parse_api_version(text: str) -> tuple[int, int]:
+    """``"1.55"`` (or ``"SEV API:1.55 build:21"``) -> ``(1, 55)``; minor is an integer."""
+    m = re.search(r"(\d+)\.(\d+)", text or "")
+    if not m:
+        raise ValueError(f"no MAJOR.MINOR API version in {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+# --------------------------------------------------------------------------
+# query-sev
+
+
+@dataclass(frozen=True)
+class SevQueryVerdict:
+    """``query-sev`` judged against the expected mode; ``ok`` when no problems."""
+
+    expect: str
+    enabled: bool | None
+    state: str | None
+    policy: int | None
+    es_bit: bool | None
+    sev_type: str | None
+    snp_policy: int | None
+    api: tuple[int, int] | None
+    build_id: int | None
+    handle: int | None
+    host_api: tuple[int, int] | None
+    api_compared: bool
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def describe(self) -> str:
+        if self.enabled is None:
+            return "query-sev: " + "; ".join(self.problems)
+        pol = f"{self.policy:#x}" if self.policy is not None else "-"
+        api = f"{self.api[0]}.{self.api[1]}" if self.api else "-"
+        s = (f"query-sev: enabled={self.enabled} state={self.state} policy={pol} "
+             f"ES={self.es_bit} sev-type={self.sev_type or '-'} api={api} build={self.build_id}")
+        return s + (" PROBLEMS: " + "; ".join(self.problems) if self.problems else "")
+
+
+def _int(ret: Mapping[str, Any], key: str, problems: list[str]) -> int | None:
+    if key not in ret:
+        return None
+    v = ret[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        problems.append(f"'{key}' is not an integer: {v!r}")
+        return None
+    return v
+
+
+def evaluate_query_sev(
+    reply: Any,
+    expect: str = "sev-es",
+    host_api: str | None = None,
+    expect_state: str = "running",
+) -> SevQueryVerdict:
+    """Judge a ``query-sev`` reply.
+
+    ``expect``: ``"sev-es"``, ``"sev"`` or ``"plain"`` (a control guest must
+    answer ``enabled: false``). ``host_api``: the host firmware's API string
+    (``"1.55"``); ``None``/``""``/``"unknown"`` means not compared.
+    ``expect_state``: ``running`` for a launched guest, ``launch-secret`` for
+    one started with ``-S``.
+    """
+    if expect not in ("sev", "sev-es", "plain"):
+        raise ValueError(f"expect must be sev, sev-es or plain, not {expect!r}")
+    ret, ecls, edesc = split_reply(reply)
+    problems: list[str] = []
+    host = None
+    if host_api and host_api.strip().lower() not in ("unknown", "none", "-"):
+        host = parse_api_version(host_api)
+    if ret is None:
+        problems.append(f"query-sev failed: {ecls or 'error'}: {edesc}")
+        return SevQueryVerdict(expect, None, None, None, None, None, None, None, None, None,
+                               host, False, tuple(problems))
+
+    enabled = ret.get("enabled")
+    if not isinstance(enabled, bool):
+        problems.append(f"'enabled' missing or not a boolean: {enabled!r}")
+        enabled = None
+    state = ret.get("state")
+    if state is not None and state not in SEV_STATES:
+        problems.append(f"unknown state {state!r}")
+    sev_type = ret.get("sev-type")
+    if sev_type is not None and sev_type not in SEV_TYPES:
+        problems.append(f"unknown sev-type {sev_type!r}")
+    pol = _int(ret, "policy", problems)
+    snp_pol = _int(ret, "snp-policy", problems)
+    major = _int(ret, "api-major", problems)
+    minor = _int(ret, "api-minor", problems)
+    build = _int(ret, "build-id", problems)
+    handle = _int(ret, "handle", problems)
+    api = (major, minor) if major is not None and minor is not None else None
+    es_bit = bool(pol & _policy.ES) if pol is not None else None
+
+    api_compared = False
+    if expect == "plain":
+        if enabled:
+            problems.append("SEV is enabled on a guest expected to be plain")
+    else:
+        if enabled is False:
+            problems.append(f"SEV is not enabled (expected {expect})")
+        if state is None:
+            problems.append("reply lacks 'state'")
+        elif state != expect_state:
+            problems.append(f"state is {state!r}, expected {expect_state!r}")
+        if sev_type == "sev-snp":
+            problems.append(f"sev-type is sev-snp, expected sev ({expect})")
+        if pol is None:
+            if sev_type != "sev-snp":
+                problems.append("reply lacks 'policy'")
+        elif enabled:
+            try:
+                _policy.check_policy(pol, expect)  # type: ignore[arg-type]
+            except ValueError as exc:
+                problems.append(str(exc))
+        if api is None:
+            problems.append("reply lacks api-major/api-minor")
+        elif host is not None:
+            api_compared = True
+            if api != host:
+                problems.append(
+                    f"guest firmware API {api[0]}.{api[1]} differs from host firmware {host[0]}.{host[1]}"
+                )
+    return SevQueryVerdict(expect, enabled, state, pol, es_bit, sev_type, snp_pol, api, build,
+                           handle, host, api_compared, tuple(problems))
+
+
+# --------------------------------------------------------------------------
+# query-sev-launch-measure
+
+
+@dataclass(frozen=True)
+class LaunchMeasure:
+    """A launch measurement reply.
+
+    ``present``: non-empty valid base64 data. For SEV/SEV-ES the data is 48
+    bytes: 32-byte measurement then 16-byte mnonce (split only at that size).
+    ``not_available``: QEMU's documented "not available" error (the guest is
+    past ``launch-secret`` or not an SEV guest).
+    """
+
+    present: bool
+    length: int | None
+    measurement: bytes | None
+    mnonce: bytes | None
+    not_available: bool
+    problem: str | None
+
+    def describe(self) -> str:
+        if self.present:
+            return f"launch measurement present ({self.length} bytes)"
+        return f"no launch measurement: {self.problem}"
+
+
+def evaluate_launch_measure(reply: Any) -> LaunchMeasure:
+    """Judge a ``query-sev-launch-measure`` reply or error."""
+    ret, ecls, edesc = split_reply(reply)
+    if ret is None:
+        na = bool(edesc and MEASURE_NOT_AVAILABLE in edesc)
+        return LaunchMeasure(False, None, None, None, na, f"{ecls or 'error'}: {edesc}")
+    data = ret.get("data")
+    if not isinstance(data, str) or not data.strip():
+        return LaunchMeasure(False, None, None, None, False, f"'data' missing or empty: {data!r}")
+    try:
+        raw = base64.b64decode(data.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        return LaunchMeasure(False, None, None, None, False, f"'data' is not valid base64: {exc}")
+    if not raw:
+        return LaunchMeasure(False, 0, None, None, False, "'data' decodes to zero bytes")
+    if len(raw) == 48:
+        return LaunchMeasure(True, 48, raw[:32], raw[32:], False, None)
+    return LaunchMeasure(True, len(raw), None, None, False, None)
+
+
+# --------------------------------------------------------------------------
+# query-sev-capabilities errors
+
+
+@dataclass(frozen=True)
+class CapabilityError:
+    """A ``query-sev-capabilities`` failure, classified."""
+
+    code: str
+    reason: str
+    remedy: str
+    error_class: str | None
+    desc: str
+
+    def describe(self) -> str:
+        return f"{self.reason} ({self.desc}); {self.remedy}"
+
+
+#: (code, regex on desc, reason, remedy) in match order (sev-reference.md section 5).
+_CAP_RULES: tuple[tuple[str, str, str, str], ...] = (
+    ("no-kvm", r"^KVM not enabled",
+     "QEMU runs without KVM (TCG); SEV needs KVM",
+     "run on an AMD host with /dev/kvm and -accel kvm"),
+    ("kvm-sev-disabled", r"^SEV is not enabled in KVM",
+     "kvm_amd has SEV disabled",
+     "load kvm_amd with sev=1 (and sev_es=1), and enable SME/SEV in the BIOS; "
+     "check /sys/module/kvm_amd/parameters/sev"),
+    ("dev-sev", r"^(?:SEV: )?Failed to open /dev/sev",
+     "/dev/sev cannot be opened",
+     "make sure the ccp driver initialised the PSP (dmesg 'SEV API'), /dev/sev exists "
+     "and the user can read and write it"),
+    ("qemu-without-sev", r"^SEV is not available in this QEMU",
+     "this QEMU was built without SEV support",
+     "use a QEMU built for x86_64 with SEV (e.g. the AMD build recipe)"),
+    ("sev-unavailable", r"^SEV feature is not available",
+     "SEV is not available (QEMU 2.12-5.0 gives no detail)",
+     "check KVM, kvm_amd sev=1 and /dev/sev, or use QEMU >= 5.1 for a precise error"),
+)
+
+
+def classify_capabilities_error(error: Any) -> CapabilityError:
+    """Turn a ``query-sev-capabilities`` error into an actionable reason."""
+    _, ecls, edesc = split_reply(error)
+    desc = (edesc or "").strip()
+    if ecls == "CommandNotFound":
+        return CapabilityError("command-not-found", "QEMU has no query-sev-capabilities",
+                               "use an x86_64 QEMU >= 2.12", ecls, desc)
+    for code, rx, reason, remedy in _CAP_RULES:
+        if re.search(rx, desc):
+            return CapabilityError(code, reason, remedy, ecls, desc)
+    return CapabilityError("unknown", "unrecognised query-sev-capabilities error",
+                           "read the QEMU error text", ecls, desc)

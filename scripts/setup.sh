@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 / Ubuntu machine (run as root or
+# with sudo available): host packages, a project virtualenv in .venv with
+# pytest-sev and its dependencies, and the embedded default guest's kernel
+# (the distro cloud kernel, downloaded and unpacked into the cache, never
+# installed on the host). A second run does no work beyond checks.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+
+# Host packages the harness drives. msr-tools gives rdmsr for the host probe;
+# grub/mtools/dosfstools/gdisk build the disk-image guest the tests log in to;
+# nodejs/npm run the Allure 3 report generator; chromium checks the report.
+apt_packages=(
+  qemu-system-x86 qemu-utils ovmf busybox-static cpio kmod fio msr-tools
+  grub-efi-amd64-bin mtools dosfstools gdisk
+  python3-venv git nodejs npm chromium
+)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# A machine may bring its own Node.js (outside dpkg): do not fight it.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
+fi
+read -r -a missing <<<"${missing[*]}"
+if ((${#missing[@]})); then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+stamp=.venv/.pytest-sev-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install -q -e ".[test]"
+  touch "$stamp"
+fi
+
+# The default guest's kernel: fetched once into the content-addressed cache.
+.venv/bin/python -m pytest_sev provision
