@@ -25,8 +25,9 @@ TAIL_BYTES = 3000
 
 class Console:
     def __init__(self, sock: socket.socket, log_path: Path,
-                 context: Callable[[], dict]) -> None:
-        """``context()`` returns the argv and log paths errors should carry."""
+                 context: Callable[..., dict]) -> None:
+        """``context(exited=False)`` returns the argv, log paths (and, once
+        QEMU is gone, its exit status) that errors should carry."""
         self._sock = sock
         self.log_path = log_path
         self._log = open(log_path, "ab", buffering=0)
@@ -55,17 +56,20 @@ class Console:
         return framing.strip_ansi(data).replace(b"\r", b"").decode(errors="replace")
 
     def _fail(self, cls: type, what: str, detail: str = "") -> None:
-        ctx = self._context()
+        ctx = self._context(exited=cls is GuestDied)
         raise cls(what, console_tail=self.tail(), argv=ctx.get("argv", ()),
                   logs=ctx.get("logs", {}), detail=detail)
 
     def expect(self, patterns: list[bytes] | bytes, timeout: float, what: str) -> int:
         """Wait for one of *patterns* (regex bytes); fail naming *what*."""
         pats = patterns if isinstance(patterns, list) else [patterns]
-        idx = self._child.expect(pats + [pexpect.EOF, pexpect.TIMEOUT], timeout=timeout)
+        try:
+            idx = self._child.expect(pats + [pexpect.EOF, pexpect.TIMEOUT], timeout=timeout)
+        except OSError:  # ECONNRESET: QEMU died with bytes we had not read
+            idx = len(pats)
         if idx == len(pats):
             self._fail(GuestDied, f"QEMU exited while waiting for {what}",
-                       self._context().get("exit", ""))
+                       self._context(exited=True).get("exit", ""))
         if idx == len(pats) + 1:
             self._fail(GuestTimeout, f"timed out after {timeout:g}s waiting for {what}")
         return idx

@@ -71,8 +71,13 @@ class Guest:
                 "qemu stderr": self.workdir / "qemu-stderr.log",
                 "qmp transcript": self.workdir / "qmp.jsonl"}
 
-    def _context(self) -> dict:
+    def _context(self, exited: bool = False) -> dict:
         ctx: dict = {"argv": self.argv, "logs": self.logs}
+        if exited and self.proc is not None:
+            try:  # the console saw EOF: give QEMU a moment to be reaped
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                pass
         if self.proc is not None and self.proc.poll() is not None:
             ctx["exit"] = f"QEMU exit status {self.proc.returncode}; stderr: {self._stderr_tail()}"
         return ctx

@@ -73,6 +73,8 @@ def _number(name: str, v: CpuView, needed: frozenset[str], present: bool, value:
             ok: bool, remedy: str, feature: str) -> Check:
     """A number from CPUID 0x8000001F; skipped when CPUID or the feature is absent."""
     if v.sev is None:
+        if "not implemented" in v.why_no_cpuid:
+            return Check(name, "skip", f"n/a ({v.why_no_cpuid})", "", needed)
         return Check(name, "skip", f"{UNKNOWN} ({v.why_no_cpuid})", REMEDY_CPUID if v.is_amd else "", needed)
     if not present:
         return Check(name, "skip", f"n/a (no {feature})", "", needed)
@@ -110,8 +112,9 @@ def cpu_checks(ev: Evidence) -> list[Check]:
     cbit = sev.cbitpos if sev else 0
     checks.append(_number("cbitpos", v, FOR_SEV, has_sev, str(cbit), 32 <= cbit <= 63,
                           "a C-bit outside 32..63 is not plausible: update the BIOS / microcode", "SEV"))
+    not_there = "n/a" if "not implemented" in v.why_no_cpuid else UNKNOWN
     checks.append(Check("reduced_phys_bits", "info",
-                        str(sev.reduced_phys_bits) if sev else f"{UNKNOWN} ({v.why_no_cpuid})"))
+                        str(sev.reduced_phys_bits) if sev else f"{not_there} ({v.why_no_cpuid})"))
     ecx = sev.encrypted_guests if sev else 0
     checks.append(_number("encrypted_guests", v, FOR_SEV, has_sev, f"{ecx} (CPUID 0x8000001F ECX)", ecx > 0,
                           "the CPU reports no encrypted-guest slots: enable SEV in the BIOS", "SEV"))
@@ -128,7 +131,11 @@ def syscfg_check(ev: Evidence, v: CpuView) -> Check:
     if v.is_amd is False:
         return Check("syscfg_smee", "skip", "n/a (not an AMD CPU)", "", FOR_SEV)
     if ev.syscfg is None:
-        return Check("syscfg_smee", "skip", f"{UNKNOWN} ({ev.syscfg_error})",
+        value = f"{UNKNOWN} ({ev.syscfg_error})"
+        if v.sev is not None and v.sev.sev and v.info is not None and "sev" not in v.info.flags:
+            # The kernel clears the 'sev' flag when SYSCFG.SMEE is off: a strong hint, not a reading.
+            value += "; CPUID has SEV but the kernel hid the 'sev' flag, as it does when SMEE is off"
+        return Check("syscfg_smee", "skip", value,
                      "load the msr driver (modprobe msr) and run as root to read SYSCFG", FOR_SEV)
     on = parse_syscfg_smee(ev.syscfg)
     value = (f"{'enabled' if on else 'disabled'} (MSR 0xC0010010 = 0x{ev.syscfg:x} "

@@ -11,7 +11,7 @@ from .evidence import DeviceAccess, Evidence, KVM_API_VERSION
 from .parse_log import HWERROR_PLATFORM, KernelLog, parse_kernel_log
 from .parse_tools import param_enabled, parse_kernel_release
 from .report import FOR_SEV, FOR_SEV_ES, UNKNOWN, Check
-from .checks_cpu import REMEDY_ES_ASIDS, REMEDY_SMEE
+from .checks_cpu import REMEDY_SMEE
 
 REMEDY_KVM_AMD = ("load kvm_amd with SEV: modprobe kvm_amd sev=1 sev_es=1 "
                   "(or kvm_amd.sev=1 kvm_amd.sev_es=1 on the kernel command line)")
@@ -45,7 +45,8 @@ def asid_check(name: str, feature: str, log: KernelLog | None, log_error: str,
     if log is None:
         return Check(name, "skip", f"{UNKNOWN} (kernel log not readable: {log_error})", "", needed)
     line = log.asids.get(feature)
-    remedy = REMEDY_KVM_AMD if feature == "SEV" else f"{REMEDY_KVM_AMD}; {REMEDY_ES_ASIDS}"
+    remedy = (f"{REMEDY_KVM_AMD}; if already asked for, see sev_firmware and syscfg_smee" if feature == "SEV"
+              else f"{REMEDY_KVM_AMD}; if already asked for, see sev_es_asids (BIOS SEV-ES ASID limit)")
     if line is None:
         if feature == "SEV-ES" and log.wording == "old" and "SEV" in log.asids:
             # Old kernels print the SEV-ES line only when SEV-ES got enabled.
@@ -67,8 +68,9 @@ def _param(name: str, param: str, ev: Evidence, needed: frozenset[str]) -> Check
                      "install a host kernel >= 5.11 with CONFIG_KVM_AMD_SEV=y", needed)
     if param_enabled(raw):
         return Check(name, "pass", raw, "", needed)
+    see = "sev_es_asids and sev_firmware" if param == "sev_es" else "sev_firmware and syscfg_smee"
     return Check(name, "fail", f"{raw} (the effective value: not asked for, or asked for but unsupported)",
-                 f"{REMEDY_KVM_AMD}; if already set, see sev_firmware and syscfg_smee", needed)
+                 f"{REMEDY_KVM_AMD}; if already set, see {see}", needed)
 
 
 def _dev_sev(d: DeviceAccess) -> Check:

@@ -136,7 +136,7 @@ def _read_syscfg(root: Path, runner: Runner) -> tuple[int | None, str, str]:
     value = parse_rdmsr_output(out) if status == 0 else None
     if value is not None:
         return value, "rdmsr", ""
-    why.append("rdmsr not installed" if status == 127 else f"rdmsr: exit {status}")
+    why.append(f"rdmsr: exit {status}")  # 127 is both "not installed" and rdmsr's own ENOENT
     return None, "", "; ".join(why)
 
 

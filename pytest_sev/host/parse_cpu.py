@@ -95,7 +95,7 @@ def decode_sev_leaf(leaves: dict[int, CpuidRegs]) -> tuple[SevCpuid | None, str]
     if top is None:
         return None, "leaf 0x80000000 not read"
     if top.eax < SEV_LEAF:
-        return None, f"leaf 0x8000001F not implemented (max extended leaf 0x{top.eax:08x})"
+        return None, f"leaf 0x8000001F not implemented, max extended leaf 0x{top.eax:08x}"
     regs = leaves.get(SEV_LEAF)
     if regs is None:
         return None, "leaf 0x8000001F not read"

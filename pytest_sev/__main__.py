@@ -1,0 +1,37 @@
+"""``python -m pytest_sev COMMAND``: the harness's tools outside pytest.
+
+Commands:
+  provision   fetch the default guest's kernel into the cache (setup does this)
+  host        host readiness report, like ``sevctl ok`` (exit 1 when not ready)
+  launch      launch-qemu.sh options, interactive serial console
+  build       build.sh equivalent: build qemu, ovmf, kernel from pinned sources
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "provision": "pytest_sev.cli_provision",
+    "host": "pytest_sev.host.cli",
+    "launch": "pytest_sev.launch",
+    "build": "pytest_sev.build.cli",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__.strip())
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    try:
+        module = importlib.import_module(COMMANDS[argv[0]])
+    except ModuleNotFoundError as exc:
+        print(f"pytest_sev {argv[0]}: not available in this build ({exc.name})", file=sys.stderr)
+        return 2
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""suites/test_host.py, run by pytester against recorded hosts in each mode:
+one row per check, and each mode turns a missing prerequisite into the
+right outcome (fail under --sev-es/--sev, skip under auto/off)."""
+
+from pathlib import Path
+
+import pytest
+
+from pytest_sev.host import CHECK_NAMES
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parent.parent
+SUITE = REPO / "suites" / "test_host.py"
+
+CONFTEST = """
+import types, pytest
+from pathlib import Path
+from pytest_sev.host.recorded import load_recorded
+
+@pytest.fixture(scope="session")
+def host(tmp_path_factory):
+    return load_recorded(Path({host!r}), tmp_path_factory.mktemp("host")).probe()
+
+@pytest.fixture(scope="session")
+def run_config():
+    return types.SimpleNamespace(mode={mode!r})
+"""
+
+
+def run_suite(pytester, host: str, mode: str):
+    pytester.makeconftest(CONFTEST.format(host=str(REPO / "fixtures" / "hosts" / host), mode=mode))
+    pytester.makepyfile(test_host=SUITE.read_text())
+    # -p no:sev: the suite needs only these two fixtures, not the whole plugin.
+    return pytester.runpytest_inprocess("-p", "no:sev", "-p", "no:cacheprovider", "-rfs")
+
+
+def test_ready_host_under_sev_es(pytester):
+    result = run_suite(pytester, "epyc-milan-6.8-ready", "sev-es")
+    # every check passes or is info, except the unreadable SYSCFG (skip)
+    result.assert_outcomes(passed=len(CHECK_NAMES) - 1, skipped=1)
+    result.stdout.fnmatch_lines(["*syscfg_smee not determined: unknown*"])
+
+
+def test_sev_only_host_under_sev_es_fails_with_remedies(pytester):
+    result = run_suite(pytester, "epyc-milan-sev-only", "sev-es")
+    # sev_es_asids, kvm_amd_sev_es, kernel_log_sev_es; virsh is absent (skip)
+    result.assert_outcomes(passed=len(CHECK_NAMES) - 4, failed=3, skipped=1)
+    result.stdout.fnmatch_lines([
+        "*test_host_check?sev_es_asids?*",
+        "*--sev-es needs it: host check sev_es_asids failed: 0 (CPUID 0x8000001F EDX=1*SEV-ES ASID Space Limit*",
+    ])
+
+
+def test_sev_only_host_under_sev_skips_the_sev_es_rows(pytester):
+    result = run_suite(pytester, "epyc-milan-sev-only", "sev")
+    result.assert_outcomes(passed=len(CHECK_NAMES) - 4, skipped=4)
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_no_sev_host_never_fails_in_auto_or_off(pytester, mode):
+    result = run_suite(pytester, "dev-machine-no-sev", mode)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes["skipped"] >= 8
+    result.stdout.fnmatch_lines(["*host check cpu_vendor failed: GenuineIntel; remedy: *"])
+
+
+def test_no_sev_host_under_sev_es_fails_each_needed_check(pytester):
+    result = run_suite(pytester, "dev-machine-no-sev", "sev-es")
+    result.assert_outcomes(passed=9, failed=8, skipped=8)
+    result.stdout.fnmatch_lines(["*qmp_sev_capabilities failed: GenericError: KVM not enabled*remedy*dev_kvm*"])
+
+
+def test_rows_are_named_after_the_checks(pytester):
+    pytester.makeconftest(CONFTEST.format(host=str(REPO / "fixtures" / "hosts" / "intel-xeon-icelake"),
+                                          mode="auto"))
+    pytester.makepyfile(test_host=SUITE.read_text())
+    result = pytester.runpytest_inprocess("-p", "no:sev", "-p", "no:cacheprovider", "--collect-only", "-q")
+    result.stdout.fnmatch_lines([f"test_host.py::test_host_check[[]{name}[]]" for name in CHECK_NAMES])
