@@ -12,6 +12,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -104,15 +105,24 @@ def guest_factory(request: pytest.FixtureRequest, run_config: RunConfig) -> Iter
     factory.finish(keep=_failed(request.node))
 
 
+@contextmanager
+def scoped_guest(request: pytest.FixtureRequest, cfg: RunConfig, label: str,
+                 spec: GuestSpec | None = None, **fields) -> Iterator[Guest]:
+    """A guest for a module- or session-scoped fixture; its logs are kept
+    when any test failed while it was up."""
+    factory = GuestFactory(cfg, _log_root(cfg, request.config) / _slug(label))
+    failed_before = request.session.testsfailed
+    try:
+        yield factory(spec, **fields)
+    finally:
+        factory.finish(keep=request.session.testsfailed > failed_before)
+
+
 @pytest.fixture(scope="session")
 def guest(request: pytest.FixtureRequest, run_config: RunConfig) -> Iterator[Guest]:
     """One plain default guest shared by the session (read-only use, please)."""
-    root = _log_root(run_config, request.config) / "session-guest"
-    factory = GuestFactory(run_config, root)
-    try:
-        yield factory()
-    finally:
-        factory.finish(keep=request.session.testsfailed > 0)
+    with scoped_guest(request, run_config, "session-guest") as shared:
+        yield shared
 
 
 def _decided_sev_guest(request: pytest.FixtureRequest, factory: GuestFactory,

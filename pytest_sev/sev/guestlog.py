@@ -22,8 +22,9 @@ stamp), so the echo of a typed ``dmesg | grep ...`` command is not evidence.
 
 AMD's out-of-tree SEV-ES line implies SEV (SEV-ES is an extension of SEV;
 the README lists the two lines as alternatives). Every other era lists each
-feature explicitly. When lines disagree (a log holding two boots, or a
-Status line that contradicts the features line) the result keeps the union
+feature explicitly. Only the last boot in the text is judged (see
+:func:`parse_guest_log`). When lines disagree (a Status line that
+contradicts the features line) the result keeps the union
 in ``features`` and lists the conflict in ``disagreements``: a caller must
 treat a non-empty ``disagreements`` as "unknown".
 """
@@ -80,7 +81,7 @@ class GuestLogResult:
     bounce_line: str | None
     tdx: bool
     status_tokens: tuple[str, ...]
-    boots: int
+    boots: int  # 'Linux version' lines seen (only the last boot is judged by default)
     disagreements: tuple[str, ...]
 
     @property
@@ -146,25 +147,33 @@ def _match_line(body: str) -> tuple[str, frozenset[str], list[str]] | None:
     return None
 
 
-def parse_guest_log(text: str) -> GuestLogResult:
-    """Recognise every era's memory-encryption line in a guest kernel log."""
+def parse_guest_log(text: str, last_boot_only: bool = True) -> GuestLogResult:
+    """Recognise every era's memory-encryption line in a guest kernel log.
+
+    With ``last_boot_only`` (default) and a log holding several ``Linux
+    version`` lines (a console log with two boots, or a console log followed
+    by a ``dmesg`` replay of the same boot) only the part from the last such
+    line on is judged: that is the kernel running now. ``boots`` counts them.
+    """
+    lines = clean_log(text)
+    bodies = [line[_PREFIX.match(line).end():] for line in lines]
+    starts = [i for i, b in enumerate(bodies) if _RE_BOOT.match(b)]
+    first = starts[-1] if (last_boot_only and starts) else 0
     evidence: list[Evidence] = []
     eras: list[str] = []
     bounce: str | None = None
     status_tokens: list[str] = []
     disagreements: list[str] = []
-    boots = 0
-    for i, line in enumerate(clean_log(text), 1):
-        body = line[_PREFIX.match(line).end():]
-        if _RE_BOOT.match(body):
-            boots += 1
+    boots = len(starts)
+    for i in range(first, len(lines)):
+        line, body = lines[i], bodies[i]
         if bounce is None and BOUNCE_TEXT in body:
             bounce = line.strip()
         hit = _match_line(body)
         if hit is None:
             continue
         era, feats, toks = hit
-        evidence.append(Evidence(era=era, line=line.strip(), lineno=i, features=feats))
+        evidence.append(Evidence(era=era, line=line.strip(), lineno=i + 1, features=feats))
         if era not in eras:
             eras.append(era)
         if era == ERA_STATUS:
@@ -183,8 +192,6 @@ def parse_guest_log(text: str) -> GuestLogResult:
         )
     if tdx and features:
         disagreements.append("log names both Intel TDX and AMD SEV")
-    if boots > 1:
-        disagreements.append(f"log holds {boots} boots ('Linux version' lines)")
     return GuestLogResult(
         features=features,
         evidence=tuple(evidence),

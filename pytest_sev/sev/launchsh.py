@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .policy import ES, policy_for
 
@@ -201,6 +201,9 @@ DOCUMENTED_DIFFERENCES: tuple[Difference, ...] = (
                "devices to iommu_platform=on,disable-legacy=on"),
     Difference("pflash-readonly", "readonly", "readonly=on",
                "the bare boolean form is deprecated in newer QEMU; same meaning"),
+    Difference("console", "-nographic (serial on stdio, HMP muxed)",
+               "-display none, -serial chardev:ID with -chardev socket,id=ID,fd=N",
+               "the harness reads the console through a socketpair it owns (pexpect), not a terminal"),
     Difference("accel", "-enable-kvm", "-accel kvm, or -accel tcg on hosts without SEV",
                "the harness also runs plain control guests on machines without usable KVM"),
 )
@@ -211,6 +214,7 @@ _ACCEL_OPTS = {"-enable-kvm", "-accel"}
 #: values that are not QEMU option strings: compared whole.
 _OPAQUE = {"-append", "-kernel", "-initrd", "-bios", "-name", "-pidfile", "-D"}
 _MONITOR_OPTS = {"-monitor", "-qmp", "-qmp-pretty", "-mon"}
+_CONSOLE_OPTS = {"-nographic", "-display", "-serial"}
 
 
 def _split_opts(argv: list[str]) -> list[tuple[str, str | None]]:
@@ -252,6 +256,15 @@ def _props(value: str) -> tuple[str | None, dict[str, str]]:
     return head, props
 
 
+def _mib(size: str | None) -> str | None:
+    """QEMU ``-m`` sizes: a bare number is MiB; ``4G`` == ``4096M``."""
+    m = re.fullmatch(r"(\d+)([MmGg]?)[Bb]?", size or "")
+    if not m:
+        return size
+    n = int(m.group(1)) * (1024 if m.group(2) in ("G", "g") else 1)
+    return f"{n}M"
+
+
 def _same_value(a: str, b: str) -> bool:
     if a == b:
         return True
@@ -265,12 +278,14 @@ def _normalise(argv: list[str]) -> dict[str, tuple[str | None, dict[str, str]]]:
     """Keyed, normalised options with the documented differences removed."""
     items = _split_opts(argv)
     chardevs_for_mon = {(_props(v)[1].get("chardev")) for o, v in items if o == "-mon" and v}
+    chardevs_for_mon |= {v.split(":", 1)[1] for o, v in items
+                         if o == "-serial" and v and v.startswith("chardev:")}
     out: dict[str, tuple[str | None, dict[str, str]]] = {}
     machine: dict[str, str] = {}
     mtype: str | None = None
     counts: dict[str, int] = {}
     for opt, val in items:
-        if opt in _ACCEL_OPTS or opt in _MONITOR_OPTS:
+        if opt in _ACCEL_OPTS or opt in _MONITOR_OPTS or opt in _CONSOLE_OPTS:
             continue
         if val is None:
             out[opt] = (None, {})
@@ -305,6 +320,8 @@ def _normalise(argv: list[str]) -> dict[str, tuple[str | None, dict[str, str]]]:
             key = f"{opt} id={props.get('id', head)}"
         else:
             key = opt
+        if opt == "-m":
+            head = _mib(props.pop("size", head))
         n = counts.get(key, 0)
         counts[key] = n + 1
         out[key if n == 0 else f"{key} #{n + 1}"] = (head, props)
@@ -317,7 +334,8 @@ def compare_argv(ours: list[str], reference: list[str], ignore_paths: bool = Fal
 
     Normalised away (see :data:`DOCUMENTED_DIFFERENCES`): the binary path,
     accelerator options, HMP/QMP monitor options (and the chardev a ``-mon``
-    uses), ``memory-encryption`` vs ``confidential-guest-support``, bare
+    uses), console options (``-nographic``, ``-display``, ``-serial`` and the
+    chardev a ``-serial chardev:ID`` uses), ``memory-encryption`` vs ``confidential-guest-support``, bare
     boolean properties vs ``=on``/``true``. Option order is not compared.
     Numbers compare by value (``policy=0x5`` equals ``policy=5``).
     ``ignore_paths`` drops ``file=`` properties and ``-kernel``/``-initrd``
@@ -328,10 +346,10 @@ def compare_argv(ours: list[str], reference: list[str], ignore_paths: bool = Fal
     diffs: list[str] = []
     for key in sorted(set(a) | set(b)):
         if key not in a:
-            diffs.append(f"missing in ours: {key} {_fmt(b[key])}")
+            diffs.append(f"missing in ours: {key} {_fmt(b[key])}".rstrip())
             continue
         if key not in b:
-            diffs.append(f"extra in ours: {key} {_fmt(a[key])}")
+            diffs.append(f"extra in ours: {key} {_fmt(a[key])}".rstrip())
             continue
         (ha, pa), (hb, pb) = a[key], b[key]
         if ignore_paths:

@@ -1,0 +1,129 @@
+"""SEV-ES activation, proven by independent witnesses.
+
+A plain control guest runs in every mode and must look unencrypted to every
+witness (its memory marker visible from the host), which proves the
+witnesses can tell.  The SEV-ES guest runs when the mode and host allow
+(design.md's mode table: skip in auto, fail fast in --sev-es) and must look
+encrypted to every witness.  The last test puts all answers in one table.
+"""
+
+from __future__ import annotations
+
+import json
+
+import allure
+import pytest
+
+from pytest_sev import witnesses
+from pytest_sev.fixtures import scoped_guest
+from pytest_sev.guest_specs import plain_spec, sev_spec
+from pytest_sev.host import decide
+
+pytestmark = [pytest.mark.qemu, allure.epic("pytest-sev"), allure.feature("activation")]
+
+KINDS = ["plain", "sev-es"]
+#: what each witness must answer per kind: (memory encrypted, SEV-ES)
+EXPECTED = {"plain": (False, False), "sev-es": (True, True)}
+#: answers recorded by the witness tests, read by the cross-check
+ANSWERS: dict[str, dict[str, witnesses.Witness]] = {kind: {} for kind in KINDS}
+
+GUEST_MEMORY_MIB = 512  # the host dumps all of it: keep it small
+
+
+class Subject:
+    def __init__(self, kind: str, guest=None, decision=None) -> None:
+        self.kind, self.guest, self.decision = kind, guest, decision
+
+    def require(self):
+        """Skip or fail (naming the host check) before any witness runs."""
+        if self.decision is not None and self.decision.action == "skip":
+            pytest.skip(self.decision.reason)
+        if self.decision is not None and self.decision.action == "fail":
+            pytest.fail(self.decision.reason, pytrace=False)
+        return self.guest
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def subject(request, run_config, host):
+    kind = request.param
+    if kind == "plain":
+        spec = plain_spec(run_config, name="plain-control", memory_mib=GUEST_MEMORY_MIB)
+    else:
+        decision = decide(run_config.mode, host, kind)
+        if decision.action != "run":
+            yield Subject(kind, decision=decision)  # no boot attempted
+            return
+        cbit = host.facts.get("cbitpos")
+        spec = sev_spec(run_config, kind, int(cbit) if cbit not in (None, "", "unknown") else None,
+                        memory_mib=GUEST_MEMORY_MIB)
+    with scoped_guest(request, run_config, f"activation-{kind}", spec) as guest:
+        yield Subject(kind, guest)
+
+
+def _record(subject: Subject, witness: witnesses.Witness) -> witnesses.Witness:
+    ANSWERS[subject.kind][witness.name] = witness
+    allure.attach(json.dumps({"encrypted": witness.encrypted, "es": witness.es,
+                              "evidence": witness.evidence, **witness.details}, indent=1, default=str),
+                  name=f"{subject.kind}: {witness.name}", attachment_type=allure.attachment_type.JSON)
+    return witness
+
+
+def _assert_expected(subject: Subject, witness: witnesses.Witness, check_es: bool = True) -> None:
+    want_enc, want_es = EXPECTED[subject.kind]
+    if witness.encrypted is None:
+        if subject.kind == "plain":
+            pytest.skip(f"{witness.name} cannot tell on this guest: {witness.evidence}")
+        pytest.fail(f"{witness.name} is unknown, which is never a pass: {witness.evidence}", pytrace=False)
+    assert witness.encrypted == want_enc, f"{witness.name}: {witness.evidence}"
+    if check_es and witness.es is not None:
+        assert witness.es == want_es, f"{witness.name}: {witness.evidence}"
+
+
+def test_guest_kernel_log(subject):
+    guest = subject.require()
+    _assert_expected(subject, _record(subject, witnesses.kernel_log(guest)))
+
+
+def test_sev_status_msr(subject):
+    guest = subject.require()
+    _assert_expected(subject, _record(subject, witnesses.sev_status_msr(guest)))
+
+
+def test_qmp_query_sev(subject, host):
+    guest = subject.require()
+    w = _record(subject, witnesses.query_sev(guest, subject.kind, host.facts.get("sev_api")))
+    _assert_expected(subject, w)
+    assert not w.details["problems"], w.evidence
+
+
+def test_host_memory_view(subject):
+    guest = subject.require()
+    w = _record(subject, witnesses.host_memory_view(guest))
+    assert w.details["marker_written"], f"the guest did not confirm writing the marker: {w.evidence}"
+    _assert_expected(subject, w, check_es=False)
+    if subject.kind == "plain":
+        assert w.details["found"] > 0
+
+
+def test_launch_measurement(subject):
+    guest = subject.require()
+    w = _record(subject, witnesses.launch_measurement(guest))
+    _assert_expected(subject, w, check_es=False)
+
+
+def test_witnesses_agree(subject):
+    """Every witness that answered agrees with the requested mode."""
+    subject.require()
+    answers = ANSWERS[subject.kind]
+    want_enc, want_es = EXPECTED[subject.kind]
+    rows, bad = [], []
+    for name, w in sorted(answers.items()):
+        ok = w.encrypted == want_enc and (w.es is None or w.es == want_es)
+        rows.append(f"{name:<22} encrypted={str(w.encrypted):<5} es={str(w.es):<5} "
+                    f"{'ok' if ok else 'DISAGREES'}  {w.evidence[:100]}")
+        if not ok:
+            bad.append(name)
+    table = "\n".join([f"{subject.kind}: expected encrypted={want_enc} es={want_es}"] + rows)
+    allure.attach(table, name=f"{subject.kind}: witness table", attachment_type=allure.attachment_type.TEXT)
+    assert len(answers) >= 3, f"too few witnesses answered to cross-check:\n{table}"
+    assert not bad, f"witnesses disagree with the requested mode:\n{table}"
