@@ -37,8 +37,13 @@ class Disk:
     cache: str = "none"
     aio: str = "threads"
     readonly: bool = False
+    #: QEMU I/O throttling (bytes/s): requests wait in QEMU while their DMA
+    #: buffers stay mapped in the guest, like a real device's latency.
+    throttle_bps: int | None = None
 
     def __post_init__(self) -> None:
+        if self.throttle_bps is not None and self.throttle_bps <= 0:
+            raise SpecError(f"throttle_bps {self.throttle_bps} must be positive")
         if self.bus not in ("virtio-blk", "virtio-scsi", "ide"):
             raise SpecError(f"unknown disk bus {self.bus!r} (virtio-blk, virtio-scsi or ide)")
         if self.format not in ("raw", "qcow2"):

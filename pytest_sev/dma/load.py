@@ -3,6 +3,8 @@
 How the suite uses it (each command is one line for busybox ash, well under
 the 1024 characters busybox line editing accepts):
 
+0. ``probe_command()`` / ``parse_probe(text)``: ``fio`` if the guest has it,
+   else ``dd``; put it in ``LoadSpec(tool=...)``.
 1. ``start_command(dev, spec)``: starts the load in the background and prints
    nothing. Output goes to files under ``spec.workdir`` (/tmp/dmaload):
    ``kind`` (fio|dd), ``t0``/``t1`` (/proc/uptime at start/end of the timed
@@ -50,11 +52,12 @@ _DEV_RE = re.compile(r"^/dev/[A-Za-z0-9_-]+$")
 
 @dataclass(frozen=True)
 class LoadSpec:
-    tool: Literal["fio", "dd", "auto"] = "auto"  # auto: fio if the guest has it
+    tool: Literal["fio", "dd"] = "dd"  # pick with probe_command()/parse_probe()
     fio: FioSpec = FioSpec()
     dd: DdSpec = DdSpec()
     workdir: str = WORKDIR
-    quiet_console: bool = True
+    quiet_console: bool = True  # dmesg -n 1 (see module docstring)
+    mount_debugfs: bool = True  # for io_tlb_used in the progress line
 
     @property
     def disk_bytes(self) -> int:
@@ -72,46 +75,60 @@ def _stat_path(dev: str) -> str:
     return f"/sys/block/{_dev_name(dev)}/stat"
 
 
-def _fio_body(dev: str, d: str, stat: str, spec: FioSpec) -> str:
-    argv = fio_args(dev, f"{d}/fio.json", engine="$E", spec=spec)
+def _fio_body(dev: str, stat: str, spec: FioSpec) -> str:
+    argv = fio_args(dev, "$D/fio.json", engine="$E", spec=spec)
     return (
-        f"E=psync;fio --enghelp=libaio >/dev/null 2>&1&&E=libaio;echo fio >{d}/kind;"
-        f"cat {stat} >{d}/s0;cat /proc/uptime >{d}/t0;"
+        "E=psync;fio --enghelp=libaio >/dev/null 2>&1&&E=libaio;"
+        f"cat {stat} >$D/s0;cat /proc/uptime >$D/t0;"
         + " ".join(argv)
-        + f" 2>{d}/fio.err;r=$?;cat /proc/uptime >{d}/t1;cat {stat} >{d}/s1;echo $r >{d}/rc"
+        + f" 2>$D/fio.err;r=$?;cat /proc/uptime >$D/t1;cat {stat} >$D/s1;echo $r >$D/rc"
     )
 
 
-def _dd_body(dev: str, d: str, stat: str, spec: DdSpec) -> str:
-    return f"echo dd >{d}/kind;" + ddload.body(dev, d, stat, spec)
+def probe_command() -> str:
+    """One line printing ``DMATOOL fio`` when the guest has fio, else ``DMATOOL dd``."""
+    return 'command -v fio >/dev/null 2>&1&&echo DMATOOL fio||echo DMATOOL dd'
+
+
+def parse_probe(text: str) -> str:
+    """``fio`` or ``dd`` from the output of :func:`probe_command`."""
+    m = re.findall(r"^DMATOOL (fio|dd)\s*$", text, re.MULTILINE)
+    if not m:
+        raise ValueError("no DMATOOL line in guest output")
+    return m[-1]
 
 
 def start_command(dev: str, spec: LoadSpec = LoadSpec()) -> str:
     """One line that (re)starts the load on ``dev`` in the background, printing nothing.
 
-    With ``tool="auto"`` the guest picks fio when ``command -v fio`` finds it,
-    else the dd load. The doubly nested subshell ``( (...) & )`` keeps an
-    interactive ash from printing a job number or a later "Done".
+    The work directory is emptied in the foreground first, so a progress
+    sample taken right after cannot see a previous run's ``rc``. The load
+    runs in a doubly nested subshell ``( (...) & )`` so an interactive ash
+    prints no job number and no later "Done". Sets ``D`` (the work directory)
+    in the calling shell. Pick ``spec.tool`` with :func:`probe_command` first.
     """
-    d = spec.workdir
     stat = _stat_path(dev)
+    if not re.fullmatch(r"/[\w/.-]+", spec.workdir):
+        raise ValueError(f"unsafe work directory {spec.workdir!r}")
     prep = (
         ("dmesg -n 1;" if spec.quiet_console else "")
-        + f"rm -rf {d};mkdir -p {d}/p;"
-        + "grep -q ' /sys/kernel/debug ' /proc/mounts||mount -t debugfs none /sys/kernel/debug 2>/dev/null;"
+        + f"D={spec.workdir};rm -rf $D;mkdir -p $D/p;echo {spec.tool} >$D/kind;"
+        + (
+            "grep -q ' /sys/kernel/debug ' /proc/mounts||mount -t debugfs none /sys/kernel/debug 2>/dev/null;"
+            if spec.mount_debugfs
+            else ""
+        )
     )
     if spec.tool == "fio":
-        inner = _fio_body(dev, d, stat, spec.fio)
+        inner = _fio_body(dev, stat, spec.fio)
     elif spec.tool == "dd":
-        inner = _dd_body(dev, d, stat, spec.dd)
-    elif spec.tool == "auto":
-        inner = (
-            f"if command -v fio >/dev/null;then {_fio_body(dev, d, stat, spec.fio)};"
-            f"else {_dd_body(dev, d, stat, spec.dd)};fi"
-        )
+        inner = ddload.body(dev, "$D", stat, spec.dd)
     else:
-        raise ValueError(f"unknown load tool {spec.tool!r}")
-    return prep + f"( ( {inner} ) </dev/null >/dev/null 2>&1 & )"
+        raise ValueError(f"unknown load tool {spec.tool!r} (fio or dd; see probe_command)")
+    cmd = prep + f"( ( {inner} ) </dev/null >/dev/null 2>&1 & )"
+    if len(cmd) > MAX_COMMAND_CHARS:
+        raise ValueError(f"start command is {len(cmd)} characters, over {MAX_COMMAND_CHARS}")
+    return cmd
 
 
 def progress_command(dev: str, workdir: str = WORKDIR) -> str:

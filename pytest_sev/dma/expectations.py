@@ -1,0 +1,129 @@
+"""What each pool size should do, and the verdict on what it did.
+
+Why a table plus rules: the small-pool behaviour depends on the bus, the
+kernel and the load, so it is data (``fixtures/dma_expectations.toml``) that
+is updated as runs are measured; but some things must hold everywhere and are
+code, not data: never corruption or panic, and pools >= 64 MiB (and ``auto``)
+clean. A table row that contradicts a rule is rejected when the file loads.
+
+Rows are ``measured`` (a difference fails) or ``unmeasured`` (a difference is
+reported with both values, and the test does not fail); the suite calls
+:meth:`Expectations.check` and fails only when ``verdict.fails``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .classify import OUTCOMES
+from .sizes import PoolSize, parse_size
+
+MODES = ("plain-forced", "sev", "sev-es")
+BUSES = ("virtio-blk", "virtio-scsi")
+STATUSES = ("measured", "unmeasured")
+NEVER = ("corruption", "panic")
+CLEAN_FROM_BYTES = 64 << 20
+
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "fixtures" / "dma_expectations.toml"
+
+
+@dataclass(frozen=True)
+class Row:
+    mode: str
+    bus: str
+    size: PoolSize
+    outcome: str
+    status: str
+    accept: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def measured(self) -> bool:
+        return self.status == "measured"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    enforced: bool  # a not-ok verdict fails the test only when enforced
+    expected: str | None
+    got: str
+    message: str
+
+    @property
+    def fails(self) -> bool:
+        return not self.ok and self.enforced
+
+
+def must_be_clean(size: PoolSize) -> bool:
+    """The rule: ``auto`` and pools of 64 MiB or more must be clean."""
+    return size.is_auto or (size.bytes or 0) >= CLEAN_FROM_BYTES
+
+
+class Expectations:
+    def __init__(self, rows: list[Row]):
+        self.rows = {(r.mode, r.bus, r.size.label): r for r in rows}
+
+    def row(self, mode: str, bus: str, size: PoolSize) -> Row | None:
+        return self.rows.get((mode, bus, size.label))
+
+    def check(self, mode: str, bus: str, size: PoolSize, outcome: str) -> Verdict:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}")
+        where = f"pool {size.label} on {bus} ({mode})"
+        row = self.row(mode, bus, size)
+        expected = row.outcome if row else None
+        if outcome in NEVER:
+            return Verdict(False, True, expected, outcome, f"{where}: {outcome} is never acceptable (expected {expected or 'clean'})")
+        if must_be_clean(size) and outcome != "clean":
+            return Verdict(False, True, "clean", outcome, f"{where}: expected clean (pools >= 64M and auto must be clean), got {outcome}")
+        if row is None:
+            return Verdict(False, False, None, outcome, f"{where}: no expectation in the table, got {outcome}")
+        if outcome == row.outcome or outcome in row.accept:
+            return Verdict(True, row.measured, row.outcome, outcome, f"{where}: {outcome} as expected ({row.status})")
+        return Verdict(
+            False, row.measured, row.outcome, outcome,
+            f"{where}: expected {row.outcome}, got {outcome} ({row.status} row"
+            + ("" if row.measured else ", reported only") + ")",
+        )
+
+
+def parse_expectations(data: dict) -> Expectations:
+    """Validate a parsed TOML document; ValueError naming the bad entry."""
+    if data.get("schema") != 1:
+        raise ValueError(f"dma expectations: unsupported schema {data.get('schema')!r} (want 1)")
+    rows: list[Row] = []
+    for mode, buses in data.items():
+        if mode == "schema":
+            continue
+        if mode not in MODES:
+            raise ValueError(f"dma expectations: unknown mode {mode!r} (known: {', '.join(MODES)})")
+        for bus, sizes in buses.items():
+            if bus not in BUSES:
+                raise ValueError(f"dma expectations: unknown bus {mode}.{bus} (known: {', '.join(BUSES)})")
+            for key, spec in sizes.items():
+                where = f"{mode}.{bus}.{key!r}"
+                size = parse_size(key)
+                if size.label != key:
+                    raise ValueError(f"dma expectations: {where}: write the size as {size.label!r}")
+                outcome = spec.get("outcome")
+                status = spec.get("status")
+                accept = tuple(spec.get("accept", ()))
+                for o in (outcome, *accept):
+                    if o not in OUTCOMES:
+                        raise ValueError(f"dma expectations: {where}: unknown outcome {o!r}")
+                    if o in NEVER:
+                        raise ValueError(f"dma expectations: {where}: {o} can never be expected")
+                if status not in STATUSES:
+                    raise ValueError(f"dma expectations: {where}: status must be one of {STATUSES}, got {status!r}")
+                if must_be_clean(size) and (outcome != "clean" or accept):
+                    raise ValueError(f"dma expectations: {where}: pools >= 64M and auto must be clean")
+                rows.append(Row(mode, bus, size, outcome, status, accept, spec.get("note", "")))
+    return Expectations(rows)
+
+
+def load_expectations(path: str | Path = DEFAULT_PATH) -> Expectations:
+    with open(path, "rb") as f:
+        return parse_expectations(tomllib.load(f))

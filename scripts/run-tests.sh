@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The project's own tests (unit, pytester, real-QEMU integration), after the
+# idempotent set-up. Extra arguments go to pytest.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+bash scripts/setup.sh
+exec .venv/bin/python -m pytest tests/ -p no:cacheprovider "$@"

@@ -1,0 +1,107 @@
+"""pytest_sev.dma.expectations and fixtures/dma_expectations.toml."""
+
+import tomllib
+
+import pytest
+
+from pytest_sev.dma.expectations import DEFAULT_PATH, load_expectations, parse_expectations
+from pytest_sev.dma.sizes import parse_size
+
+S = parse_size
+
+
+@pytest.fixture(scope="module")
+def exp():
+    return load_expectations()
+
+
+def test_shipped_table_loads_and_covers_the_matrix(exp):
+    for mode in ("plain-forced", "sev", "sev-es"):
+        for bus in ("virtio-blk", "virtio-scsi"):
+            for size in ("256K", "1M", "8M", "64M", "512M", "auto"):
+                assert exp.row(mode, bus, S(size)) is not None, (mode, bus, size)
+
+
+def test_measured_rows_from_measured_here(exp):
+    want = {"256K": "stall", "1M": "stall", "2M": "pressure", "8M": "pressure", "64M": "clean",
+            "512M": "clean", "auto": "clean"}
+    for size, outcome in want.items():
+        assert exp.row("plain-forced", "virtio-blk", S(size)).outcome == outcome
+    measured = {k for k, r in exp.rows.items() if r.measured}
+    assert ("plain-forced", "virtio-blk", "8M") in measured
+    assert all(k[0] == "plain-forced" for k in measured)  # nothing measured on SEV yet
+    assert ("plain-forced", "virtio-scsi", "1M") in measured  # guest61-virtio-scsi-1M
+
+
+def test_as_expected(exp):
+    v = exp.check("plain-forced", "virtio-blk", S("1M"), "stall")
+    assert v.ok and not v.fails
+
+
+def test_measured_difference_fails_with_both_values(exp):
+    v = exp.check("plain-forced", "virtio-blk", S("8M"), "clean")
+    assert v.fails and "expected pressure" in v.message and "got clean" in v.message
+
+
+def test_unmeasured_difference_is_reported_only(exp):
+    v = exp.check("sev-es", "virtio-scsi", S("8M"), "stall")
+    assert not v.ok and not v.fails
+    assert "expected pressure, got stall" in v.message and "reported only" in v.message
+
+
+@pytest.mark.parametrize("mode", ["plain-forced", "sev", "sev-es"])
+@pytest.mark.parametrize("size", ["64M", "512M", "auto", "1G"])
+def test_rule_big_pools_clean(exp, mode, size):
+    v = exp.check(mode, "virtio-scsi", S(size), "pressure")
+    assert v.fails and "expected clean" in v.message and "got pressure" in v.message
+
+
+@pytest.mark.parametrize("outcome", ["corruption", "panic"])
+def test_rule_never(exp, outcome):
+    v = exp.check("sev", "virtio-blk", S("1M"), outcome)  # even where stall is expected
+    assert v.fails and outcome in v.message and "expected stall" in v.message
+
+
+def test_missing_row_is_reported(exp):
+    v = exp.check("sev", "virtio-blk", S("4M"), "pressure")
+    assert not v.ok and not v.fails and "no expectation" in v.message
+
+
+def test_unknown_outcome(exp):
+    with pytest.raises(ValueError):
+        exp.check("sev", "virtio-blk", S("1M"), "slow")
+
+
+def _doc(**row):
+    return {"schema": 1, "sev": {"virtio-blk": {"8M": row}}}
+
+
+@pytest.mark.parametrize(
+    "doc, match",
+    [
+        (_doc(outcome="corruption", status="measured"), "can never be expected"),
+        (_doc(outcome="stall", status="guessed"), "status"),
+        (_doc(outcome="fast", status="measured"), "unknown outcome"),
+        (_doc(outcome="stall", status="measured", accept=["panic"]), "can never be expected"),
+        ({"schema": 1, "sev": {"virtio-blk": {"64M": {"outcome": "pressure", "status": "measured"}}}}, "must be clean"),
+        ({"schema": 1, "sev": {"virtio-blk": {"32768": {"outcome": "clean", "status": "measured"}}}}, "'64M'"),
+        ({"schema": 1, "sevsnp": {}}, "unknown mode"),
+        ({"schema": 1, "sev": {"nvme": {}}}, "unknown bus"),
+        ({"schema": 2}, "schema"),
+    ],
+)
+def test_bad_tables_rejected(doc, match):
+    with pytest.raises(ValueError, match=match):
+        parse_expectations(doc)
+
+
+def test_accept_list():
+    e = parse_expectations(_doc(outcome="pressure", status="measured", accept=["clean"]))
+    assert e.check("sev", "virtio-blk", S("8M"), "clean").ok
+    assert e.check("sev", "virtio-blk", S("8M"), "stall").fails
+
+
+def test_toml_marks_unmeasured_rows():
+    data = tomllib.loads(DEFAULT_PATH.read_text())
+    assert data["sev"]["virtio-blk"]["1M"]["status"] == "unmeasured"
+    assert data["plain-forced"]["virtio-scsi"]["256K"]["status"] == "unmeasured"

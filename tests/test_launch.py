@@ -1,0 +1,248 @@
+"""``python -m pytest_sev launch``: parity with launch-qemu.sh's argv, host
+gating, errors, and a real interactive session on a pty."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_sev.launch import main
+from pytest_sev.sev.launchsh import (LaunchOptions, _split_opts, compare_argv,
+                                     launch_sh_argv)
+
+ROOT = Path(__file__).resolve().parent.parent
+HOSTS = ROOT / "fixtures" / "hosts"
+READY = HOSTS / "epyc-milan-6.8-ready"
+MILAN_CBIT = 51
+
+
+@pytest.fixture
+def prefix(tmp_path) -> Path:
+    """A build.sh install prefix: QEMU (answers --version) and OVMF in share/qemu."""
+    p = tmp_path / "prefix"
+    (p / "bin").mkdir(parents=True)
+    (p / "share" / "qemu").mkdir(parents=True)
+    qemu = p / "bin" / "qemu-system-x86_64"
+    qemu.write_text("#!/bin/sh\necho 'QEMU emulator version 8.2.2'\n")
+    qemu.chmod(0o755)
+    for f in ("OVMF_CODE.fd", "OVMF_VARS.fd"):
+        (p / "share" / "qemu" / f).write_bytes(b"\0" * 4096)
+    return p
+
+
+@pytest.fixture
+def guestdir(tmp_path) -> Path:
+    d = tmp_path / "guests"
+    d.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(d / "x.qcow2"), "1G"], check=True)
+    (d / "x.iso").write_bytes(b"\0" * 2048)
+    (d / "vmlinuz").write_bytes(b"k")
+    (d / "initrd.img").write_bytes(b"i")
+    return d
+
+
+def printed_argv(capsys, args: list[str]) -> list[str]:
+    rc = main([*args, "--print-argv"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    return shlex.split(out)
+
+
+def _documented(ref: list[str]) -> list[str]:
+    """The reference with the documented differences applied (launch.py's docstring)."""
+    out: list[str] = []
+    i = 0
+    while i < len(ref):
+        a = ref[i]
+        if a == "-monitor":  # HMP pty + unix socket -> our QMP socket (dropped on both sides)
+            i += 2
+            continue
+        a = a.replace("memory-encryption=sev0", "confidential-guest-support=sev0")
+        if a.endswith(",readonly"):
+            a += "=on"
+        out.append(a)
+        i += 1
+    return out
+
+
+def _ours(argv: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "-qmp":
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+CASES = {
+    "sev-es": (["-sev-es"], {"sev": True, "sev_es": True}),
+    "sev": (["-sev"], {"sev": True}),
+    "sev-allow-debug": (["-sev", "-allow-debug"], {"sev": True, "allow_debug": True}),
+    "sev-es-allow-debug": (["-sev-es", "-allow-debug"],
+                           {"sev": True, "sev_es": True, "allow_debug": True}),
+    "plain-novirtio": (["-novirtio", "--accel", "kvm"], {"novirtio": True}),
+    "sizes": (["-sev-es", "-mem", "2048", "-smp", "2"], {"sev": True, "sev_es": True,
+                                                         "mem": 2048, "smp": 2}),
+    "install": (["-cdrom", "{d}/x.iso", "-vnc", "1", "-console", "std", "--accel", "kvm"],
+                {"cdrom": "{d}/x.iso", "vnc": "1", "console": "std"}),
+    "kernel-gdb": (["-sev-es", "-kernel", "{d}/vmlinuz", "-initrd", "{d}/initrd.img",
+                    "-append", "console=ttyS0 root=/dev/sda1", "-gdb"],
+                   {"sev": True, "sev_es": True, "kernel": "{d}/vmlinuz",
+                    "initrd": "{d}/initrd.img", "append": "console=ttyS0 root=/dev/sda1",
+                    "gdb": True}),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_argv_parity_with_launch_qemu_sh(case, capsys, prefix, guestdir, monkeypatch):
+    args, ref_kw = CASES[case]
+    fill = lambda v: v.format(d=guestdir) if isinstance(v, str) else v  # noqa: E731
+    args = [fill(a) for a in args]
+    ref_kw = {k: fill(v) for k, v in ref_kw.items()}
+    monkeypatch.chdir(guestdir)  # the script keeps NAME.fd in its cwd; we beside the image
+    ours = printed_argv(capsys, ["-hda", str(guestdir / "x.qcow2"), "-execpath", str(prefix),
+                                 "--host-recorded", str(READY), *args])
+    ref = launch_sh_argv(LaunchOptions(hda=str(guestdir / "x.qcow2"), execpath=str(prefix),
+                                       workdir=str(guestdir), **ref_kw), cbitpos=MILAN_CBIT)
+    # 1. the colleague's normalising comparison: no difference at all
+    assert compare_argv(ours, ref) == []
+    # 2. element for element, in order, once the documented differences are applied
+    assert _ours(ours) == _documented(ref)
+    assert [o for o, _ in _split_opts(ours) if o != "-qmp"] == \
+        [o for o, _ in _split_opts(ref) if o != "-monitor"]
+    assert ours[0] == f"{prefix}/bin/qemu-system-x86_64"
+    assert f"unix:{guestdir}/x.qmp,server=on,wait=off" in ours  # the QMP difference
+    assert not (guestdir / "x.fd").exists()  # --print-argv changes nothing
+
+
+def test_cli_entry_point_prints_the_sev_es_argv(prefix, guestdir):
+    """The command from the issue, through ``python -m pytest_sev``."""
+    img = guestdir / "x.qcow2"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_sev", "launch", "-sev-es", "-hda", str(img),
+         "-execpath", str(prefix), "--host-recorded", str(READY), "--print-argv"],
+        capture_output=True, text=True, cwd=guestdir, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    ours = shlex.split(proc.stdout)
+    ref = launch_sh_argv(LaunchOptions(sev=True, sev_es=True, hda=str(img), execpath=str(prefix),
+                                       workdir=str(guestdir)), cbitpos=MILAN_CBIT)
+    assert compare_argv(ours, ref) == []
+    assert "sev-guest,id=sev0,policy=0x5,cbitpos=51,reduced-phys-bits=1" in ours
+
+
+def test_distro_firmware_and_qemu_when_prefix_is_empty(capsys, tmp_path, guestdir):
+    ours = printed_argv(capsys, ["-hda", str(guestdir / "x.qcow2"), "-execpath",
+                                 str(tmp_path / "nothing"), "--accel", "tcg"])
+    assert ours[0] == subprocess.run(["sh", "-c", "command -v qemu-system-x86_64"],
+                                     capture_output=True, text=True).stdout.strip()
+    assert ours[1:3] == ["-accel", "tcg"]
+    code = [a for a in ours if "unit=0" in a][0]
+    assert "/usr/share/OVMF/" in code or "/usr/share/edk2/" in code or "/usr/local/" in code
+
+
+@pytest.mark.parametrize("host, mode, check", [
+    ("epyc-milan-sev-es-param-off", "-sev-es", "kvm_amd_sev_es"),
+    ("intel-xeon-icelake", "-sev", "cpu_vendor"),
+    ("epyc-rome-smee-off", "-sev-es", None),
+])
+def test_unready_host_stops_sev_launch_naming_the_check(host, mode, check, capsys, prefix,
+                                                        guestdir):
+    rc = main([mode, "-hda", str(guestdir / "x.qcow2"), "-execpath", str(prefix),
+               "--host-recorded", str(HOSTS / host), "--print-argv"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == ""
+    assert f"host not ready for {mode[1:]}: host check " in err
+    if check:
+        assert f"host check {check} failed" in err
+
+
+def test_sev_only_host_may_launch_plain_sev(capsys, prefix, guestdir):
+    ours = printed_argv(capsys, ["-sev", "-hda", str(guestdir / "x.qcow2"), "-execpath",
+                                 str(prefix), "--host-recorded", str(HOSTS / "epyc-milan-sev-only")])
+    sev = [a for a in ours if a.startswith("sev-guest")][0]
+    assert "policy" not in sev  # the script leaves QEMU's default 0x1
+    assert "-no-reboot" not in ours
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-hda", "/nonexistent/x.qcow2"], "-hda /nonexistent/x.qcow2: no such file"),
+    ([], "nothing to boot"),
+    (["-hda", "{d}/x.qcow2", "-initrd", "{d}/initrd.img"], "-initrd needs -kernel"),
+    (["-hda", "{d}/x.qcow2", "-mem", "16"], "too small"),
+    (["-hda", "{d}/x.qcow2", "-smp", "65"], "vcpus 65 out of range"),
+])
+def test_bad_options_fail_with_one_line(args, message, capsys, guestdir):
+    rc = main([a.format(d=guestdir) for a in args] + ["--print-argv"])
+    err = capsys.readouterr().err
+    assert rc == 1 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["-sev-snp"])
+    assert exc.value.code == 2
+
+
+# -- a real, interactive session ----------------------------------------------------
+
+@pytest.mark.qemu
+def test_interactive_console_menu_login_ctrl_c_and_escape(tmp_path, qemu_processes):
+    """On a pty, as a person: arrow keys in GRUB, login, Ctrl-C to the guest,
+    Ctrl-] stops QEMU and the launcher exits 0 with nothing left behind."""
+    import pexpect
+
+    from pytest_sev.diskimage import default_disk_image
+    from pytest_sev.provision import provisioned_kernel
+    if provisioned_kernel() is None:
+        pytest.skip("default guest kernel not provisioned (scripts/setup.sh)")
+    image = default_disk_image()
+    token = "launch" + secrets.token_hex(4)
+    img = image.instance(tmp_path, "qcow2", name=token)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    child = pexpect.spawn(sys.executable, ["-m", "pytest_sev", "launch", "-hda", str(img),
+                                           "-mem", "1024", "-smp", "2"],
+                          cwd=str(tmp_path), env=env, timeout=180)
+    child.logfile_read = open(tmp_path / "outer.log", "wb")
+    try:
+        child.expect(rb"executed automatically in")
+        child.send(b"\x1b[B")
+        child.expect(rb"\*Debian[^\r\n\x1b]*recovery mode")
+        child.send(b"\x1b[B")
+        child.expect(rb"\*Debian[^\r\n\x1b]*-sev-es")
+        child.send(b"\r")
+        child.expect(rb"sev-guest login: ")
+        child.sendline(image.user)
+        child.expect(rb"Password: ")
+        child.sendline(image.password)
+        child.expect(rb"sev-guest# ")
+        child.sendline(b"cat /proc/cmdline")
+        child.expect(rb"pytest_sev\.entry=(\S+)")
+        assert child.match.group(1) == b"sev-es"
+        child.expect(rb"sev-guest# ")
+        assert qemu_processes(token) != []
+        child.sendline(b"sleep 300")
+        time.sleep(1)
+        child.send(b"\x03")  # reaches the guest's shell, not QEMU
+        child.expect(rb"sev-guest# ", timeout=30)
+        child.sendline(b"echo still-$((40+2))")
+        child.expect(rb"still-42")
+        child.send(b"\x1d")  # Ctrl-]
+        child.expect(rb"guest stopped \(([^)]*)\)")
+        assert child.match.group(1) == b"qmp quit"
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert qemu_processes(token) == []
+    assert (tmp_path / f"{token}.fd").exists()  # the variable store, beside the image
+    assert b"GNU GRUB" in (tmp_path / f"{token}.log").read_bytes()  # the console log
+    assert not (tmp_path / f"{token}.qmp").exists()
