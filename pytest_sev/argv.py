@@ -33,6 +33,8 @@ def disk_args(disks: tuple[Disk, ...], sev: bool) -> list[str]:
                  f"cache={disk.cache},aio={disk.aio}")
         if disk.readonly:
             drive += ",readonly=on"
+        if disk.snapshot:
+            drive += ",snapshot=on"
         if disk.throttle_bps:
             drive += f",throttling.bps-total={disk.throttle_bps}"
         args += ["-drive", drive]

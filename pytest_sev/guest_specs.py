@@ -8,14 +8,35 @@ host's C-bit and the policy launch-qemu.sh would compute for the mode (or
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .config import RunConfig
 from .default_guest import default_guest_spec, ovmf_firmware
 from .sev.policy import policy_for
 from .spec import GuestSpec, SevLaunch, SpecError
 
 
+def image_spec(cfg: RunConfig, **fields) -> GuestSpec:
+    """``--guest-image``: OVMF -> GRUB (entry by ``--guest-boot-entry``) -> login.
+
+    The image is opened with ``snapshot=on`` so runs never change it."""
+    from .diskimage import disk_guest_spec
+    fields.setdefault("boot_timeout", cfg.guest_timeout)
+    spec = disk_guest_spec(cfg.guest_image, ovmf=ovmf_firmware(cfg.ovmf_code, cfg.ovmf_vars),
+                           user=cfg.guest_user, password=cfg.guest_password,
+                           boot_entry=cfg.guest_boot_entry, **fields)
+    return spec.with_(disks=tuple(replace(d, snapshot=True) for d in spec.disks))
+
+
+def _uses_image(cfg: RunConfig, with_fio: bool, fields: dict) -> bool:
+    # the DMA matrix needs fio and its own scratch disk: it keeps the embedded guest
+    return cfg.guest_image is not None and not with_fio and "disks" not in fields
+
+
 def plain_spec(cfg: RunConfig, *, firmware: str | None = None, with_fio: bool = False,
                **fields) -> GuestSpec:
+    if _uses_image(cfg, with_fio, fields):
+        return image_spec(cfg, **fields)
     fw = firmware or cfg.guest_firmware
     ovmf = ovmf_firmware(cfg.ovmf_code, cfg.ovmf_vars) if fw == "ovmf" else None
     fields.setdefault("boot_timeout", cfg.guest_timeout)
@@ -32,9 +53,12 @@ def sev_launch(cfg: RunConfig, mode: str, cbitpos: int | None) -> SevLaunch:
 
 def sev_spec(cfg: RunConfig, mode: str, cbitpos: int | None, *, with_fio: bool = False,
              **fields) -> GuestSpec:
-    """An SEV or SEV-ES guest of the default kind (OVMF, direct kernel boot)."""
+    """An SEV or SEV-ES guest: ``--guest-image`` when given, else the default
+    guest (OVMF, direct kernel boot)."""
     fields.setdefault("boot_timeout", cfg.guest_timeout)
     fields.setdefault("name", mode)
+    if _uses_image(cfg, with_fio, fields):
+        return image_spec(cfg, sev=sev_launch(cfg, mode, cbitpos), **fields)
     return default_guest_spec(firmware="ovmf", with_fio=with_fio, kernel=cfg.guest_kernel,
                               initrd=cfg.guest_initrd,
                               ovmf=ovmf_firmware(cfg.ovmf_code, cfg.ovmf_vars),

@@ -40,6 +40,9 @@ class Disk:
     #: QEMU I/O throttling (bytes/s): requests wait in QEMU while their DMA
     #: buffers stay mapped in the guest, like a real device's latency.
     throttle_bps: int | None = None
+    #: QEMU ``snapshot=on``: writes go to a temporary overlay QEMU deletes, so
+    #: the user's image is never changed and parallel guests can share it.
+    snapshot: bool = False
 
     def __post_init__(self) -> None:
         if self.throttle_bps is not None and self.throttle_bps <= 0:
