@@ -54,7 +54,7 @@ def _existing(name: str, value: str | None) -> Path | None:
     path = Path(value).expanduser()
     if not path.is_file():
         raise ConfigError(f"{name} {value}: no such file")
-    return path
+    return path.resolve()  # QEMU runs in the guest's own directory
 
 
 def resolve_mode(sev_es: bool, sev: bool, sev_mode: str | None) -> str:

@@ -5,4 +5,5 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest tests/ -p no:cacheprovider "$@"
+# self-tests keep reports/allure-results for the main job
+exec .venv/bin/python -m pytest tests/ -p no:cacheprovider -o sev_allure=false "$@"

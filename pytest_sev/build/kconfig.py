@@ -1,0 +1,162 @@
+"""Kernel configuration: the base config and AMD's SEV-ES edits.
+
+build.sh starts from the running host's ``/boot/config-$(uname -r)`` and
+edits it with the kernel's ``scripts/config``.  The edits are data here
+(:data:`SEV_ES_EDITS`) so the same list drives the real tool (argv for
+``scripts/config``) and a pure-Python equivalent used to check results on
+recorded configs when no kernel tree is at hand.
+
+Base config specs (``base_config`` in the sources file):
+
+- ``auto`` (default): the host's ``/boot/config-$(uname -r)``, else the
+  provisioned distro guest kernel's config (``<cache>/kernels/*/config``)
+- ``host`` / ``provisioned``: only that one
+- ``make:TARGET``: a kernel make target, e.g. ``make:tinyconfig``
+- a path to a config file
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SourcesError
+
+#: AMD build.sh (sev-es branch) ``scripts/config`` edits, in its order.
+SEV_ES_EDITS: tuple[tuple[str, str, str], ...] = (
+    ("set-str", "LOCALVERSION", "-sev-es"),
+    ("disable", "LOCALVERSION_AUTO", ""),
+    ("enable", "AMD_MEM_ENCRYPT", ""),
+    ("enable", "AMD_MEM_ENCRYPT_ACTIVE_BY_DEFAULT", ""),
+    ("enable", "CRYPTO_DEV_CCP", ""),
+    ("disable", "HW_RANDOM_VIRTIO", ""),
+    ("disable", "CRYPTO_DEV_VIRTIO", ""),
+    ("enable", "CRYPTO_DEV_SP_CCP", ""),
+    ("module", "CRYPTO_DEV_CCP_DD", ""),
+    ("module", "KVM_AMD", ""),
+    ("enable", "KVM_AMD_SEV", ""),
+    ("enable", "X86_CPUID", ""),
+    ("enable", "DEBUG_INFO_REDUCED", ""),
+)
+
+#: Symbols without which the result is not an SEV-ES guest kernel at all:
+#: ``make olddefconfig`` dropping one of them fails the build.
+REQUIRED = {"AMD_MEM_ENCRYPT": "y"}
+
+_SET = re.compile(r"^CONFIG_(\w+)=(.*)$")
+_UNSET = re.compile(r"^# CONFIG_(\w+) is not set$")
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """A resolved base: a file to copy, or a make target to run."""
+
+    file: Path | None = None
+    make_target: str | None = None
+
+    def describe(self) -> str:
+        return f"make {self.make_target}" if self.make_target else str(self.file)
+
+
+def _provisioned_config() -> Path | None:
+    from ..provision import provisioned_kernel
+    kernel = provisioned_kernel()
+    if kernel is None:
+        return None
+    cfg = kernel.vmlinuz.parent / "config"
+    return cfg if cfg.is_file() else None
+
+
+def host_config() -> Path | None:
+    cfg = Path("/boot") / f"config-{os.uname().release}"
+    return cfg if cfg.is_file() else None
+
+
+def resolve_base(spec: str) -> BaseConfig:
+    spec = spec or "auto"
+    if spec.startswith("make:"):
+        target = spec[len("make:"):]
+        if not re.fullmatch(r"[\w.-]+config", target):
+            raise SourcesError(f"base_config {spec!r}: not a kernel config target (e.g. make:tinyconfig)")
+        return BaseConfig(make_target=target)
+    if spec in ("auto", "host", "provisioned"):
+        found = None
+        if spec in ("auto", "host"):
+            found = host_config()
+        if found is None and spec in ("auto", "provisioned"):
+            found = _provisioned_config()
+        if found is None:
+            raise SourcesError(
+                f"base_config {spec!r}: no /boot/config-{os.uname().release} and no provisioned "
+                "guest kernel config (run `python -m pytest_sev provision`, or give a file or make:TARGET)")
+        return BaseConfig(file=found)
+    path = Path(spec)
+    if not path.is_file():
+        raise SourcesError(f"base_config {spec!r}: no such file")
+    return BaseConfig(file=path)
+
+
+def scripts_config_args(edits=SEV_ES_EDITS) -> list[str]:
+    """Arguments for ``scripts/config --file .config ...`` (one invocation)."""
+    args: list[str] = []
+    for op, sym, value in edits:
+        args += [f"--{op}", sym] + ([value] if op == "set-str" else [])
+    return args
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """``{SYMBOL: value}``; ``n`` for ``# CONFIG_X is not set``. Pure."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        m = _SET.match(line)
+        if m:
+            out[m.group(1)] = m.group(2)
+            continue
+        m = _UNSET.match(line)
+        if m:
+            out[m.group(1)] = "n"
+    return out
+
+
+def expected_value(op: str, value: str) -> str:
+    return {"enable": "y", "disable": "n", "module": "m"}.get(op, f'"{value}"')
+
+
+def apply_edits_text(text: str, edits=SEV_ES_EDITS) -> str:
+    """What ``scripts/config`` does to a config's text, in Python. Pure.
+
+    A set symbol's line is replaced in place; a new one is appended, as the
+    kernel's tool does.
+    """
+    lines = text.splitlines()
+    for op, sym, value in edits:
+        new = (f"# CONFIG_{sym} is not set" if op == "disable"
+               else f"CONFIG_{sym}={expected_value(op, value)}")
+        pat = re.compile(rf"^(CONFIG_{sym}=.*|# CONFIG_{sym} is not set)$")
+        for i, line in enumerate(lines):
+            if pat.match(line):
+                lines[i] = new
+                break
+        else:
+            lines.append(new)
+    return "\n".join(lines) + "\n"
+
+
+def unhonoured(config_text: str, edits=SEV_ES_EDITS) -> list[str]:
+    """Edits a final config does not carry (olddefconfig drops symbols whose
+    dependencies are off, e.g. ``KVM_AMD`` in a guest-only config)."""
+    cfg = parse_config(config_text)
+    missing = []
+    for op, sym, value in edits:
+        want = expected_value(op, value)
+        have = cfg.get(sym, "n")
+        if have != want:
+            missing.append(f"{sym}={want} (have {have})")
+    return missing
+
+
+def missing_required(config_text: str) -> list[str]:
+    cfg = parse_config(config_text)
+    return [f"CONFIG_{s}={v}" for s, v in REQUIRED.items() if cfg.get(s) != v]

@@ -1,0 +1,223 @@
+"""The three recipes, step for step as AMD's build.sh runs them.
+
+A recipe turns a clean, patched tree into artifacts under the entry
+directory.  It declares its *inputs* (everything besides the source that
+decides the result: prefix, base config bytes, fragments, package target),
+which go into the cache key with :attr:`Recipe.version`; bump the version
+when a recipe's steps change meaning.
+
+Installed files go to ``<entry>/root/<prefix>`` via ``DESTDIR``: the build is
+configured for the real prefix (``/usr/local`` by default, as build.sh), so
+``python -m pytest_sev build --install /usr/local`` copies a cached entry in
+place, and QEMU (relocatable) also runs straight from the cache.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BuildError
+from .kconfig import (missing_required, resolve_base, scripts_config_args, unhonoured)
+from .packaging import host_os_release, package_target
+from .sources import Source
+from .steps import Step, bash_step, step
+
+DEFAULT_PREFIX = "/usr/local"
+
+
+@dataclass
+class BuildOptions:
+    jobs: int = 2
+    nice: int | None = None
+    prefix: str = DEFAULT_PREFIX
+    os_release: str | None = None      # text; None: the host's
+    package: bool | None = None        # kernel packages; None: the source's choice
+
+    def os_release_text(self) -> str:
+        return host_os_release() if self.os_release is None else self.os_release
+
+
+@dataclass
+class Built:
+    """What a recipe hands back: artifacts (name -> absolute path), version."""
+
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    version: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Recipe:
+    component = ""
+    version = 1
+
+    def inputs(self, source: Source, opts: BuildOptions) -> dict:
+        return {}
+
+    def steps(self, source: Source, tree: Path, out: Path, opts: BuildOptions) -> list[Step]:
+        raise NotImplementedError
+
+    def collect(self, source: Source, tree: Path, out: Path, opts: BuildOptions) -> Built:
+        raise NotImplementedError
+
+
+def _staged(out: Path, prefix: str) -> Path:
+    return out / "root" / prefix.lstrip("/")
+
+
+class QemuRecipe(Recipe):
+    """``./configure --target-list=x86_64-softmmu --prefix=P --disable-werror``,
+    ``make -jN``, ``make install``."""
+
+    component = "qemu"
+    version = 1
+
+    def inputs(self, source, opts):
+        return {"prefix": opts.prefix, "target_list": "x86_64-softmmu"}
+
+    def steps(self, source, tree, out, opts):
+        return [
+            step("configure", "./configure", "--target-list=x86_64-softmmu",
+                 f"--prefix={opts.prefix}", "--disable-werror", cwd=tree),
+            step("make", "make", f"-j{opts.jobs}", cwd=tree),
+            step("make install", "make", "install", f"DESTDIR={out / 'root'}", cwd=tree),
+        ]
+
+    def collect(self, source, tree, out, opts):
+        binary = _staged(out, opts.prefix) / "bin" / "qemu-system-x86_64"
+        if not binary.is_file():
+            raise BuildError("qemu", "collect", detail=f"make install left no {binary}")
+        proc = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60)
+        version = proc.stdout.splitlines()[0] if proc.stdout else ""
+        return Built({"qemu-system-x86_64": binary}, version)
+
+
+#: Fixed script: values arrive as "$1" (jobs) only, never in the text.  ``set --``
+#: first, because edksetup.sh reads the caller's positional parameters.
+OVMF_BUILD_SCRIPT = (
+    'jobs="$1"; set --; . ./edksetup.sh && '
+    'build -t GCC5 -a X64 -p OvmfPkg/OvmfPkgX64.dsc -DDEBUG_ON_SERIAL_PORT=TRUE -n "$jobs"'
+)
+OVMF_FV = "Build/OvmfX64/DEBUG_GCC5/FV"
+
+
+class OvmfRecipe(Recipe):
+    """edk2 with submodules: ``make -C BaseTools``, ``. edksetup.sh``, ``build``;
+    OVMF_CODE.fd and OVMF_VARS.fd installed under PREFIX/share/qemu."""
+
+    component = "ovmf"
+    version = 1
+
+    def inputs(self, source, opts):
+        return {"prefix": opts.prefix, "toolchain": "GCC5", "dsc": "OvmfPkg/OvmfPkgX64.dsc",
+                "defines": ["DEBUG_ON_SERIAL_PORT=TRUE"]}
+
+    def steps(self, source, tree, out, opts):
+        return [
+            step("make BaseTools", "make", "-C", "BaseTools", f"-j{opts.jobs}", cwd=tree),
+            bash_step("edk2 build", OVMF_BUILD_SCRIPT, str(opts.jobs), cwd=tree),
+        ]
+
+    def collect(self, source, tree, out, opts):
+        dest = _staged(out, opts.prefix) / "share" / "qemu"
+        dest.mkdir(parents=True, exist_ok=True)
+        arts = {}
+        for name in ("OVMF_CODE.fd", "OVMF_VARS.fd"):
+            src = tree / OVMF_FV / name
+            if not src.is_file():
+                raise BuildError("ovmf", "collect", detail=f"the edk2 build left no {src}")
+            shutil.copy2(src, dest / name)
+            arts[name] = dest / name
+        return Built(arts, source.ref)
+
+
+class KernelRecipe(Recipe):
+    """Base config, fragments, AMD's ``scripts/config`` SEV-ES edits,
+    ``make olddefconfig``, ``make -jN``, then ``bindeb-pkg``/``binrpm-pkg``."""
+
+    component = "kernel"
+    version = 1
+
+    def _package(self, source, opts) -> str | None:
+        wanted = source.package if opts.package is None else opts.package
+        return package_target(opts.os_release_text()) if wanted else None
+
+    def inputs(self, source, opts):
+        base = resolve_base(source.base_config)
+        return {
+            "base": {"make": base.make_target} if base.make_target
+            else {"file": str(base.file), "sha256": _sha(base.file)},
+            "fragments": [self._fragment_key(f) for f in source.fragments],
+            "edits": scripts_config_args(),
+            "package": self._package(source, opts),
+        }
+
+    @staticmethod
+    def _fragment_key(frag: Path) -> list[str]:
+        if not frag.is_file():
+            raise BuildError("kernel", "config", detail=f"config fragment {frag} does not exist")
+        return [frag.name, _sha(frag)]
+
+    def steps(self, source, tree, out, opts):
+        base = resolve_base(source.base_config)
+        make = ["make", f"-j{opts.jobs}"]
+        s: list[Step] = []
+        if base.make_target:
+            s.append(step(f"make {base.make_target}", "make", base.make_target, cwd=tree))
+        else:
+            s.append(step("base config", "cp", base.file, tree / ".config"))
+        if source.fragments:
+            s.append(step("merge fragments", "scripts/kconfig/merge_config.sh", "-m", "-O", ".",
+                          ".config", *source.fragments, cwd=tree))
+        s.append(step("scripts/config", "scripts/config", "--file", ".config",
+                      *scripts_config_args(), cwd=tree))
+        s.append(step("make olddefconfig", "make", "olddefconfig", cwd=tree))
+        s.append(step("make", *make, cwd=tree))
+        target = self._package(source, opts)
+        if target:
+            s.append(step(f"make {target}", *make, target, cwd=tree))
+        return s
+
+    def check_config(self, tree: Path) -> list[str]:
+        """Fails when the SEV-ES essentials did not survive olddefconfig;
+        returns notes on the edits that did not (expected for a guest-only config)."""
+        text = (tree / ".config").read_text()
+        missing = missing_required(text)
+        if missing:
+            raise BuildError("kernel", "check config",
+                             detail="make olddefconfig dropped " + ", ".join(missing))
+        return [f"not in final config: {m}" for m in unhonoured(text)]
+
+    def collect(self, source, tree, out, opts):
+        notes = self.check_config(tree)
+        release = subprocess.run(["make", "-s", "kernelrelease"], cwd=tree, capture_output=True,
+                                 text=True, timeout=120).stdout.strip()
+        kdir = out / "kernel"
+        kdir.mkdir()
+        arts = {}
+        for name, rel in (("vmlinuz", "arch/x86/boot/bzImage"), ("config", ".config"),
+                          ("System.map", "System.map")):
+            src = tree / rel
+            if not src.is_file():
+                raise BuildError("kernel", "collect", detail=f"the build left no {rel}")
+            shutil.copy2(src, kdir / name)
+            arts[name] = kdir / name
+        pkgs = sorted(glob.glob(str(tree.parent / "*.deb")) + glob.glob(str(tree.parent / "*.rpm"))
+                      + glob.glob(str(tree / "rpmbuild" / "RPMS" / "*" / "*.rpm")))
+        if self._package(source, opts) and not pkgs:
+            raise BuildError("kernel", "collect", detail="packaging produced no .deb or .rpm")
+        for p in map(Path, pkgs):
+            shutil.copy2(p, kdir / p.name)
+            arts[p.name] = kdir / p.name
+        return Built(arts, release, notes)
+
+
+RECIPES: dict[str, Recipe] = {r.component: r for r in (QemuRecipe(), OvmfRecipe(), KernelRecipe())}

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Make local git repositories of the component sources (linux, qemu, edk2)
+# from Debian's source packages, for fixtures/sources/local.toml.
+#
+# Why: build machines of this project reach Debian's package archive but not
+# git.kernel.org, gitlab.com/qemu-project or github.com/tianocore, so the
+# upstream pins of fixtures/sources/upstream.toml cannot be fetched there.
+# Debian's source packages are the same upstream trees (plus Debian's
+# patches); committing each extracted tree to a local git repo gives the
+# build recipes a git URL, a ref and a commit, exactly like upstream.
+#
+# Usage: scripts/local-sources.sh [linux] [qemu] [edk2]   (default: linux)
+# Environment:
+#   PYTEST_SEV_SRC   where the repos go (default ~/.cache/pytest-sev/src)
+#   DEB_VERSION_<pkg> a source version to fetch (e.g. DEB_VERSION_linux=6.1.176-1);
+#                    default: the first version of the package whose files the
+#                    mirror actually serves (security-suite sources can 404).
+#
+# Each repo gets one commit per source version, tagged debian/<version>, and
+# the branch `main` pointing at the newest one.  The Debian packaging
+# directory (debian/) is removed: the recipes package with the upstream
+# tooling (bindeb-pkg, make install), as AMD's build.sh does.
+#
+# apt-get source needs deb-src entries; when none is configured this adds
+# one for the same mirror and suites as the binary entries (needs root).
+set -euo pipefail
+
+src_root=${PYTEST_SEV_SRC:-$HOME/.cache/pytest-sev/src}
+mkdir -p "$src_root"
+pkgs=("$@")
+((${#pkgs[@]})) || pkgs=(linux)
+
+ensure_deb_src() {
+  if apt-get source --print-uris -q linux >/dev/null 2>&1; then
+    return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  local list=/etc/apt/sources.list.d/pytest-sev-deb-src.sources
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    # deb822: copy every binary stanza as a deb-src one (same mirror, suites).
+    sed -e 's/^Types: *deb$/Types: deb-src/' -e '/^#/d' \
+      /etc/apt/sources.list.d/debian.sources | $sudo tee "$list" >/dev/null
+  else
+    grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null | sed 's/^deb /deb-src /' |
+      $sudo tee /etc/apt/sources.list.d/pytest-sev-deb-src.list >/dev/null
+  fi
+  $sudo apt-get update -q
+}
+
+fetch_source() {  # pkg dir -> prints the version that was fetched
+  local pkg=$1 dir=$2 var="DEB_VERSION_$1" v
+  local versions
+  if [ -n "${!var:-}" ]; then
+    versions=("${!var}")
+  else
+    # newest first; apt-cache lists every suite's versions
+    mapfile -t versions < <(apt-cache showsrc "$pkg" | sed -n 's/^Version: //p' | sort -Vru)
+  fi
+  for v in "${versions[@]}"; do
+    if (cd "$dir" && apt-get source -q --download-only "$pkg=$v" >"$dir/download.log" 2>&1); then
+      echo "$v"
+      return 0
+    fi
+    rm -f "$dir"/*.dsc "$dir"/*.tar.* 2>/dev/null || true
+  done
+  echo "local-sources: no version of $pkg could be downloaded (see $dir/download.log)" >&2
+  return 1
+}
+
+make_repo() {
+  local pkg=$1 repo="$src_root/$1"
+  local work
+  work=$(mktemp -d "$src_root/.$pkg-XXXXXX")
+  trap 'rm -rf "$work"' RETURN
+  local version
+  version=$(fetch_source "$pkg" "$work")
+  local tag="debian/$version"
+  if [ -d "$repo/.git" ] && git -C "$repo" rev-parse -q --verify "refs/tags/$tag" >/dev/null; then
+    echo "local-sources: $repo already has $tag"
+    return 0
+  fi
+  echo "local-sources: extracting $pkg $version"
+  (cd "$work" && dpkg-source -q --no-check -x ./*.dsc tree >/dev/null)
+  rm -rf "$work/tree/debian" "$work/tree/.pc"
+  if [ ! -d "$repo/.git" ]; then
+    git init -q -b main "$repo"
+  fi
+  # Replace the work tree wholesale with the new version, then commit it.
+  git -C "$repo" rm -rq --cached . >/dev/null 2>&1 || true
+  find "$repo" -mindepth 1 -maxdepth 1 ! -name .git -exec rm -rf {} +
+  (cd "$work/tree" && tar -cf - .) | (cd "$repo" && tar -xf -)
+  git -C "$repo" add -A -f .
+  git -C "$repo" -c user.name=pytest-sev -c user.email=pytest-sev@localhost \
+    commit -q -m "$pkg $version (Debian source package, debian/ removed)"
+  git -C "$repo" tag -f "$tag"
+  echo "local-sources: $repo $tag $(git -C "$repo" rev-parse HEAD)"
+}
+
+ensure_deb_src
+for p in "${pkgs[@]}"; do
+  case $p in
+    linux|qemu|edk2) make_repo "$p" ;;
+    *) echo "local-sources: unknown package $p (linux|qemu|edk2)" >&2; exit 2 ;;
+  esac
+done

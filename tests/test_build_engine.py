@@ -1,0 +1,193 @@
+"""The recipe engine on a small real project: a C program in a local git repo.
+
+Clone, checkout of a pinned ref, patch directory, real gcc build, cache hit,
+rebuild when a patch or the branch changes, a failing build that names its
+step and shows the log tail, and concurrent builders of one key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_sev.build.engine import build
+from pytest_sev.build.errors import BuildError
+from pytest_sev.build.recipes import BuildOptions, Built, Recipe
+from pytest_sev.build.sources import load_sources
+from pytest_sev.build.steps import step
+from pytest_sev.cache import ContentCache
+
+HELLO = '#include <stdio.h>\nint main(void) { puts(GREETING); return 0; }\n'
+MAKEFILE = 'GREETING ?= "hello"\nhello: hello.c\n\t$(CC) -DGREETING=\'$(GREETING)\' -o $@ hello.c\n'
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+class HelloRecipe(Recipe):
+    """A build.sh-shaped recipe: make, make install into the staged prefix."""
+
+    component = "hello"
+    version = 1
+
+    def inputs(self, source, opts):
+        return {"prefix": opts.prefix}
+
+    def steps(self, source, tree, out, opts):
+        counter = out.parent / "builds.count"  # outside the entry: counts real builds
+        return [step("make", "make", f"-j{opts.jobs}", cwd=tree),
+                step("count", "sh", "-c", 'echo built >> "$1"', "count", counter),
+                step("make install", "install", "-D", "hello", out / "root/usr/local/bin/hello", cwd=tree)]
+
+    def collect(self, source, tree, out, opts):
+        binary = out / "root/usr/local/bin/hello"
+        version = subprocess.run([str(binary)], capture_output=True, text=True).stdout.strip()
+        return Built({"hello": binary}, version)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch) -> dict:
+    monkeypatch.setenv("PYTEST_SEV_CACHE", str(tmp_path / "cache"))
+    repo = tmp_path / "hello"
+    repo.mkdir()
+    (repo / "hello.c").write_text(HELLO)
+    (repo / "Makefile").write_text(MAKEFILE)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "hello 1.0")
+    git(repo, "tag", "-a", "v1.0", "-m", "release 1.0")
+    patches = tmp_path / "hello-patches"
+    patches.mkdir()
+    sources = tmp_path / "sources.toml"
+    sources.write_text('[qemu]\nurl = "file://%s"\nref = "v1.0"\npatches = "hello-patches"\n' % repo)
+    return {"repo": repo, "patches": patches, "sources": sources, "cache": tmp_path / "cache"}
+
+
+def _patch(text_from: str, text_to: str) -> str:
+    return ("--- a/Makefile\n+++ b/Makefile\n@@ -1,3 +1,3 @@\n"
+            f"-GREETING ?= \"{text_from}\"\n+GREETING ?= \"{text_to}\"\n"
+            " hello: hello.c\n \t$(CC) -DGREETING='$(GREETING)' -o $@ hello.c\n")
+
+
+def _build(project, **kw):
+    src = load_sources(project["sources"])["qemu"]
+    return build(src, BuildOptions(jobs=2), recipe=HelloRecipe(), **kw)
+
+
+def _count(project) -> int:
+    f = project["cache"] / "builds" / "builds.count"
+    return len(f.read_text().splitlines()) if f.exists() else 0
+
+
+def test_clone_patch_build_manifest_and_hit(project):
+    (project["patches"] / "0001-greet.patch").write_text(_patch("hello", "hello, SEV-ES"))
+    m = _build(project)
+    assert m.version == "hello, SEV-ES"  # the patch was applied before the build
+    # the annotated tag resolved to the commit it points at, and is recorded
+    assert m.commit == git(project["repo"], "rev-parse", "v1.0^{commit}")
+    assert m.ref == "v1.0" and m.source == f"file://{project['repo']}"
+    binary = m.artifact("hello")
+    assert m.artifacts["hello"]["sha256"] == hashlib.sha256(binary.read_bytes()).hexdigest()
+    entry = Path(m.entry)
+    assert json.loads((entry / "manifest.json").read_text())["commit"] == m.commit
+    log = (entry / "build.log").read_text()
+    assert "=== step patch 0001-greet.patch" in log and "=== step make:" in log
+    assert m.build_seconds > 0 and [s[0] for s in m.steps][-3:] == ["make", "count", "make install"]
+
+    start = time.monotonic()
+    again = _build(project)
+    assert time.monotonic() - start < 1.0
+    assert again.entry == m.entry and _count(project) == 1
+
+
+def test_patch_change_and_new_commit_rebuild(project):
+    patch = project["patches"] / "0001-greet.patch"
+    patch.write_text(_patch("hello", "one"))
+    first = _build(project)
+    patch.write_text(_patch("hello", "two"))
+    second = _build(project)
+    assert (first.version, second.version) == ("one", "two")
+    assert first.key != second.key and _count(project) == 2
+    # patches apply in name order: 0002 sees 0001's result
+    (project["patches"] / "0002-again.patch").write_text(_patch("two", "three"))
+    assert _build(project).version == "three"
+    # renaming the ref to a branch at a new commit rebuilds
+    for p in project["patches"].iterdir():
+        p.unlink()
+    (project["repo"] / "Makefile").write_text(MAKEFILE.replace('"hello"', '"main"'))
+    git(project["repo"], "commit", "-qam", "greet main")
+    project["sources"].write_text(project["sources"].read_text().replace('"v1.0"', '"main"'))
+    m = _build(project)
+    assert m.version == "main" and m.commit == git(project["repo"], "rev-parse", "main")
+
+
+def test_failing_build_names_step_keeps_log_leaves_no_entry(project):
+    (project["repo"] / "hello.c").write_text("int main(void) { return syntax error; }\n")
+    git(project["repo"], "commit", "-qam", "break it")
+    project["sources"].write_text(project["sources"].read_text().replace('"v1.0"', '"main"'))
+    with pytest.raises(BuildError) as info:
+        _build(project)
+    err = info.value
+    assert err.step == "make" and "exit status 2" in str(err)
+    assert "error" in err.log_tail and "hello.c" in err.log_tail  # gcc's message, in the tail
+    assert err.log.exists() and "=== step make:" in err.log.read_text()
+    entries = [p for p in (project["cache"] / "builds").iterdir() if not p.name.endswith((".lock", ".count"))]
+    assert entries == []  # no half-written entry
+
+
+def test_bad_patch_names_the_patch_step(project):
+    (project["patches"] / "0001-bad.patch").write_text(_patch("not there", "x"))
+    with pytest.raises(BuildError, match=r"'patch 0001-bad.patch' failed"):
+        _build(project)
+
+
+def test_unknown_ref_is_a_resolve_error(project):
+    project["sources"].write_text(project["sources"].read_text().replace('"v1.0"', '"v9.9"'))
+    with pytest.raises(BuildError, match="resolve ref.*v9.9"):
+        _build(project)
+
+
+def test_tarball_source_pinned_by_sha256(project, tmp_path):
+    tarball = tmp_path / "hello-1.0.tar.gz"
+    git(project["repo"], "archive", "--prefix=hello-1.0/", "-o", str(tarball), "v1.0")
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    project["sources"].write_text(f'[qemu]\ntarball = "{tarball.name}"\nsha256 = "{digest}"\n')
+    m = _build(project)
+    assert m.version == "hello" and m.commit == f"sha256:{digest}"
+    project["sources"].write_text(f'[qemu]\ntarball = "{tarball.name}"\nsha256 = "{"0" * 64}"\n')
+    with pytest.raises(BuildError, match="verify tarball"):
+        _build(project)
+
+
+CONCURRENT = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_build_engine import HelloRecipe
+from pytest_sev.build.engine import build
+from pytest_sev.build.recipes import BuildOptions
+from pytest_sev.build.sources import load_sources
+m = build(load_sources({sources!r})["qemu"], BuildOptions(jobs=1), recipe=HelloRecipe())
+print(m.entry)
+"""
+
+
+def test_concurrent_builders_of_one_key_build_once(project):
+    code = CONCURRENT.format(tests=str(Path(__file__).parent), sources=str(project["sources"]))
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    entries = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(entries) == 1 and _count(project) == 1
+
+
+def test_cache_namespace_is_content_cache(project):
+    m = _build(project)
+    assert ContentCache("builds").get(m.key) == Path(m.entry)

@@ -1,0 +1,44 @@
+"""The DMA runner never hangs: a guest that stops answering ends as a stall
+(with evidence) after the stall limit, and is torn down; the test's own
+timeout is the guard, no wall-clock assertion."""
+
+import signal
+
+import pytest
+
+from pytest_sev.default_guest import default_guest_spec
+from pytest_sev.dma.runner import PROGRESS_TIMEOUT, run_dma_load
+from pytest_sev.guest import Guest
+
+pytestmark = pytest.mark.qemu
+
+STALL = 8.0
+
+
+# boot + stall limit + a few unanswered samples + staged teardown, far below
+# the 600 s default: hitting this guard means the runner waited on the guest
+@pytest.mark.timeout(150 + STALL + 3 * PROGRESS_TIMEOUT)
+def test_frozen_guest_is_a_stall_and_is_torn_down(tmp_path, qemu_processes):
+    disk = tmp_path / "scratch.img"
+    with open(disk, "wb") as f:
+        f.truncate(128 << 20)
+    from pytest_sev.spec import Disk
+    spec = default_guest_spec(name="frozen-dma", with_fio=False,
+                              disks=(Disk(disk, iommu_platform=True, disable_legacy=True),))
+    with Guest(spec) as guest:
+        guest.check("true")
+        # freeze the whole VM right after the load starts: nothing answers any more
+        real_check = guest.check
+
+        def check_then_freeze(cmd, timeout=60.0):
+            out = real_check(cmd, timeout)
+            guest.proc.send_signal(signal.SIGSTOP)
+            return out
+
+        guest.check = check_then_freeze
+        run = run_dma_load(guest, "/dev/vda", stall_seconds=STALL, deadline_seconds=600)
+        assert run.outcome == "stall", run.reason
+        assert run.guest_wedged
+        assert "no I/O completed" in run.reason or "stall" in run.reason
+    assert guest.shutdown_stage == "SIGKILL"  # a frozen QEMU answers neither poweroff nor quit
+    assert qemu_processes("frozen-dma") == []
