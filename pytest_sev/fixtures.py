@@ -8,6 +8,7 @@ tests are removed.  ``guest`` is one plain default guest for a whole session.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import time
@@ -28,8 +29,16 @@ from .spec import GuestSpec
 
 
 @pytest.fixture(scope="session")
-def run_config(pytestconfig: pytest.Config) -> RunConfig:
-    return _run_config(pytestconfig)
+def run_config(pytestconfig: pytest.Config, components) -> RunConfig:
+    """The run's RunConfig, with QEMU/OVMF/kernel from ``--components`` where
+    they are not ``system``; an explicit --qemu/--ovmf-*/--guest-kernel wins."""
+    from .build.components import run_config_overrides
+    from .build.plugin import component_plan
+    cfg = _run_config(pytestconfig)
+    defaults = RunConfig()
+    over = {k: v for k, v in run_config_overrides(component_plan(pytestconfig), components).items()
+            if getattr(cfg, k) == getattr(defaults, k)}
+    return dataclasses.replace(cfg, **over) if over else cfg
 
 
 @pytest.fixture(scope="session")

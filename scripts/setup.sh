@@ -10,11 +10,14 @@ cd "$here"
 
 # Host packages the harness drives. msr-tools gives rdmsr for the host probe;
 # grub/mtools/dosfstools/gdisk build the disk-image guest the tests log in to;
+# the compilers and kernel build tools serve `python -m pytest_sev build`;
 # nodejs/npm run the Allure 3 report generator; chromium checks the report.
 apt_packages=(
   qemu-system-x86 qemu-utils ovmf busybox-static cpio kmod fio msr-tools
   grub-efi-amd64-bin mtools dosfstools gdisk
   python3-venv git nodejs npm chromium
+  # component builds (build.sh parity) and the build engine's own tests
+  build-essential bc bison flex libelf-dev libssl-dev rsync dpkg-dev patch
 )
 missing=()
 for p in "${apt_packages[@]}"; do

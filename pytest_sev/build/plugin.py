@@ -97,3 +97,15 @@ def components(pytestconfig: pytest.Config) -> Components:
     plan = component_plan(pytestconfig)
     sources = pytestconfig.stash.get(_SOURCES, None) or {}
     return resolve_components(plan, sources, build_options(pytestconfig))
+
+
+def pytest_sev_report_environment(config: pytest.Config) -> dict[str, str] | None:
+    """Component sources and commits for the Allure environment table."""
+    from ..reporting.environment import component_entries
+    from .manifest import session_manifests
+    used = [m for m in session_manifests() if m.commit]  # system components have no commit
+    if not used:
+        return None
+    entries = component_entries({m.component: m.commit for m in used})
+    entries.update({f"component.{m.component}.source": f"{m.source} {m.ref}".strip() for m in used})
+    return entries

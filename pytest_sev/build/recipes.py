@@ -144,7 +144,7 @@ class KernelRecipe(Recipe):
     ``make olddefconfig``, ``make -jN``, then ``bindeb-pkg``/``binrpm-pkg``."""
 
     component = "kernel"
-    version = 1
+    version = 2  # 2: LOCALVERSION= on make, as build.sh (no "+" from setlocalversion)
 
     def _package(self, source, opts) -> str | None:
         wanted = source.package if opts.package is None else opts.package
@@ -168,7 +168,10 @@ class KernelRecipe(Recipe):
 
     def steps(self, source, tree, out, opts):
         base = resolve_base(source.base_config)
-        make = ["make", f"-j{opts.jobs}"]
+        # build.sh passes an empty LOCALVERSION on the command line: the
+        # config's "-sev-es" stays, and setlocalversion adds no "+" for a
+        # tree that is not at a release tag.
+        make = ["make", f"-j{opts.jobs}", "LOCALVERSION="]
         s: list[Step] = []
         if base.make_target:
             s.append(step(f"make {base.make_target}", "make", base.make_target, cwd=tree))
@@ -198,7 +201,7 @@ class KernelRecipe(Recipe):
 
     def collect(self, source, tree, out, opts):
         notes = self.check_config(tree)
-        release = subprocess.run(["make", "-s", "kernelrelease"], cwd=tree, capture_output=True,
+        release = subprocess.run(["make", "-s", "LOCALVERSION=", "kernelrelease"], cwd=tree, capture_output=True,
                                  text=True, timeout=120).stdout.strip()
         kdir = out / "kernel"
         kdir.mkdir()

@@ -1,0 +1,61 @@
+"""SEV guests are specified from the host report exactly as they will be
+launched on an EPYC runner: tested here on recorded ready hosts."""
+
+from pathlib import Path
+
+import pytest
+
+from pytest_sev.argv import build_argv
+from pytest_sev.config import RunConfig
+from pytest_sev.guest_specs import plain_spec, sev_spec
+from pytest_sev.host import decide
+from pytest_sev.host.recorded import load_recorded
+
+HOSTS = Path(__file__).resolve().parents[1] / "fixtures" / "hosts"
+
+
+def _report(name, tmp_path):
+    return load_recorded(HOSTS / name, tmp_path).probe()
+
+
+def _after(argv, flag):
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+@pytest.mark.parametrize("host_name", ["epyc-milan-6.8-ready", "epyc-rome-5.15-ready"])
+@pytest.mark.parametrize("mode,policy", [("sev-es", "0x5"), ("sev", "0x1")])
+def test_sev_guest_from_a_ready_host(tmp_path, host_name, mode, policy):
+    report = _report(host_name, tmp_path)
+    assert decide(mode, report, mode).action == "run"
+    cbit = int(report.facts["cbitpos"])
+    spec = sev_spec(RunConfig(mode=mode), mode, cbit)
+    argv = build_argv(spec, qemu="qemu-system-x86_64", accel="kvm", qemu_version=(7, 2),
+                      serial_fd=3, qmp_fd=4, vars_path=Path("/run/VARS.fd"))
+    assert _after(argv, "-cpu") == ["EPYC"]
+    assert f"sev-guest,id=sev0,policy={policy},cbitpos={cbit},reduced-phys-bits=1" in _after(argv, "-object")
+    assert _after(argv, "-machine") == ["q35,confidential-guest-support=sev0"]
+    assert any(d.startswith("if=pflash,format=raw,unit=0,") and d.endswith("readonly=on")
+               for d in _after(argv, "-drive"))
+
+
+def test_allow_debug_and_explicit_policy(tmp_path):
+    cbit = int(_report("epyc-milan-6.8-ready", tmp_path).facts["cbitpos"])
+    assert sev_spec(RunConfig(mode="sev-es", allow_debug=True), "sev-es", cbit).sev.policy == 0x4
+    assert sev_spec(RunConfig(mode="sev-es", sev_policy=0x7), "sev-es", cbit).sev.policy == 0x7
+
+
+@pytest.mark.parametrize("host_name,mode", [("epyc-milan-sev-only", "sev-es"), ("epyc-rome-smee-off", "sev-es"),
+                                            ("epyc-milan-sev-es-param-off", "sev-es"),
+                                            ("intel-xeon-icelake", "sev")])
+def test_unready_hosts_fail_fast_in_strict_mode_and_skip_in_auto(tmp_path, host_name, mode):
+    report = _report(host_name, tmp_path)
+    strict, auto = decide(mode, report, mode), decide("auto", report, mode)
+    assert strict.action == "fail" and auto.action == "skip"
+    first = report.first_failure(mode)
+    assert first.name in strict.reason and first.name in auto.reason
+
+
+def test_plain_spec_defaults_to_the_embedded_guest():
+    spec = plain_spec(RunConfig())
+    assert spec.sev is None and spec.firmware.kind == "seabios" and spec.kernel.name == "vmlinuz"
+    assert "console=ttyS0" in spec.append
