@@ -7,6 +7,7 @@ import pytest
 from pytest_sev.dma import load
 from pytest_sev.dma.classify import OUTCOMES, classify, severity
 from pytest_sev.dma.kmsg import parse_kmsg
+from recorded_console import section
 
 REC = Path(__file__).resolve().parents[1] / "fixtures" / "recorded" / "dma"
 FULL = "virtio-pci 0000:00:03.0: swiotlb buffer is full (sz: 262144 bytes), total 4096 (slots), used 3606 (slots)\n"
@@ -18,16 +19,6 @@ HUNG = "INFO: task sync:97 blocked for more than 20 seconds.\n"
 def res(name):
     return load.parse_result((REC / name).read_text())
 
-
-def section(text, name):
-    out, on = [], False
-    for line in text.splitlines():
-        if line.startswith("=== "):
-            on = line.startswith(f"=== {name}")
-            continue
-        if on:
-            out.append(line)
-    return "\n".join(out)
 
 
 CLEAN = res("loop-dd-clean.result.txt")

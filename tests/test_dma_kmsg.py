@@ -11,20 +11,10 @@ import pytest
 
 from pytest_sev.dma.debugfs import dump_command, parse_debugfs
 from pytest_sev.dma.kmsg import io_errors_for, parse_kmsg
+from recorded_console import section
 
 REC = Path(__file__).resolve().parents[1] / "fixtures" / "recorded" / "dma"
 
-
-def section(text: str, name: str) -> str:
-    """The part of a recorded guest console after '=== NAME' up to the next '=== '."""
-    out, on = [], False
-    for line in text.splitlines():
-        if line.startswith("=== "):
-            on = line.startswith(f"=== {name}")
-            continue
-        if on:
-            out.append(line)
-    return "\n".join(out)
 
 
 def test_boot_lines_5x_and_6x():

@@ -15,6 +15,7 @@ import pytest
 from pytest_sev.dma import load
 from pytest_sev.dma.ddload import DdSpec, parse_dd
 from pytest_sev.dma.fio import EILSEQ, FioSpec, fio_args, parse_fio
+from recorded_console import section as console_section
 
 REC = Path(__file__).resolve().parents[1] / "fixtures" / "recorded" / "dma"
 
@@ -22,16 +23,6 @@ REC = Path(__file__).resolve().parents[1] / "fixtures" / "recorded" / "dma"
 def rec(name: str) -> str:
     return (REC / name).read_text()
 
-
-def console_section(text: str, name: str) -> str:
-    out, on = [], False
-    for line in text.splitlines():
-        if line.startswith("=== "):
-            on = line.startswith(f"=== {name}")
-            continue
-        if on:
-            out.append(line)
-    return "\n".join(out)
 
 
 # --- command strings -----------------------------------------------------------
