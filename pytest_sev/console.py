@@ -55,7 +55,8 @@ class Console:
             return ""
         return framing.strip_ansi(data).replace(b"\r", b"").decode(errors="replace")
 
-    def _fail(self, cls: type, what: str, detail: str = "") -> None:
+    def fail(self, cls: type, what: str, detail: str = "") -> None:
+        """Raise *cls* (a GuestError) with the console tail, argv and log paths."""
         ctx = self._context(exited=cls is GuestDied)
         raise cls(what, console_tail=self.tail(), argv=ctx.get("argv", ()),
                   logs=ctx.get("logs", {}), detail=detail)
@@ -68,10 +69,10 @@ class Console:
         except OSError:  # ECONNRESET: QEMU died with bytes we had not read
             idx = len(pats)
         if idx == len(pats):
-            self._fail(GuestDied, f"QEMU exited while waiting for {what}",
+            self.fail(GuestDied, f"QEMU exited while waiting for {what}",
                        self._context(exited=True).get("exit", ""))
         if idx == len(pats) + 1:
-            self._fail(GuestTimeout, f"timed out after {timeout:g}s waiting for {what}")
+            self.fail(GuestTimeout, f"timed out after {timeout:g}s waiting for {what}")
         return idx
 
     @property
@@ -117,7 +118,7 @@ class Console:
             self.sendline(framing.dump_line(token, "R"))
             output = self._read_dump(token, "R", 30, "the re-read of a command's output")
             if output is None:
-                self._fail(GuestProtocolError, f"output of {cmd[:120]!r} failed its MD5 twice")
+                self.fail(GuestProtocolError, f"output of {cmd[:120]!r} failed its MD5 twice")
         self.transcript.append((cmd, status, time.monotonic() - started))
         return output, status
 

@@ -65,7 +65,7 @@ def finish_guest(guest: Guest, keep: bool) -> None:
     """Collect evidence, attach it, shut down, and drop the logs unless kept."""
     kernel_log = None
     try:
-        if guest.alive and not guest._shell_busy and guest.boot_seconds is not None:
+        if guest.responsive:
             kernel_log = guest.run("dmesg", timeout=30)[0]
     except GuestError:
         pass

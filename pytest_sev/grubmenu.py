@@ -285,7 +285,7 @@ def _not_found(console, pattern: str, seen: list[str]) -> None:
     listing = "\n".join(f"  {t}" for t in seen) or "  (none)"
     what = f"no GRUB menu entry matches /{pattern}/"
     detail = f"entries seen:\n{listing}"
-    fail = getattr(console, "_fail", None)
+    fail = getattr(console, "fail", None)
     if fail is not None:  # carries the console tail, argv and log paths
         fail(BootEntryNotFound, what, detail)
     raise BootEntryNotFound(what, detail=detail, console_tail=console.tail())

@@ -195,6 +195,11 @@ class Guest:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def responsive(self) -> bool:
+        """Booted, running, and its shell not stuck in a command that timed out."""
+        return self.alive and self.boot_seconds is not None and not self._shell_busy
+
     # -- teardown ------------------------------------------------------------
     def _wait_exit(self, seconds: float) -> bool:
         try:
@@ -209,7 +214,7 @@ class Guest:
             return
         self._closed = True
         try:
-            if self.alive and self.console is not None and not self._shell_busy:
+            if self.responsive and self.console is not None:
                 try:
                     self.console.sendline("poweroff -f")
                 except OSError:

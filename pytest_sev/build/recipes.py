@@ -75,18 +75,22 @@ def _staged(out: Path, prefix: str) -> Path:
 
 class QemuRecipe(Recipe):
     """``./configure --target-list=x86_64-softmmu --prefix=P --disable-werror``,
-    ``make -jN``, ``make install``."""
+    ``make -jN``, ``make install``.
+
+    A source's ``configure_args`` go after build.sh's arguments (local.toml:
+    ``--firmwarepath`` for Debian's firmware-less dfsg source)."""
 
     component = "qemu"
     version = 1
 
     def inputs(self, source, opts):
-        return {"prefix": opts.prefix, "target_list": "x86_64-softmmu"}
+        return {"prefix": opts.prefix, "target_list": "x86_64-softmmu",
+                "configure_args": list(source.configure_args)}
 
     def steps(self, source, tree, out, opts):
         return [
             step("configure", "./configure", "--target-list=x86_64-softmmu",
-                 f"--prefix={opts.prefix}", "--disable-werror", cwd=tree),
+                 f"--prefix={opts.prefix}", "--disable-werror", *source.configure_args, cwd=tree),
             step("make", "make", f"-j{opts.jobs}", cwd=tree),
             step("make install", "make", "install", f"DESTDIR={out / 'root'}", cwd=tree),
         ]

@@ -8,6 +8,8 @@ One table per component (``qemu``, ``ovmf``, ``kernel``)::
     patches = "linux-patches"                # optional; every *.patch, name order
     base_config = "make:tinyconfig"          # kernel only, see kconfig.py
     fragments = ["../kernel/kvm-guest.config"]
+    submodules = false                       # tree already holds them (default true)
+    configure_args = ["--firmwarepath=..."]  # qemu only: after build.sh's arguments
 
 or, instead of ``url``/``ref``, a source tarball pinned by its digest::
 
@@ -35,7 +37,7 @@ from .errors import SourcesError
 COMPONENTS = ("qemu", "ovmf", "kernel")
 
 _KEYS = {"url", "ref", "patches", "tarball", "sha256", "base_config", "fragments",
-         "package", "submodules"}
+         "package", "submodules", "configure_args"}
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/]+@[^/:]+:")
 
 
@@ -53,6 +55,7 @@ class Source:
     fragments: tuple[Path, ...] = ()
     package: bool = True           # kernel only: bindeb-pkg / binrpm-pkg
     submodules: bool = True
+    configure_args: tuple[str, ...] = ()  # qemu only: appended to build.sh's ./configure
     origin: Path | None = field(default=None, compare=False)  # the TOML file
 
     @property
@@ -106,6 +109,11 @@ def parse_source(component: str, table: dict, base: Path, origin: Path | None = 
     frags = table.get("fragments", [])
     if not isinstance(frags, list):
         raise SourcesError(f"{where}: fragments must be a list of paths")
+    cargs = table.get("configure_args", [])
+    if not isinstance(cargs, list) or not all(isinstance(a, str) for a in cargs):
+        raise SourcesError(f"{where}: configure_args must be a list of strings")
+    if cargs and component != "qemu":
+        raise SourcesError(f"{where}: configure_args is a qemu key")
     patches = table.get("patches")
     return Source(
         component=component,
@@ -118,6 +126,7 @@ def parse_source(component: str, table: dict, base: Path, origin: Path | None = 
         fragments=tuple(_local_path(f, base) for f in frags),
         package=bool(table.get("package", True)),
         submodules=bool(table.get("submodules", True)),
+        configure_args=tuple(cargs),
         origin=origin,
     )
 
