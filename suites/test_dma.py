@@ -146,6 +146,8 @@ def dma_summary(request):
             results += summary.from_json(json.loads(f.read_text()))
         if not results:
             return
-        json_path, png_path = summary.write_summary(results, out)
+        json_path = summary.write_json(results, out)
+        png_path = summary.write_plot(
+            results, out, title=f"SWIOTLB pool size vs outcome (device throttled to {DEVICE_BPS >> 20} MiB/s)")
     allure.attach.file(str(json_path), name="dma summary", attachment_type=allure.attachment_type.JSON)
     allure.attach.file(str(png_path), name="dma plot", attachment_type=allure.attachment_type.PNG)
