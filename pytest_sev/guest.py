@@ -114,18 +114,24 @@ class Guest:
         started = time.monotonic()
         ser_ours, ser_qemu = socket.socketpair()
         qmp_ours, qmp_qemu = socket.socketpair()
-        self.argv = build_argv(self.spec, qemu=self.qemu, accel=self.accel.name,
-                               qemu_version=qemu_version(self.qemu)[:2],
-                               serial_fd=ser_qemu.fileno(), qmp_fd=qmp_qemu.fileno(),
-                               vars_path=self._vars_file())
-        (self.workdir / "qemu-argv.txt").write_text("\n".join(self.argv) + "\n")
-        with open(self.logs["qemu stderr"], "ab") as err:
-            self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                pass_fds=(ser_qemu.fileno(), qmp_qemu.fileno()),
-                preexec_fn=_die_with_parent, cwd=self.workdir)
-        ser_qemu.close()
-        qmp_qemu.close()
+        try:
+            self.argv = build_argv(self.spec, qemu=self.qemu, accel=self.accel.name,
+                                   qemu_version=qemu_version(self.qemu)[:2],
+                                   serial_fd=ser_qemu.fileno(), qmp_fd=qmp_qemu.fileno(),
+                                   vars_path=self._vars_file())
+            (self.workdir / "qemu-argv.txt").write_text("\n".join(self.argv) + "\n")
+            with open(self.logs["qemu stderr"], "ab") as err:
+                self.proc = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                    pass_fds=(ser_qemu.fileno(), qmp_qemu.fileno()),
+                    preexec_fn=_die_with_parent, cwd=self.workdir)
+        except BaseException:
+            ser_ours.close()
+            qmp_ours.close()
+            raise
+        finally:  # QEMU holds its own copies now (or never will)
+            ser_qemu.close()
+            qmp_qemu.close()
         self.console = Console(ser_ours, self.logs["console log"], self._context)
         self.qmp = QMP(qmp_ours, self.logs["qmp transcript"])
         try:
@@ -148,7 +154,8 @@ class Guest:
         if spec.boot_entry:
             self._choose_boot_entry(left)
         if spec.login:
-            pats = [re.compile(spec.login.login_prompt.encode(), re.M).pattern, PANIC]
+            # a prompt ends its line without a newline: $ anchors at the end of what arrived
+            pats = [re.compile(spec.login.login_prompt.encode(), re.M), PANIC]
             if con.expect(pats, left(), "the login prompt") == 1:
                 self._panicked("boot")
             con.sendline(spec.login.user)
