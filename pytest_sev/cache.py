@@ -71,6 +71,8 @@ class ContentCache:
             hit = self.get(key)
             if hit:
                 return hit
+            for stale in self.dir.glob(f".{key[:12]}-*"):  # left by a killed builder of this key
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=self.dir))
             try:
                 build(tmp)

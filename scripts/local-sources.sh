@@ -16,10 +16,15 @@
 #                    default: the first version of the package whose files the
 #                    mirror actually serves (security-suite sources can 404).
 #
-# Each repo gets one commit per source version, tagged debian/<version>, and
+# Each repo gets one commit per source version, tagged debian/<version> (with
+# DEP-14's mangling: ':' -> '%', '~' -> '_', so 1:7.2-1 is debian/1%7.2-1), and
 # the branch `main` pointing at the newest one.  The Debian packaging
 # directory (debian/) is removed: the recipes package with the upstream
-# tooling (bindeb-pkg, make install), as AMD's build.sh does.
+# tooling (bindeb-pkg, make install), as AMD's build.sh does.  Debian's
+# patches (debian/patches) stay applied.  edk2: Debian's orig tarball embeds
+# the submodule trees OVMF needs (openssl, brotli, softfloat); QEMU: the dfsg
+# tarball has no prebuilt firmware.  local.toml handles both (submodules =
+# false, ovmf-patches-debian, qemu configure_args).
 #
 # apt-get source needs deb-src entries; when none is configured this adds
 # one for the same mirror and suites as the binary entries (needs root).
@@ -75,7 +80,9 @@ make_repo() {
   trap 'rm -rf "$work"' RETURN
   local version
   version=$(fetch_source "$pkg" "$work")
-  local tag="debian/$version"
+  # DEP-14 tag mangling: git refuses ':' and '~' in tag names
+  # (1:7.2+dfsg-7 -> debian/1%7.2+dfsg-7, 1.0~rc1 -> debian/1.0_rc1).
+  local tag="debian/$(printf '%s' "$version" | tr ':~' '%_')"
   if [ -d "$repo/.git" ] && git -C "$repo" rev-parse -q --verify "refs/tags/$tag" >/dev/null; then
     echo "local-sources: $repo already has $tag"
     return 0
@@ -91,8 +98,12 @@ make_repo() {
   find "$repo" -mindepth 1 -maxdepth 1 ! -name .git -exec rm -rf {} +
   (cd "$work/tree" && tar -cf - .) | (cd "$repo" && tar -xf -)
   git -C "$repo" add -A -f .
-  git -C "$repo" -c user.name=pytest-sev -c user.email=pytest-sev@localhost \
-    commit -q -m "$pkg $version (Debian source package, debian/ removed)"
+  # an identical tree (a re-run after a failed tag) needs no new commit
+  if ! git -C "$repo" rev-parse -q --verify HEAD >/dev/null ||
+     ! git -C "$repo" diff --cached --quiet; then
+    git -C "$repo" -c user.name=pytest-sev -c user.email=pytest-sev@localhost \
+      commit -q -m "$pkg $version (Debian source package, debian/ removed)"
+  fi
   git -C "$repo" tag -f "$tag"
   echo "local-sources: $repo $tag $(git -C "$repo" rev-parse HEAD)"
 }

@@ -18,6 +18,8 @@ apt_packages=(
   python3-venv git nodejs npm chromium
   # component builds (build.sh parity) and the build engine's own tests
   build-essential bc bison flex libelf-dev libssl-dev rsync dpkg-dev patch
+  ninja-build meson pkg-config libglib2.0-dev libpixman-1-dev zlib1g-dev libslirp-dev libfdt-dev
+  nasm acpica-tools uuid-dev python3-distutils
 )
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -28,6 +28,23 @@ def test_local_sources_expand_src_root(monkeypatch, tmp_path):
     assert src["kernel"].base_config == "make:tinyconfig"
     assert [f.name for f in src["kernel"].fragments] == ["kvm-guest.config", "sev-es-guest.config"]
     assert all(f.is_file() for f in src["kernel"].fragments)
+    # Debian's trees carry their submodules; its QEMU source carries no firmware
+    assert not src["qemu"].submodules and not src["ovmf"].submodules
+    assert any(a.startswith("--firmwarepath=share/qemu:") for a in src["qemu"].configure_args)
+    # Debian's edk2 needs one of its patches reverted for AMD's non-Secure-Boot build
+    assert [p.name for p in src["ovmf"].patches.glob("*.patch")] == ["0001-revert-debian-shell-secureboot.patch"]
+
+
+def test_qemu_configure_args_follow_build_sh(tmp_path):
+    from pytest_sev.build.recipes import BuildOptions, QemuRecipe
+    f = tmp_path / "s.toml"
+    f.write_text('[qemu]\nurl="x"\nref="y"\nconfigure_args=["--firmwarepath=/fw"]\n')
+    src = load_sources(f)["qemu"]
+    opts = BuildOptions(prefix="/opt/q")
+    configure = QemuRecipe().steps(src, tmp_path, tmp_path / "out", opts)[0]
+    assert configure.argv == ("./configure", "--target-list=x86_64-softmmu", "--prefix=/opt/q",
+                              "--disable-werror", "--firmwarepath=/fw")
+    assert QemuRecipe().inputs(src, opts)["configure_args"] == ["--firmwarepath=/fw"]
 
 
 @pytest.mark.parametrize("text, message", [
@@ -36,6 +53,8 @@ def test_local_sources_expand_src_root(monkeypatch, tmp_path):
     ('[qemu]\nref="y"\n', "exactly one of url"),
     ('[qemu]\ntarball="q.tar.xz"\n', "needs sha256"),
     ('[qemu]\nurl="x"\nref="y"\npatchs="p"\n', "unknown key"),
+    ('[qemu]\nurl="x"\nref="y"\nconfigure_args="--x"\n', "list of strings"),
+    ('[ovmf]\nurl="x"\nref="y"\nconfigure_args=["--x"]\n', "qemu key"),
     ('[qemu\n', "sources file"),
 ])
 def test_bad_sources_one_line(tmp_path, text, message):

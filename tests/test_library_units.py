@@ -108,3 +108,12 @@ def test_cache_failed_build_leaves_nothing(tmp_path):
         cache.get_or_build("k", bad)
     assert cache.get("k") is None
     assert [p.name for p in cache.dir.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_cache_sweeps_what_a_killed_builder_left(tmp_path):
+    cache = ContentCache("t", root=tmp_path)
+    stale = cache.dir / ".kkkkkkkkkkkk-dead"
+    stale.mkdir()
+    (stale / "half").write_text("x")
+    cache.get_or_build("kkkkkkkkkkkk" + "0" * 52, lambda out: (out / "f").write_text("y"))
+    assert not stale.exists()

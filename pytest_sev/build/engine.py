@@ -67,8 +67,10 @@ def _build_into(out: Path, source: Source, commit: str, key: str, recipe: Recipe
     runner = StepRunner(source.component, log, nice=opts.nice)
     runner.note(f"pytest-sev build of {source.component}: {source.url or source.tarball} "
                 f"ref {source.ref or '-'} commit {commit} key {key}")
-    work = Path(tempfile.mkdtemp(prefix=f"{source.component}-{key[:12]}-",
-                                 dir=_work_root()))
+    prefix = f"{source.component}-{key[:12]}-"
+    for stale in _work_root().glob(prefix + "*"):  # a killed build of this key (we hold its lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=_work_root()))
     keep = os.environ.get("PYTEST_SEV_KEEP_WORK") == "1"
     start = time.monotonic()
     try:

@@ -1,8 +1,9 @@
 """Patch directories, as AMD's ``linux-patches/``, ``qemu-patches/``...
 
 Every ``*.patch`` in the directory is applied with ``patch -p1`` after a
-clean checkout, in name order (``0001-...`` first).  Their bytes are part of
-the cache key, so editing a patch rebuilds and renaming one does not.
+clean checkout, in name order (``0001-...`` first).  Their names (the order)
+and bytes are part of the cache key, so editing, adding, removing or
+renaming a patch rebuilds.
 """
 
 from __future__ import annotations
