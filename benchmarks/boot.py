@@ -11,8 +11,11 @@ Prints each time and the median ratio harness/bare.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 import pexpect
@@ -24,7 +27,7 @@ from pytest_sev.guest import Guest
 from pytest_sev.qemu_binary import qemu_version, resolve_qemu
 
 
-def bare_argv(spec, qemu: str, accel: str) -> list[str]:
+def bare_argv(spec, qemu: str, accel: str, scratch: str) -> list[str]:
     argv = build_argv(spec, qemu=qemu, accel=accel, qemu_version=qemu_version(qemu)[:2],
                       serial_fd=-1, qmp_fd=-1, vars_path=spec.firmware.vars_template)
     out, skip = [], 0
@@ -37,22 +40,23 @@ def bare_argv(spec, qemu: str, accel: str) -> list[str]:
             continue
         out.append(arg)
     if spec.firmware.kind == "ovmf":  # a private VARS copy, as the harness makes
-        out = [a.replace(str(spec.firmware.vars_template), "/tmp/bench-VARS.fd") for a in out]
-        import shutil
-        shutil.copyfile(spec.firmware.vars_template, "/tmp/bench-VARS.fd")
+        private = os.path.join(scratch, "VARS.fd")
+        shutil.copyfile(spec.firmware.vars_template, private)
+        out = [a.replace(str(spec.firmware.vars_template), private) for a in out]
     return out + ["-serial", "stdio"]
 
 
 def time_bare(spec, qemu: str, accel: str) -> float:
-    argv = bare_argv(spec, qemu, accel)
-    start = time.monotonic()
-    child = pexpect.spawn(argv[0], argv[1:], timeout=300)
-    try:
-        child.expect(spec.ready_pattern.encode())
-        child.expect(rb"sev-guest# ")
-        return time.monotonic() - start
-    finally:
-        child.terminate(force=True)
+    with tempfile.TemporaryDirectory(prefix="sev-bench-") as scratch:
+        argv = bare_argv(spec, qemu, accel, scratch)
+        start = time.monotonic()
+        child = pexpect.spawn(argv[0], argv[1:], timeout=300)
+        try:
+            child.expect(spec.ready_pattern.encode())
+            child.expect(rb"sev-guest# ")
+            return time.monotonic() - start
+        finally:
+            child.terminate(force=True)
 
 
 def time_guest(spec, qemu: str, accel) -> float:
