@@ -22,7 +22,7 @@ from .attach import attach_guest
 from .config import RunConfig
 from .errors import GuestError
 from .guest import Guest
-from .guest_specs import plain_spec, sev_spec
+from .guest_specs import cbitpos_of, plain_spec, sev_spec
 from .session import host_report
 from .session import run_config as _run_config
 from .spec import GuestSpec
@@ -134,17 +134,24 @@ def guest(request: pytest.FixtureRequest, run_config: RunConfig) -> Iterator[Gue
         yield shared
 
 
-def _decided_sev_guest(request: pytest.FixtureRequest, factory: GuestFactory,
-                       host_rep, mode_wanted: str) -> Guest:
-    from .host import decide
-    cfg = factory.cfg
-    decision = decide(cfg.mode, host_rep, mode_wanted)
+def enforce(decision) -> None:
+    """Apply a mode-table Decision: skip or fail (naming the host check) before any boot."""
     if decision.action == "skip":
         pytest.skip(decision.reason)
     if decision.action == "fail":
         pytest.fail(decision.reason, pytrace=False)
-    cbit = host_rep.facts.get("cbitpos")
-    return factory(sev_spec(cfg, mode_wanted, int(cbit) if cbit not in (None, "") else None))
+
+
+def require_host_for(cfg: RunConfig, host_rep, wants: str) -> None:
+    """Skip or fail the current test unless the mode and host allow *wants*."""
+    from .host import decide
+    enforce(decide(cfg.mode, host_rep, wants))
+
+
+def _decided_sev_guest(request: pytest.FixtureRequest, factory: GuestFactory,
+                       host_rep, mode_wanted: str) -> Guest:
+    require_host_for(factory.cfg, host_rep, mode_wanted)
+    return factory(sev_spec(factory.cfg, mode_wanted, cbitpos_of(host_rep)))
 
 
 @pytest.fixture

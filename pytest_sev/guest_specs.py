@@ -44,6 +44,12 @@ def plain_spec(cfg: RunConfig, *, firmware: str | None = None, with_fio: bool = 
                               initrd=cfg.guest_initrd, ovmf=ovmf, **fields)
 
 
+def cbitpos_of(report) -> int | None:
+    """The C-bit position a HostReport found, or None when it could not tell."""
+    value = report.facts.get("cbitpos")
+    return int(value) if value not in (None, "", "unknown") else None
+
+
 def sev_launch(cfg: RunConfig, mode: str, cbitpos: int | None) -> SevLaunch:
     if cbitpos is None:
         raise SpecError("the host report has no C-bit position: cannot launch an SEV guest")

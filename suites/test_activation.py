@@ -15,8 +15,8 @@ import allure
 import pytest
 
 from pytest_sev import witnesses
-from pytest_sev.fixtures import scoped_guest
-from pytest_sev.guest_specs import plain_spec, sev_spec
+from pytest_sev.fixtures import enforce, scoped_guest
+from pytest_sev.guest_specs import cbitpos_of, plain_spec, sev_spec
 from pytest_sev.host import decide
 
 pytestmark = [pytest.mark.qemu, allure.epic("pytest-sev"), allure.feature("activation")]
@@ -36,10 +36,8 @@ class Subject:
 
     def require(self):
         """Skip or fail (naming the host check) before any witness runs."""
-        if self.decision is not None and self.decision.action == "skip":
-            pytest.skip(self.decision.reason)
-        if self.decision is not None and self.decision.action == "fail":
-            pytest.fail(self.decision.reason, pytrace=False)
+        if self.decision is not None:
+            enforce(self.decision)
         return self.guest
 
 
@@ -53,9 +51,7 @@ def subject(request, run_config, host):
         if decision.action != "run":
             yield Subject(kind, decision=decision)  # no boot attempted
             return
-        cbit = host.facts.get("cbitpos")
-        spec = sev_spec(run_config, kind, int(cbit) if cbit not in (None, "", "unknown") else None,
-                        memory_mib=GUEST_MEMORY_MIB)
+        spec = sev_spec(run_config, kind, cbitpos_of(host), memory_mib=GUEST_MEMORY_MIB)
     with scoped_guest(request, run_config, f"activation-{kind}", spec) as guest:
         yield Subject(kind, guest)
 

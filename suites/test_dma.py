@@ -34,8 +34,9 @@ from pytest_sev.dma.fio import FioSpec
 from pytest_sev.dma.load import LoadSpec
 from pytest_sev.dma.runner import run_dma_load
 from pytest_sev.dma.sizes import default_matrix, parse_size
-from pytest_sev.guest_specs import plain_spec, sev_spec
-from pytest_sev.host import decide
+from pytest_sev.fixtures import require_host_for
+from pytest_sev.guest_specs import cbitpos_of, plain_spec, sev_spec
+from pytest_sev.session import run_config as session_run_config
 from pytest_sev.spec import Disk
 
 pytestmark = [pytest.mark.qemu, allure.epic("pytest-sev"), allure.feature("dma")]
@@ -49,9 +50,9 @@ RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex[:12]
 
 
 def _sizes(config) -> list:
-    text = " ".join(config.getoption("dma_sizes") and [config.getoption("dma_sizes")] or
-                    [config.getini("dma_sizes") or ""]).strip()
-    return [parse_size(s) for s in text.replace(",", " ").split()] if text else default_matrix()
+    """--dma-sizes / ini dma_sizes (validated at start-up), else the default matrix."""
+    chosen = session_run_config(config).dma_sizes
+    return [parse_size(s) for s in chosen] if chosen else default_matrix()
 
 
 def pytest_generate_tests(metafunc):
@@ -80,9 +81,8 @@ def _guest_spec(run_config, host, mode, bus, size, disk):
         disks = (Disk(disk, bus=bus, iommu_platform=True, disable_legacy=True, throttle_bps=DEVICE_BPS),)
         return plain_spec(run_config, name=f"dma-{bus}-{size.label}", with_fio=True, memory_mib=memory,
                           append=size.cmdline(force=True), disks=disks)
-    cbit = host.facts.get("cbitpos")
     disks = (Disk(disk, bus=bus, throttle_bps=DEVICE_BPS),)  # SEV implies iommu_platform
-    return sev_spec(run_config, mode, int(cbit) if cbit not in (None, "", "unknown") else None,
+    return sev_spec(run_config, mode, cbitpos_of(host),
                     name=f"dma-{mode}-{bus}-{size.label}", with_fio=True, memory_mib=memory,
                     append=size.cmdline(force=False), disks=disks)
 
@@ -102,11 +102,7 @@ def test_dma_under_load(case, request, run_config, host, guest_factory, scratch_
     mode, bus, size = case
     allure.dynamic.story(f"{bus} {size.label}")
     if mode != "plain-forced":
-        decision = decide(run_config.mode, host, mode)
-        if decision.action == "skip":
-            pytest.skip(decision.reason)
-        if decision.action == "fail":
-            pytest.fail(decision.reason, pytrace=False)
+        require_host_for(run_config, host, mode)
     guest = guest_factory(_guest_spec(run_config, host, mode, bus, size, scratch_disk))
     dev = "/dev/vda" if bus == "virtio-blk" else "/dev/sda"
     run = run_dma_load(guest, dev, stall_seconds=STALL_SECONDS, deadline_seconds=DEADLINE_SECONDS, spec=LOAD)

@@ -59,3 +59,12 @@ def test_plain_spec_defaults_to_the_embedded_guest():
     spec = plain_spec(RunConfig())
     assert spec.sev is None and spec.firmware.kind == "seabios" and spec.kernel.name == "vmlinuz"
     assert "console=ttyS0" in spec.append
+
+
+def test_unknown_cbit_is_none_and_refused_for_sev(tmp_path):
+    from pytest_sev.guest_specs import cbitpos_of
+    from pytest_sev.spec import SpecError
+    report = _report("dev-machine-no-sev", tmp_path)
+    assert cbitpos_of(report) is None
+    with pytest.raises(SpecError, match="no C-bit position"):
+        sev_spec(RunConfig(mode="sev-es"), "sev-es", cbitpos_of(report))
