@@ -9,6 +9,7 @@ build instead of racing).  A hit costs a stat.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -30,7 +31,17 @@ def cache_root() -> Path:
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, streamed (kernel packages are tens of MiB)."""
+    """SHA-256 of a file's bytes, streamed (kernel packages are tens of MiB).
+
+    Remembered per (path, size, mtime, inode) for the life of the process:
+    every guest spec asks for its initramfs, whose key hashes fio's ~80 MiB
+    of libraries, and those files do not change between guests."""
+    st = os.stat(path)
+    return _digest(str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=512)
+def _digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
