@@ -11,7 +11,7 @@ guest whose I/O is wedged costs the stall time, never the test timeout.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import GuestError
 from ..guest import Guest
@@ -41,9 +41,7 @@ def run_dma_load(guest: Guest, dev: str, *, stall_seconds: float = 20.0,
                  spec: load.LoadSpec | None = None) -> DmaRun:
     started = time.monotonic()
     tool = load.parse_probe(guest.run(load.probe_command(), timeout=30)[0])
-    spec = spec or load.LoadSpec(tool=tool)
-    if spec.tool != tool:
-        spec = load.LoadSpec(tool=tool, fio=spec.fio, dd=spec.dd, workdir=spec.workdir)
+    spec = replace(spec or load.LoadSpec(), tool=tool)  # the tool the guest has
     guest.check(load.start_command(dev, spec), timeout=60)
     detector = StallDetector(stall_seconds)
     peak: int | None = None
