@@ -1,6 +1,5 @@
 """The embedded default guest: cached build, and boots with both firmwares."""
 
-import time
 
 import pytest
 

@@ -7,7 +7,6 @@ a Debian 6.1 guest (see fixtures/recorded/dma/README.md).
 
 from pathlib import Path
 
-import pytest
 
 from pytest_sev.dma.debugfs import dump_command, parse_debugfs
 from pytest_sev.dma.kmsg import io_errors_for, parse_kmsg

@@ -1,5 +1,7 @@
 """pytest_sev.dma.stall: synthetic timestamps, no sleeping."""
 
+from pathlib import Path
+
 import pytest
 
 from pytest_sev.dma import load
@@ -72,32 +74,22 @@ def test_time_going_back_is_an_error():
         StallDetector(0)
 
 
+def _replay(console: str) -> StallDetector:
+    """Feed a recorded console's DMAPROG lines, the guest's uptime as the clock."""
+    text = (Path(__file__).resolve().parents[1] / "fixtures/recorded/dma" / console).read_text()
+    det = StallDetector(30)
+    for line in text.splitlines():
+        if line.startswith("DMAPROG|"):
+            p = load.parse_progress(line)
+            if det.observe(p.sample(p.uptime_s)) != RUNNING:
+                break
+    return det
+
+
 def test_driven_by_recorded_progress_lines():
-    """The recorded 1M stall, replayed with the guest's own uptime as the clock."""
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[1] / "fixtures/recorded/dma/guest61-virtio-blk-1M.console.txt").read_text()
-    det = StallDetector(30)
-    for line in text.splitlines():
-        if line.startswith("DMAPROG|"):
-            p = load.parse_progress(line)
-            if det.observe(p.sample(p.uptime_s)) != RUNNING:
-                break
-    assert det.state == STALLED
-
-    text = (Path(__file__).resolve().parents[1] / "fixtures/recorded/dma/guest61-virtio-scsi-1M.console.txt").read_text()
-    det = StallDetector(30)
-    for line in text.splitlines():
-        if line.startswith("DMAPROG|"):
-            p = load.parse_progress(line)
-            if det.observe(p.sample(p.uptime_s)) != RUNNING:
-                break
+    """The recorded 1M stalls (virtio-blk, virtio-scsi) and the 8M run that finished, replayed."""
+    assert _replay("guest61-virtio-blk-1M.console.txt").state == STALLED
+    det = _replay("guest61-virtio-scsi-1M.console.txt")
     assert det.state == STALLED and "in_flight=0" in det.reason
 
-    text = (Path(__file__).resolve().parents[1] / "fixtures/recorded/dma/guest61-virtio-blk-8M.console.txt").read_text()
-    det = StallDetector(30)
-    for line in text.splitlines():
-        if line.startswith("DMAPROG|"):
-            p = load.parse_progress(line)
-            det.observe(p.sample(p.uptime_s))
-    assert det.state == FINISHED
+    assert _replay("guest61-virtio-blk-8M.console.txt").state == FINISHED
