@@ -20,18 +20,18 @@ import time
 
 import pexpect
 
-from pytest_sev.accel import choose_accel
-from pytest_sev.argv import build_argv
-from pytest_sev.default_guest import default_guest_spec
-from pytest_sev.guest import Guest
-from pytest_sev.qemu_binary import qemu_version, resolve_qemu
+from pytest_sev.guest.guest import Guest
+from pytest_sev.guest.specs import default_guest_spec
+from pytest_sev.qemu.accel import choose_accel
+from pytest_sev.qemu.argv import build_argv
+from pytest_sev.qemu.binary import qemu_version, resolve_qemu
 
 
 def bare_argv(spec, qemu: str, accel: str, scratch: str) -> list[str]:
     argv = build_argv(spec, qemu=qemu, accel=accel, qemu_version=qemu_version(qemu)[:2],
                       serial_fd=-1, qmp_fd=-1, vars_path=spec.firmware.vars_template)
     out, skip = [], 0
-    for i, arg in enumerate(argv):
+    for _i, arg in enumerate(argv):
         if skip:
             skip -= 1
             continue

@@ -13,10 +13,10 @@ import importlib
 import sys
 
 COMMANDS = {
-    "provision": "pytest_sev.cli_provision",
-    "host": "pytest_sev.host.cli",
-    "launch": "pytest_sev.launch",
-    "build": "pytest_sev.build.cli",
+    "provision": "pytest_sev.cli.provision",
+    "host": "pytest_sev.cli.host",
+    "launch": "pytest_sev.cli.launch",
+    "build": "pytest_sev.cli.build",
 }
 
 

@@ -13,13 +13,12 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MODES = ("auto", "sev-es", "sev", "off")
+from pytest_sev.errors import ConfigError
+from pytest_sev.modes import RUN_MODES
+from pytest_sev.sev.policy import es_mismatch
+
 ACCELS = ("auto", "kvm", "tcg")
 FIRMWARES = ("seabios", "ovmf")
-
-
-class ConfigError(ValueError):
-    """A bad option value; the message is one line a person can act on."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +58,8 @@ def _existing(name: str, value: str | None) -> Path | None:
 
 def resolve_mode(sev_es: bool, sev: bool, sev_mode: str | None) -> str:
     """Fold ``--sev-es``, ``--sev`` and ``--sev-mode`` into one mode."""
-    if sev_mode is not None and sev_mode not in MODES:
-        raise ConfigError(f"--sev-mode {sev_mode!r} is not one of {', '.join(MODES)}")
+    if sev_mode is not None and sev_mode not in RUN_MODES:
+        raise ConfigError(f"--sev-mode {sev_mode!r} is not one of {', '.join(RUN_MODES)}")
     flags = [m for m, on in (("sev-es", sev_es), ("sev", sev)) if on]
     if len(flags) > 1:
         raise ConfigError("--sev-es and --sev are exclusive: pick the mode the host must support")
@@ -85,13 +84,9 @@ def check_policy_against_mode(policy: int | None, mode: str) -> None:
     """An explicit policy must agree with the mode on the ES bit (0x4)."""
     if policy is None:
         return
-    es = bool(policy & 0x4)
-    if mode == "sev" and es:
-        raise ConfigError(f"--sev-policy {policy:#x} sets the ES bit (0x4) but the mode is sev")
-    if mode == "sev-es" and not es:
-        raise ConfigError(f"--sev-policy {policy:#x} lacks the ES bit (0x4) that sev-es requires")
-    if mode == "off":
-        raise ConfigError(f"--sev-policy {policy:#x} given with --sev-mode=off (no SEV guest to apply it to)")
+    problem = es_mismatch(policy, mode)
+    if problem:
+        raise ConfigError(f"--sev-policy {policy:#x} {problem}")
 
 
 def build_config(get) -> RunConfig:
@@ -118,7 +113,7 @@ def build_config(get) -> RunConfig:
     sizes = get("dma_sizes") or ""
     sizes_t = tuple(s for s in sizes.replace(",", " ").split() if s)
     if sizes_t:
-        from .dma.sizes import parse_size  # raises ValueError with one line
+        from pytest_sev.dma.sizes import parse_size  # raises ValueError with one line
         for s in sizes_t:
             try:
                 parse_size(s)

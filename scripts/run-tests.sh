@@ -5,5 +5,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 bash scripts/setup.sh
+# lint and types first: cheap, and a red one says where without a 7-minute wait
+.venv/bin/ruff check pytest_sev suites tests benchmarks conftest.py
+.venv/bin/mypy
 # self-tests keep reports/allure-results for the main job
 exec .venv/bin/python -m pytest tests/ -p no:cacheprovider -o sev_allure=false "$@"

@@ -14,14 +14,16 @@ import json
 import allure
 import pytest
 
-from pytest_sev import witnesses
-from pytest_sev.fixtures import enforce, scoped_guest
-from pytest_sev.guest_specs import cbitpos_of, plain_spec, sev_spec
-from pytest_sev.host import decide
+from pytest_sev.guest.specs import cbitpos_of, plain_spec, sev_spec
+from pytest_sev.plugin.fixtures import scoped_guest
+from pytest_sev.sev import witnesses
 
 pytestmark = [pytest.mark.qemu, allure.epic("pytest-sev"), allure.feature("activation")]
 
 KINDS = ["plain", "sev-es"]
+#: the marker of each kind: the plugin applies the mode table to it before any boot
+PARAMS = [pytest.param("plain", marks=pytest.mark.plain),
+          pytest.param("sev-es", marks=pytest.mark.sev_es)]
 #: what each witness must answer per kind: (memory encrypted, SEV-ES)
 EXPECTED = {"plain": (False, False), "sev-es": (True, True)}
 #: answers recorded by the witness tests, read by the cross-check
@@ -31,26 +33,18 @@ GUEST_MEMORY_MIB = 512  # the host dumps all of it: keep it small
 
 
 class Subject:
-    def __init__(self, kind: str, guest=None, decision=None) -> None:
-        self.kind, self.guest, self.decision = kind, guest, decision
-
-    def require(self):
-        """Skip or fail (naming the host check) before any witness runs."""
-        if self.decision is not None:
-            enforce(self.decision)
-        return self.guest
+    def __init__(self, kind: str, guest) -> None:
+        self.kind, self.guest = kind, guest
 
 
-@pytest.fixture(scope="module", params=KINDS)
+@pytest.fixture(scope="module", params=PARAMS)
 def subject(request, run_config, host):
+    """The guest of one kind; the kind's marker already decided (skip/fail
+    naming the host check) before this fixture could boot anything."""
     kind = request.param
     if kind == "plain":
         spec = plain_spec(run_config, name="plain-control", memory_mib=GUEST_MEMORY_MIB)
     else:
-        decision = decide(run_config.mode, host, kind)
-        if decision.action != "run":
-            yield Subject(kind, decision=decision)  # no boot attempted
-            return
         spec = sev_spec(run_config, kind, cbitpos_of(host), memory_mib=GUEST_MEMORY_MIB)
     with scoped_guest(request, run_config, f"activation-{kind}", spec) as guest:
         yield Subject(kind, guest)
@@ -76,24 +70,24 @@ def _assert_expected(subject: Subject, witness: witnesses.Witness, check_es: boo
 
 
 def test_guest_kernel_log(subject):
-    guest = subject.require()
+    guest = subject.guest
     _assert_expected(subject, _record(subject, witnesses.kernel_log(guest)))
 
 
 def test_sev_status_msr(subject):
-    guest = subject.require()
+    guest = subject.guest
     _assert_expected(subject, _record(subject, witnesses.sev_status_msr(guest)))
 
 
 def test_qmp_query_sev(subject, host):
-    guest = subject.require()
+    guest = subject.guest
     w = _record(subject, witnesses.query_sev(guest, subject.kind, host.facts.get("sev_api")))
     _assert_expected(subject, w)
     assert not w.details["problems"], w.evidence
 
 
 def test_host_memory_view(subject):
-    guest = subject.require()
+    guest = subject.guest
     w = _record(subject, witnesses.host_memory_view(guest))
     assert w.details["marker_written"], f"the guest did not confirm writing the marker: {w.evidence}"
     _assert_expected(subject, w, check_es=False)
@@ -102,7 +96,7 @@ def test_host_memory_view(subject):
 
 
 def test_launch_measurement(subject):
-    guest = subject.require()
+    guest = subject.guest
     w = _record(subject, witnesses.launch_measurement(guest))
     _assert_expected(subject, w, check_es=False)
 
@@ -127,7 +121,7 @@ def _gather(subject: Subject, host) -> dict[str, witnesses.Witness]:
 
 def test_witnesses_agree(subject, host):
     """Every witness that answered agrees with the requested mode."""
-    subject.require()
+    assert subject.guest is not None
     answers = _gather(subject, host)
     want_enc, want_es = EXPECTED[subject.kind]
     rows, bad, decisive = [], [], 0

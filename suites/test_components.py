@@ -12,8 +12,8 @@ import subprocess
 import allure
 import pytest
 
-from pytest_sev.bzimage import kernel_release
 from pytest_sev.cache import file_digest
+from pytest_sev.images.bzimage import kernel_release
 
 pytestmark = [allure.epic("pytest-sev"), allure.feature("components")]
 

@@ -32,12 +32,11 @@ from pytest_sev.dma import summary
 from pytest_sev.dma.expectations import load_expectations
 from pytest_sev.dma.fio import FioSpec
 from pytest_sev.dma.load import LoadSpec
-from pytest_sev.dma.runner import run_dma_load
+from pytest_sev.dma.run import run_dma_load
 from pytest_sev.dma.sizes import default_matrix, parse_size
-from pytest_sev.fixtures import require_host_for
-from pytest_sev.guest_specs import cbitpos_of, plain_spec, sev_spec
-from pytest_sev.session import run_config as session_run_config
-from pytest_sev.spec import Disk
+from pytest_sev.guest.spec import Disk
+from pytest_sev.guest.specs import cbitpos_of, plain_spec, sev_spec
+from pytest_sev.plugin.state import run_config as session_run_config
 
 pytestmark = [pytest.mark.qemu, allure.epic("pytest-sev"), allure.feature("dma")]
 
@@ -66,7 +65,8 @@ def pytest_generate_tests(metafunc):
             if row is not None and row.outcome == "stall":
                 buses.append("virtio-scsi")  # the README's advice, where blk stalls
             for bus in buses:
-                cases.append((mode, bus, size))
+                marks = [pytest.mark.plain] if mode == "plain-forced" else [getattr(pytest.mark, mode.replace("-", "_"))]
+                cases.append(pytest.param((mode, bus, size), marks=marks))
                 ids.append(f"{mode}-{bus}-{size.label}")
     metafunc.parametrize("case", cases, ids=ids)
 
@@ -101,8 +101,6 @@ def scratch_disk():
 def test_dma_under_load(case, request, run_config, host, guest_factory, scratch_disk):
     mode, bus, size = case
     allure.dynamic.story(f"{bus} {size.label}")
-    if mode != "plain-forced":
-        require_host_for(run_config, host, mode)
     guest = guest_factory(_guest_spec(run_config, host, mode, bus, size, scratch_disk))
     dev = "/dev/vda" if bus == "virtio-blk" else "/dev/sda"
     run = run_dma_load(guest, dev, stall_seconds=STALL_SECONDS, deadline_seconds=DEADLINE_SECONDS, spec=LOAD)

@@ -6,7 +6,7 @@ import re
 import allure
 import pytest
 
-from pytest_sev.bzimage import kernel_release
+from pytest_sev.images.bzimage import kernel_release
 
 pytestmark = [pytest.mark.qemu, allure.epic("pytest-sev"), allure.feature("smoke")]
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sev.argv import build_argv
-from pytest_sev.spec import Disk, Firmware, GuestSpec, SevLaunch, SpecError
+from pytest_sev.guest.spec import Disk, Firmware, GuestSpec, SevLaunch, SpecError
+from pytest_sev.qemu.argv import build_argv
 
 
 @pytest.fixture

@@ -16,10 +16,17 @@ import pytest
 
 from pytest_sev.build.errors import SourcesError
 from pytest_sev.build.kconfig import (
-    SEV_ES_EDITS, apply_edits_text, expected_value, missing_required, parse_config,
-    resolve_base, scripts_config_args, unhonoured)
+    SEV_ES_EDITS,
+    apply_edits_text,
+    expected_value,
+    missing_required,
+    parse_config,
+    resolve_base,
+    scripts_config_args,
+    unhonoured,
+)
 from pytest_sev.build.sources import default_src_root
-from pytest_sev.provision import provisioned_kernel
+from pytest_sev.images.provision import provisioned_kernel
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +46,7 @@ def _scripts_config() -> Path | None:
 def test_scripts_config_argv_is_amd_list():
     args = scripts_config_args()
     assert args[:3] == ["--set-str", "LOCALVERSION", "-sev-es"]
-    assert ["--module", "KVM_AMD"] == args[args.index("KVM_AMD") - 1:args.index("KVM_AMD") + 1]
+    assert args[args.index("KVM_AMD") - 1:args.index("KVM_AMD") + 1] == ["--module", "KVM_AMD"]
     for sym in ("LOCALVERSION_AUTO", "HW_RANDOM_VIRTIO", "CRYPTO_DEV_VIRTIO"):
         assert args[args.index(sym) - 1] == "--disable"
     for sym in ("AMD_MEM_ENCRYPT", "AMD_MEM_ENCRYPT_ACTIVE_BY_DEFAULT", "CRYPTO_DEV_CCP",

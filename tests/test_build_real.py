@@ -64,8 +64,8 @@ def ovmf_manifest(request):
 
 
 def _default_initrd():
-    from pytest_sev.default_guest import default_kernel
-    from pytest_sev.initramfs import build_initramfs
+    from pytest_sev.images.default_kernel import default_kernel
+    from pytest_sev.images.initramfs import build_initramfs
     return build_initramfs(default_kernel(), with_fio=False).path
 
 
@@ -81,8 +81,8 @@ def test_kernel_build_artifacts(kernel_manifest):
 @pytest.mark.qemu
 @pytest.mark.parametrize("firmware", ["seabios", "ovmf"])
 def test_built_kernel_boots_default_initramfs(kernel_manifest, firmware, tmp_path):
-    from pytest_sev.default_guest import default_guest_spec
-    from pytest_sev.guest import Guest
+    from pytest_sev.guest.guest import Guest
+    from pytest_sev.guest.specs import default_guest_spec
     spec = default_guest_spec(firmware=firmware, kernel=kernel_manifest.artifact("vmlinuz"),
                               initrd=_default_initrd(), name=f"built-{firmware}")
     with Guest(spec, workdir=tmp_path / "g") as guest:
@@ -115,8 +115,8 @@ def test_ovmf_build_artifacts(ovmf_manifest):
 @pytest.mark.qemu
 def test_built_qemu_boots_default_guest_seabios(qemu_manifest, tmp_path):
     """The built QEMU finds its firmware (bios-256k.bin, linuxboot_dma.bin)."""
-    from pytest_sev.default_guest import default_guest_spec
-    from pytest_sev.guest import Guest
+    from pytest_sev.guest.guest import Guest
+    from pytest_sev.guest.specs import default_guest_spec
     spec = default_guest_spec(name="built-qemu-seabios")
     with Guest(spec, qemu=str(qemu_manifest.artifact("qemu-system-x86_64")),
                workdir=tmp_path / "g") as guest:
@@ -126,9 +126,9 @@ def test_built_qemu_boots_default_guest_seabios(qemu_manifest, tmp_path):
 
 @pytest.mark.qemu
 def test_built_qemu_boots_default_guest_with_built_ovmf(qemu_manifest, ovmf_manifest, tmp_path):
-    from pytest_sev.default_guest import default_guest_spec
-    from pytest_sev.guest import Guest
-    from pytest_sev.spec import Firmware
+    from pytest_sev.guest.guest import Guest
+    from pytest_sev.guest.spec import Firmware
+    from pytest_sev.guest.specs import default_guest_spec
     fw = Firmware(kind="ovmf", code=ovmf_manifest.artifact("OVMF_CODE.fd"),
                   vars_template=ovmf_manifest.artifact("OVMF_VARS.fd"))
     spec = default_guest_spec(firmware="ovmf", ovmf=fw, name="built-qemu-ovmf")

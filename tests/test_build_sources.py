@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sev.build import cli
 from pytest_sev.build.components import Choice, kernel_in, parse_components, resolve_components
 from pytest_sev.build.errors import SourcesError
 from pytest_sev.build.manifest import Manifest, clear_session, session_manifests
 from pytest_sev.build.sources import COMPONENTS, load_sources
+from pytest_sev.cli import build as cli
 
 SOURCES = Path(__file__).parents[1] / "fixtures" / "sources"
 
@@ -77,10 +77,11 @@ def test_parse_components():
 
 
 def test_system_components_resolve_with_manifests():
-    pytest.importorskip("pytest_sev.provision")
-    from pytest_sev.firmware import find_ovmf
-    from pytest_sev.provision import provisioned_kernel
+    pytest.importorskip("pytest_sev.images.provision")
     import shutil
+
+    from pytest_sev.images.provision import provisioned_kernel
+    from pytest_sev.qemu.firmware import find_ovmf
     if not (shutil.which("qemu-system-x86_64") and find_ovmf() and provisioned_kernel()):
         pytest.skip("needs qemu, OVMF and the provisioned kernel (scripts/setup.sh)")
     clear_session()
@@ -176,6 +177,7 @@ def test_cli_builds_all_three_in_build_sh_order(tmp_path, monkeypatch, capsys):
 
 def test_run_config_overrides_only_for_non_system(tmp_path):
     import dataclasses
+
     from pytest_sev.build.components import Components, run_config_overrides
     from pytest_sev.config import RunConfig
     comps = Components(qemu=tmp_path / "q", ovmf_code=tmp_path / "c", ovmf_vars=tmp_path / "v",

@@ -3,10 +3,11 @@
 
 import pytest
 
-from pytest_sev.default_guest import default_guest_spec, default_kernel
-from pytest_sev.guest import Guest
-from pytest_sev.initramfs import build_initramfs
-from pytest_sev.modules import DEFAULT_GUEST_MODULES
+from pytest_sev.guest.guest import Guest
+from pytest_sev.guest.specs import default_guest_spec
+from pytest_sev.images.default_kernel import default_kernel
+from pytest_sev.images.initramfs import build_initramfs
+from pytest_sev.images.modules import DEFAULT_GUEST_MODULES
 
 
 def test_second_initramfs_build_is_a_cache_hit(monkeypatch):
@@ -17,7 +18,7 @@ def test_second_initramfs_build_is_a_cache_hit(monkeypatch):
     def no_rebuild(*a, **k):
         raise AssertionError("the cpio was written again for unchanged inputs")
 
-    monkeypatch.setattr("pytest_sev.initramfs._write_cpio", no_rebuild)
+    monkeypatch.setattr("pytest_sev.images.initramfs._write_cpio", no_rebuild)
     again = build_initramfs(kernel, with_fio=False)
     assert again.key == first.key and again.path.stat().st_mtime_ns == stamp
 

@@ -9,13 +9,23 @@ import subprocess
 
 import pytest
 
-from pytest_sev.default_guest import ovmf_firmware
-from pytest_sev.diskimage import (ENTRY_MARKER, ESP_START, SECTOR, DiskImage, MenuEntry,
-                                  default_disk_image, default_entries, disk_guest_spec,
-                                  grub_config, image_format, overlay)
-from pytest_sev.guest import Guest
-from pytest_sev.provision import provisioned_kernel
-from pytest_sev.spec import Disk, Firmware, GuestSpec, Login
+from pytest_sev.guest.guest import Guest
+from pytest_sev.guest.spec import Disk, Firmware, GuestSpec, Login
+from pytest_sev.guest.specs import disk_guest_spec, ovmf_firmware
+from pytest_sev.images.diskimage import (
+    ENTRY_MARKER,
+    ESP_START,
+    SECTOR,
+    DiskImage,
+    MenuEntry,
+    default_disk_image,
+    default_entries,
+    grub_config,
+    image_format,
+    overlay,
+)
+from pytest_sev.images.provision import provisioned_kernel
+
 
 @pytest.fixture(scope="module")
 def image() -> DiskImage:
@@ -39,7 +49,7 @@ def test_grub_config_serial_menu_and_markers():
         "Debian GNU/Linux, with Linux 6.1.0-9-cloud-amd64-sev-es"]
     linux = [ln.strip() for ln in lines if ln.strip().startswith("linux ")]
     assert len(linux) == 3
-    for line, e in zip(linux, entries):
+    for line, e in zip(linux, entries, strict=True):
         assert f"{ENTRY_MARKER}={e.name}" in line.split()
         assert "console=ttyS0" in line and "sev.login=root:pw" in line
 
@@ -49,7 +59,7 @@ def test_menu_entry_and_credentials_are_validated():
         MenuEntry("it's", "x")
     with pytest.raises(ValueError):
         MenuEntry("ok", "two words")
-    from pytest_sev.diskimage import build_disk_image
+    from pytest_sev.images.diskimage import build_disk_image
     with pytest.raises(ValueError, match="password"):
         build_disk_image(None, user="root", password="a b")  # type: ignore[arg-type]
 
@@ -142,14 +152,13 @@ def test_boot_chosen_grub_entry_login_shell(image, tmp_path, qemu_processes, fmt
 
 @pytest.mark.qemu
 def test_boot_entry_not_found_lists_entries(image, tmp_path, qemu_processes):
-    from pytest_sev.grubmenu import BootEntryNotFound
+    from pytest_sev.console.grub import BootEntryNotFound
     token = "dimg" + secrets.token_hex(4)
     img = image.instance(tmp_path, "qcow2")
     spec = disk_guest_spec(img, ovmf=ovmf_firmware(), user=image.user, password=image.password,
                            boot_entry=r"Windows Boot Manager", name=token, boot_timeout=120)
-    with pytest.raises(BootEntryNotFound) as err:
-        with Guest(spec, workdir=tmp_path / "run"):
-            pass
+    with pytest.raises(BootEntryNotFound) as err, Guest(spec, workdir=tmp_path / "run"):
+        pass
     msg = str(err.value)
     assert "no GRUB menu entry matches /Windows Boot Manager/" in msg
     for e in image.entries:

@@ -3,11 +3,11 @@
 from pathlib import Path
 
 import pytest
+from recorded_console import section
 
 from pytest_sev.dma import load
 from pytest_sev.dma.classify import OUTCOMES, classify, severity
 from pytest_sev.dma.kmsg import parse_kmsg
-from recorded_console import section
 
 REC = Path(__file__).resolve().parents[1] / "fixtures" / "recorded" / "dma"
 FULL = "virtio-pci 0000:00:03.0: swiotlb buffer is full (sz: 262144 bytes), total 4096 (slots), used 3606 (slots)\n"

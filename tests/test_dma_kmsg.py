@@ -7,10 +7,10 @@ a Debian 6.1 guest (see fixtures/recorded/dma/README.md).
 
 from pathlib import Path
 
+from recorded_console import section
 
 from pytest_sev.dma.debugfs import dump_command, parse_debugfs
 from pytest_sev.dma.kmsg import io_errors_for, parse_kmsg
-from recorded_console import section
 
 REC = Path(__file__).resolve().parents[1] / "fixtures" / "recorded" / "dma"
 

@@ -11,11 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from recorded_console import section as console_section
 
 from pytest_sev.dma import load
 from pytest_sev.dma.ddload import DdSpec, parse_dd
 from pytest_sev.dma.fio import EILSEQ, FioSpec, fio_args, parse_fio
-from recorded_console import section as console_section
 
 REC = Path(__file__).resolve().parents[1] / "fixtures" / "recorded" / "dma"
 

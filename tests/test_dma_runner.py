@@ -2,13 +2,14 @@
 (with evidence) after the stall limit, and is torn down; the test's own
 timeout is the guard, no wall-clock assertion."""
 
+import os
 import signal
 
 import pytest
 
-from pytest_sev.default_guest import default_guest_spec
-from pytest_sev.dma.runner import PROGRESS_TIMEOUT, run_dma_load
-from pytest_sev.guest import Guest
+from pytest_sev.dma.run import PROGRESS_TIMEOUT, run_dma_load
+from pytest_sev.guest.guest import Guest
+from pytest_sev.guest.specs import default_guest_spec
 
 pytestmark = pytest.mark.qemu
 
@@ -22,7 +23,7 @@ def test_frozen_guest_is_a_stall_and_is_torn_down(tmp_path, qemu_processes):
     disk = tmp_path / "scratch.img"
     with open(disk, "wb") as f:
         f.truncate(128 << 20)
-    from pytest_sev.spec import Disk
+    from pytest_sev.guest.spec import Disk
     spec = default_guest_spec(name="frozen-dma", with_fio=False,
                               disks=(Disk(disk, iommu_platform=True, disable_legacy=True),))
     with Guest(spec) as guest:
@@ -32,7 +33,7 @@ def test_frozen_guest_is_a_stall_and_is_torn_down(tmp_path, qemu_processes):
 
         def check_then_freeze(cmd, timeout=60.0):
             out = real_check(cmd, timeout)
-            guest.proc.send_signal(signal.SIGSTOP)
+            os.kill(guest.process.pid, signal.SIGSTOP)
             return out
 
         guest.check = check_then_freeze

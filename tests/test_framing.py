@@ -4,7 +4,7 @@ import base64
 import hashlib
 import re
 
-from pytest_sev import framing
+from pytest_sev.console import framing
 
 
 def _framed(payload: bytes, token: str, noise_after_line: dict[int, bytes] | None = None) -> bytes:

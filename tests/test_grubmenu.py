@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sev.console import Console
+from pytest_sev.console.grub import DOWN, ENTER, UP, BootEntryNotFound, Screen, choose_entry, parse_menu
+from pytest_sev.console.serial import Console
 from pytest_sev.errors import GuestError, GuestTimeout
-from pytest_sev.grubmenu import (DOWN, ENTER, UP, BootEntryNotFound, Screen, choose_entry,
-                                 parse_menu)
 
 REC = Path(__file__).resolve().parent.parent / "fixtures" / "recorded" / "grub"
 CHOOSE = (REC / "ovmf-grub-2.06-choose-sev-es.log").read_bytes()
@@ -141,7 +140,7 @@ class FakeGrub(threading.Thread):
         while not self.stop and seg < len(ENDS):
             try:
                 chunk = self.sock.recv(64)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

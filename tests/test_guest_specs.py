@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sev.argv import build_argv
 from pytest_sev.config import RunConfig
-from pytest_sev.guest_specs import plain_spec, sev_spec
+from pytest_sev.guest.specs import plain_spec, sev_spec
 from pytest_sev.host import decide
 from pytest_sev.host.recorded import load_recorded
+from pytest_sev.qemu.argv import build_argv
 
 HOSTS = Path(__file__).resolve().parents[1] / "fixtures" / "hosts"
 
@@ -62,8 +62,8 @@ def test_plain_spec_defaults_to_the_embedded_guest():
 
 
 def test_unknown_cbit_is_none_and_refused_for_sev(tmp_path):
-    from pytest_sev.guest_specs import cbitpos_of
-    from pytest_sev.spec import SpecError
+    from pytest_sev.guest.spec import SpecError
+    from pytest_sev.guest.specs import cbitpos_of
     report = _report("dev-machine-no-sev", tmp_path)
     assert cbitpos_of(report) is None
     with pytest.raises(SpecError, match="no C-bit position"):

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pytest_sev.host.cli import main
+from pytest_sev.cli.host import main
 
 HOSTS = Path(__file__).resolve().parent.parent / "fixtures" / "hosts"
 
@@ -38,7 +38,7 @@ def test_json(capsys):
 def test_this_machine_via_python_c():
     """The real probe from a separate interpreter, as a user would run it."""
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from pytest_sev.host.cli import main; sys.exit(main(['host']))"],
+        [sys.executable, "-c", "import sys; from pytest_sev.cli.host import main; sys.exit(main(['host']))"],
         capture_output=True, text=True, timeout=60, check=False)
     lines = done.stdout.splitlines()
     assert any(line.startswith("[ ") and "] cpu_vendor: " in line for line in lines), done.stdout + done.stderr

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from pytest_sev.host import CHECK_NAMES, SubprocessRunner, probe_host
+from pytest_sev.host.commands import ReplayRunner
 from pytest_sev.host.evidence import gather
 from pytest_sev.host.parse_cpu import parse_cpuinfo
 from pytest_sev.host.qmp_probe import QmpAnswer, query_sev_capabilities
 from pytest_sev.host.recorded import _write_sparse
-from pytest_sev.host.runner import ReplayRunner
 
 QEMU = shutil.which("qemu-system-x86_64")
 needs_qemu = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 not installed")

@@ -2,11 +2,16 @@
 
 import pytest
 
-from pytest_sev.host.parse_cpu import (CpuidRegs, decode_sev_leaf, parse_cpuinfo, parse_rdmsr_output,
-                                       parse_syscfg_smee)
+from pytest_sev.host.parse_cpu import CpuidRegs, decode_sev_leaf, parse_cpuinfo, parse_rdmsr_output, parse_syscfg_smee
 from pytest_sev.host.parse_log import parse_kernel_log
-from pytest_sev.host.parse_tools import (describe_bytes, param_enabled, parse_domcapabilities,
-                                         parse_kernel_release, parse_memlock, parse_qemu_version)
+from pytest_sev.host.parse_tools import (
+    describe_bytes,
+    param_enabled,
+    parse_domcapabilities,
+    parse_kernel_release,
+    parse_memlock,
+    parse_qemu_version,
+)
 
 MILAN_LEAF = CpuidRegs(0x0001B03F, 0x00004073, 0x1FD, 100)
 

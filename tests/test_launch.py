@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sev.launch import main
-from pytest_sev.sev.launchsh import (LaunchOptions, _split_opts, compare_argv,
-                                     launch_sh_argv)
+from pytest_sev.cli.launch import main
+from pytest_sev.sev.launchsh import LaunchOptions, _split_opts, compare_argv, launch_sh_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTS = ROOT / "fixtures" / "hosts"
@@ -200,8 +199,8 @@ def test_interactive_console_menu_login_ctrl_c_and_escape(tmp_path, qemu_process
     Ctrl-] stops QEMU and the launcher exits 0 with nothing left behind."""
     import pexpect
 
-    from pytest_sev.diskimage import default_disk_image
-    from pytest_sev.provision import provisioned_kernel
+    from pytest_sev.images.diskimage import default_disk_image
+    from pytest_sev.images.provision import provisioned_kernel
     if provisioned_kernel() is None:
         pytest.skip("default guest kernel not provisioned (scripts/setup.sh)")
     image = default_disk_image()

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sev import accel, modules
-from pytest_sev.bzimage import kernel_version_string
 from pytest_sev.cache import ContentCache
-from pytest_sev.qemu_binary import parse_version
+from pytest_sev.images import modules
+from pytest_sev.images.bzimage import kernel_version_string
+from pytest_sev.qemu import accel
+from pytest_sev.qemu.binary import parse_version
 
 # excerpt of the real modules.dep of linux-image-6.1.0-56-cloud-amd64
 MODULES_DEP = """\

@@ -22,17 +22,17 @@ from types import SimpleNamespace
 import pytest
 from allure_pytest.utils import get_status
 
-from pytest_sev.console import Console
+from pytest_sev.console.serial import Console
 from pytest_sev.dma.classify import classify
 from pytest_sev.dma.kmsg import parse_kmsg
 from pytest_sev.dma.load import parse_result
 from pytest_sev.dma.stall import Sample, StallDetector
 from pytest_sev.errors import GuestError
-from pytest_sev.guest import PANIC, Guest
+from pytest_sev.guest.guest import PANIC, Guest
 from pytest_sev.host import check_outcome, decide
 from pytest_sev.host.recorded import load_recorded
-from pytest_sev.provision import _run
-from pytest_sev.qmp import QMP
+from pytest_sev.images.provision import _run
+from pytest_sev.qemu.qmp import QMP
 from pytest_sev.reporting import categories as cats
 from pytest_sev.reporting.categories import CATEGORIES, categorize
 
@@ -171,7 +171,7 @@ def build_failure() -> tuple[str, str]:
 
 
 def not_provisioned() -> tuple[str, str]:
-    from pytest_sev.default_guest import default_kernel
+    from pytest_sev.images.default_kernel import default_kernel
     return raised(default_kernel, "linux-image-pytest-sev-not-there")
 
 

@@ -17,10 +17,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from pytest_sev.plugin.labels import suite_of
 from pytest_sev.reporting.environment import component_entries, format_properties
-from pytest_sev.reporting.labels import suite_of
 from pytest_sev.reporting.resultsdir import default_results_dir
-from pytest_sev.reporting.runner import runner_name
+from pytest_sev.reporting.runner_name import runner_name
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,18 +7,7 @@ from pytest_sev.sev import launchsh as L
 # What the sev-es branch script prints for the README's SEV-ES launch
 # (launch-qemu.sh -hda IMAGE.qcow2 -vnc 1 -console serial -sev-es), with
 # /usr/local prefix, no br0 and C-bit 51, written out by hand from the script.
-README_SEV_ES = (
-    "/usr/local/bin/qemu-system-x86_64 -enable-kvm -cpu EPYC -machine q35 -smp 4,maxcpus=64 "
-    "-m 4096M,slots=5,maxmem=30G -no-reboot "
-    "-drive if=pflash,format=raw,unit=0,file=/usr/local/share/qemu/OVMF_CODE.fd,readonly "
-    "-drive if=pflash,format=raw,unit=1,file=/root/IMAGE.fd "
-    "-netdev user,id=vmnic -device e1000,netdev=vmnic,romfile= "
-    "-drive file=/root/IMAGE.qcow2,if=none,id=disk0,format=qcow2 "
-    "-device virtio-scsi-pci,id=scsi0,disable-legacy=on,iommu_platform=true -device scsi-hd,drive=disk0 "
-    "-object sev-guest,id=sev0,policy=0x5,cbitpos=51,reduced-phys-bits=1 "
-    "-machine memory-encryption=sev0,vmport=off -nographic -vnc :1 "
-    "-monitor pty -monitor unix:monitor,server,nowait"
-).split()
+README_SEV_ES = ["/usr/local/bin/qemu-system-x86_64", "-enable-kvm", "-cpu", "EPYC", "-machine", "q35", "-smp", "4,maxcpus=64", "-m", "4096M,slots=5,maxmem=30G", "-no-reboot", "-drive", "if=pflash,format=raw,unit=0,file=/usr/local/share/qemu/OVMF_CODE.fd,readonly", "-drive", "if=pflash,format=raw,unit=1,file=/root/IMAGE.fd", "-netdev", "user,id=vmnic", "-device", "e1000,netdev=vmnic,romfile=", "-drive", "file=/root/IMAGE.qcow2,if=none,id=disk0,format=qcow2", "-device", "virtio-scsi-pci,id=scsi0,disable-legacy=on,iommu_platform=true", "-device", "scsi-hd,drive=disk0", "-object", "sev-guest,id=sev0,policy=0x5,cbitpos=51,reduced-phys-bits=1", "-machine", "memory-encryption=sev0,vmport=off", "-nographic", "-vnc", ":1", "-monitor", "pty", "-monitor", "unix:monitor,server,nowait"]
 
 
 def argv(args, cbit=51, **kw):
@@ -152,7 +141,7 @@ def test_machine_memory_encryption_missing_is_reported():
 
 
 def test_harness_style_argv_reports_only_undocumented_differences():
-    """The shape pytest_sev.argv builds: -name/-nodefaults and cache options are real differences."""
+    """The shape pytest_sev.qemu.argv builds: -name/-nodefaults and cache options are real differences."""
     ours = ["qemu-system-x86_64", "-name", "g", "-nodefaults", "-no-user-config", "-display", "none",
             "-accel", "kvm", "-cpu", "EPYC", "-machine", "q35,confidential-guest-support=sev0",
             "-smp", "4", "-m", "4096", "-no-reboot",

@@ -46,10 +46,10 @@ def test_check_policy_accepts(policy, mode):
 @pytest.mark.parametrize(
     "policy,mode,msg",
     [
-        (0x5, "sev", "sets ES"),
-        (0x4, "sev", "sets ES"),
-        (0x1, "sev-es", "lacks ES"),
-        (0x0, "sev-es", "lacks ES"),
+        (0x5, "sev", "sets the ES bit"),
+        (0x4, "sev", "sets the ES bit"),
+        (0x1, "sev-es", "lacks the ES bit"),
+        (0x0, "sev-es", "lacks the ES bit"),
         (0x45, "sev-es", "outside the known mask"),
         (0x10000, "sev", "outside the known mask"),
         (-1, "sev", "negative"),

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from pytest_sev.default_guest import default_guest_spec
 from pytest_sev.errors import GuestDied, GuestTimeout
-from pytest_sev.guest import Guest
+from pytest_sev.guest.guest import Guest
+from pytest_sev.guest.specs import default_guest_spec
 
 pytestmark = pytest.mark.qemu
 
@@ -42,7 +42,7 @@ def test_command_timeout_carries_what_tail_and_logs(tmp_path, token, qemu_proces
 
 def test_qemu_killed_from_outside_fails_clearly(tmp_path, token, qemu_processes):
     with Guest(default_guest_spec(name=token), workdir=tmp_path / "g") as g:
-        os.kill(g.proc.pid, signal.SIGKILL)
+        os.kill(g.process.pid, signal.SIGKILL)
         with pytest.raises(GuestDied, match="QEMU exited while waiting for command 'true'") as err:
             g.run("true", timeout=30)
         assert "QEMU exit status -9" in str(err.value)
@@ -70,7 +70,7 @@ def test_fails_after_boot(guest_factory):
 
 def test_killed_from_outside(guest_factory):
     g = guest_factory(name="{token}")
-    os.kill(g.proc.pid, signal.SIGKILL)
+    os.kill(g.process.pid, signal.SIGKILL)
     g.run("true")
 
 def test_next_test_still_works(guest_factory):

@@ -23,6 +23,6 @@ One concern per module:
 - :mod:`.cli`       ``python -m pytest_sev build``
 """
 
-from .errors import BuildError, SourcesError
+from pytest_sev.build.errors import BuildError, SourcesError
 
 __all__ = ["BuildError", "SourcesError"]

@@ -2,7 +2,7 @@
 
 ``--components qemu=system,ovmf=prefix:/usr/local,kernel=build`` (a bare
 ``build`` or ``system`` sets all three).  ``system`` is QEMU on PATH, the
-distro OVMF (:func:`pytest_sev.firmware.find_ovmf`) and the provisioned
+distro OVMF (:func:`pytest_sev.qemu.firmware.find_ovmf`) and the provisioned
 default guest kernel; ``prefix:PATH`` is a build.sh install prefix (or, for
 the kernel, a vmlinuz file, a directory holding one, or a kernel build tree);
 ``build`` builds from the sources file with the recipes, cached.
@@ -18,11 +18,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..firmware import find_ovmf
-from .errors import SourcesError
-from .manifest import Manifest, artifact_record, record_used
-from .recipes import BuildOptions
-from .sources import COMPONENTS, Source
+from pytest_sev.build.errors import SourcesError
+from pytest_sev.build.manifest import Manifest, artifact_record, record_used
+from pytest_sev.build.recipes import BuildOptions
+from pytest_sev.build.sources import COMPONENTS, Source
+from pytest_sev.qemu.firmware import find_ovmf
 
 KINDS = ("system", "prefix", "build")
 
@@ -34,6 +34,12 @@ class Choice:
 
     def describe(self) -> str:
         return f"prefix:{self.path}" if self.kind == "prefix" else self.kind
+
+    def prefix(self) -> Path:
+        """The install prefix of a ``prefix:PATH`` choice."""
+        if self.path is None:
+            raise SourcesError(f"component choice {self.kind!r} has no path")
+        return self.path
 
 
 def parse_components(spec: str | None) -> dict[str, Choice]:
@@ -102,7 +108,7 @@ def _locate_qemu(choice: Choice) -> Manifest:
             raise SourcesError("qemu (system): qemu-system-x86_64 is not on PATH (install qemu-system-x86)")
         binary = Path(found)
     else:
-        binary = choice.path / "bin" / "qemu-system-x86_64"
+        binary = choice.prefix() / "bin" / "qemu-system-x86_64"
     return _found("qemu", choice, _qemu_version(binary), {"qemu-system-x86_64": binary})
 
 
@@ -113,7 +119,7 @@ def _locate_ovmf(choice: Choice) -> Manifest:
             raise SourcesError("ovmf (system): no OVMF found (install the ovmf package)")
         code, vars_ = pair
     else:
-        share = choice.path / "share" / "qemu"
+        share = choice.prefix() / "share" / "qemu"
         code, vars_ = share / "OVMF_CODE.fd", share / "OVMF_VARS.fd"
     return _found("ovmf", choice, "", {"OVMF_CODE.fd": code, "OVMF_VARS.fd": vars_})
 
@@ -131,13 +137,13 @@ def kernel_in(path: Path) -> Path:
 
 def _locate_kernel(choice: Choice) -> Manifest:
     if choice.kind == "system":
-        from ..provision import provisioned_kernel
+        from pytest_sev.images.provision import provisioned_kernel
         gk = provisioned_kernel()
         if gk is None:
             raise SourcesError("kernel (system): the default guest kernel is not provisioned "
                                "(run `python -m pytest_sev provision`)")
         return _found("kernel", choice, gk.release, {"vmlinuz": gk.vmlinuz})
-    return _found("kernel", choice, "", {"vmlinuz": kernel_in(choice.path)})
+    return _found("kernel", choice, "", {"vmlinuz": kernel_in(choice.prefix())})
 
 
 _LOCATE = {"qemu": _locate_qemu, "ovmf": _locate_ovmf, "kernel": _locate_kernel}
@@ -148,7 +154,7 @@ _MAIN_ARTIFACT = {"qemu": ("qemu-system-x86_64",), "ovmf": ("OVMF_CODE.fd", "OVM
 def resolve_components(plan: dict[str, Choice], sources: dict[str, Source] | None,
                        opts: BuildOptions | None = None) -> Components:
     """Locate or build every component of *plan* (builds in build.sh's order)."""
-    from .engine import build
+    from pytest_sev.build.engine import build
     manifests: dict[str, Manifest] = {}
     for comp in COMPONENTS:
         choice = plan.get(comp, Choice("system"))
@@ -180,8 +186,8 @@ def run_config_overrides(plan: dict[str, Choice], comps: Components,
     if plan["ovmf"].kind != "system":
         out["ovmf_code"], out["ovmf_vars"] = comps.ovmf_code, comps.ovmf_vars
     if plan["kernel"].kind != "system":
-        from ..default_guest import default_kernel
-        from ..initramfs import build_initramfs
+        from pytest_sev.images.default_kernel import default_kernel
+        from pytest_sev.images.initramfs import build_initramfs
         out["guest_kernel"] = comps.kernel
         out["guest_initrd"] = build_initramfs(default_kernel(), with_fio=with_fio).path
     return out

@@ -16,14 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..cache import ContentCache, cache_root, make_key
-from .errors import BuildError
-from .fetch import checkout, resolve
-from .manifest import Manifest, artifact_record, read_manifest, record_used, write_manifest
-from .patches import patch_steps, patches_digest
-from .recipes import RECIPES, BuildOptions, Recipe
-from .sources import Source
-from .steps import StepRunner
+from pytest_sev.build.errors import BuildError
+from pytest_sev.build.fetch import checkout, resolve
+from pytest_sev.build.manifest import Manifest, artifact_record, read_manifest, record_used, write_manifest
+from pytest_sev.build.patches import patch_steps, patches_digest
+from pytest_sev.build.recipes import RECIPES, BuildOptions, Recipe
+from pytest_sev.build.sources import Source
+from pytest_sev.build.steps import StepRunner
+from pytest_sev.cache import ContentCache, cache_root, make_key
 
 NAMESPACE = "builds"
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from ..cache import cache_root, file_digest
-from .errors import BuildError
-from .sources import Source
-from .steps import StepRunner, step
+from pytest_sev.build.errors import BuildError
+from pytest_sev.build.sources import Source
+from pytest_sev.build.steps import StepRunner, step
+from pytest_sev.cache import cache_root, file_digest
 
 _COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SourcesError
+from pytest_sev.build.errors import SourcesError
 
 #: AMD build.sh (sev-es branch) ``scripts/config`` edits, in its order.
 SEV_ES_EDITS: tuple[tuple[str, str, str], ...] = (
@@ -61,7 +61,7 @@ class BaseConfig:
 
 
 def _provisioned_config() -> Path | None:
-    from ..provision import provisioned_kernel
+    from pytest_sev.images.provision import provisioned_kernel
     kernel = provisioned_kernel()
     if kernel is None:
         return None

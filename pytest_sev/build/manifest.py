@@ -13,7 +13,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..cache import file_digest
+from pytest_sev.cache import file_digest
 
 MANIFEST_NAME = "manifest.json"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .steps import Step, step
+from pytest_sev.build.steps import Step, step
 
 
 def patch_files(directory: Path | None) -> list[Path]:

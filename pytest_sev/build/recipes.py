@@ -21,11 +21,11 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BuildError
-from .kconfig import (missing_required, resolve_base, scripts_config_args, unhonoured)
-from .packaging import host_os_release, package_target
-from .sources import Source
-from .steps import Step, bash_step, step
+from pytest_sev.build.errors import BuildError
+from pytest_sev.build.kconfig import missing_required, resolve_base, scripts_config_args, unhonoured
+from pytest_sev.build.packaging import host_os_release, package_target
+from pytest_sev.build.sources import Source
+from pytest_sev.build.steps import Step, bash_step, step
 
 DEFAULT_PREFIX = "/usr/local"
 

@@ -30,8 +30,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cache import cache_root
-from .errors import SourcesError
+from pytest_sev.build.errors import SourcesError
+from pytest_sev.cache import cache_root
 
 #: build.sh's order when no component is named.
 COMPONENTS = ("qemu", "ovmf", "kernel")

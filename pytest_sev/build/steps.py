@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BuildError
+from pytest_sev.build.errors import BuildError
 
 LOG_TAIL_LINES = 40
 
@@ -86,13 +86,14 @@ class StepRunner:
         start = time.monotonic()
         try:
             with open(self.log, "ab") as out:
-                stdin = open(s.stdin, "rb") if s.stdin else subprocess.DEVNULL
+                stdin_file = open(s.stdin, "rb") if s.stdin else None
                 try:
-                    proc = subprocess.run(argv, cwd=s.cwd, env=env, stdin=stdin, stdout=out,
-                                          stderr=subprocess.STDOUT, timeout=s.timeout)
+                    proc = subprocess.run(argv, cwd=s.cwd, env=env,
+                                          stdin=stdin_file if stdin_file is not None else subprocess.DEVNULL,
+                                          stdout=out, stderr=subprocess.STDOUT, timeout=s.timeout)
                 finally:
-                    if s.stdin:
-                        stdin.close()
+                    if stdin_file is not None:
+                        stdin_file.close()
         except FileNotFoundError as exc:
             self.note(f"=== step {s.name}: cannot run: {exc}")
             raise BuildError(self.component, s.name, log_tail=tail(self.log), log=self.log,

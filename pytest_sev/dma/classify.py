@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .kmsg import KernelReport, io_errors_for
-from .load import LoadResult
+from pytest_sev.dma.kmsg import KernelReport, io_errors_for
+from pytest_sev.dma.load import LoadResult
 
 OUTCOMES = ("clean", "pressure", "stall", "io-error", "corruption", "panic")  # mild -> severe
 

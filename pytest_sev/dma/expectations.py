@@ -17,10 +17,11 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .classify import OUTCOMES
-from .sizes import PoolSize, parse_size
+from pytest_sev.dma.classify import OUTCOMES
+from pytest_sev.dma.sizes import PoolSize, parse_size
 
-MODES = ("plain-forced", "sev", "sev-es")
+#: the kinds of guest a DMA row is measured on (not run modes: see pytest_sev.modes)
+ROW_KINDS = ("plain-forced", "sev", "sev-es")
 BUSES = ("virtio-blk", "virtio-scsi")
 STATUSES = ("measured", "unmeasured")
 NEVER = ("corruption", "panic")
@@ -98,8 +99,8 @@ def parse_expectations(data: dict) -> Expectations:
     for mode, buses in data.items():
         if mode == "schema":
             continue
-        if mode not in MODES:
-            raise ValueError(f"dma expectations: unknown mode {mode!r} (known: {', '.join(MODES)})")
+        if mode not in ROW_KINDS:
+            raise ValueError(f"dma expectations: unknown mode {mode!r} (known: {', '.join(ROW_KINDS)})")
         for bus, sizes in buses.items():
             if bus not in BUSES:
                 raise ValueError(f"dma expectations: unknown bus {mode}.{bus} (known: {', '.join(BUSES)})")

@@ -194,9 +194,7 @@ def parse_kmsg(text: str) -> KernelReport:
             r.hung_tasks.append(HungTask(m["task"], int(m["pid"]), int(m["secs"])))
         if m := _BLK_ERR.search(line):
             r.io_errors.append(IoError(m["dev"], int(m["sector"]), _strip_ts(line).strip()))
-        elif m := _BUFFER_ERR.search(line):
-            r.io_errors.append(IoError(m["dev"], None, _strip_ts(line).strip()))
-        elif m := _SCSI_FAILED.search(line):
+        elif (m := _BUFFER_ERR.search(line)) or (m := _SCSI_FAILED.search(line)):
             r.io_errors.append(IoError(m["dev"], None, _strip_ts(line).strip()))
     return r
 

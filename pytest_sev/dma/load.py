@@ -37,10 +37,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from . import ddload
-from .ddload import DdResult, DdSpec
-from .fio import FioResult, FioSpec, fio_args, parse_fio
-from .stall import Sample
+from pytest_sev.dma import ddload
+from pytest_sev.dma.ddload import DdResult, DdSpec
+from pytest_sev.dma.fio import FioResult, FioSpec, fio_args, parse_fio
+from pytest_sev.dma.stall import Sample
 
 WORKDIR = "/tmp/dmaload"
 SECTOR = 512

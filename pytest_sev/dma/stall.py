@@ -100,7 +100,7 @@ class StallDetector:
             self.last_sectors = s.sectors
         if not s.started:
             self.last_progress_t = s.t
-        idle = s.t - self.last_progress_t
+        idle = s.t - (self.last_progress_t if self.last_progress_t is not None else s.t)
         if idle >= self.stall_seconds:
             self.state = STALLED
             self.stalled_at = s.t

@@ -13,8 +13,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .classify import OUTCOMES
-from .sizes import parse_size, sort_key
+from pytest_sev.dma.classify import OUTCOMES
+from pytest_sev.dma.sizes import parse_size, sort_key
 
 JSON_NAME = "dma-summary.json"
 PNG_NAME = "dma-summary.png"
@@ -95,7 +95,7 @@ def write_plot(results: list[SizeResult], directory: str | Path, title: str = "S
 
     fig, axes = plt.subplots(len(modes), 1, figsize=(max(6.0, 1.6 * len(sizes) + 2), 3.4 * len(modes)), squeeze=False)
     width = 0.8 / max(1, len(buses))
-    for ax, mode in zip(axes[:, 0], modes):
+    for ax, mode in zip(axes[:, 0], modes, strict=True):
         by = {(r.size, r.bus): r for r in results if r.mode == mode}
         for bi, bus in enumerate(buses):
             for si, size in enumerate(sizes):

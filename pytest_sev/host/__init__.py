@@ -10,10 +10,10 @@ the machine), ``parse_*`` (pure parsers), ``checks_*`` (evidence -> checks),
 hosts for tests), ``qmp_probe`` (QEMU's own SEV answer), ``cli``.
 """
 
-from .decide import Decision, check_outcome, decide
-from .probe import CHECK_NAMES, build_report, probe_host
-from .report import Check, HostReport
-from .runner import Runner, SubprocessRunner
+from pytest_sev.host.commands import Runner, SubprocessRunner
+from pytest_sev.host.decide import Decision, check_outcome, decide
+from pytest_sev.host.probe import CHECK_NAMES, build_report, probe_host
+from pytest_sev.host.report import Check, HostReport
 
 __all__ = [
     "CHECK_NAMES", "Check", "Decision", "HostReport", "Runner", "SubprocessRunner",

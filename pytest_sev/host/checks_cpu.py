@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .evidence import Evidence
-from .parse_cpu import CpuInfo, SevCpuid, decode_sev_leaf, parse_cpuinfo, parse_syscfg_smee
-from .report import FOR_NONE, FOR_SEV, FOR_SEV_ES, UNKNOWN, Check
+from pytest_sev.host.evidence import Evidence
+from pytest_sev.host.parse_cpu import CpuInfo, SevCpuid, decode_sev_leaf, parse_cpuinfo, parse_syscfg_smee
+from pytest_sev.host.report import FOR_NONE, FOR_SEV, FOR_SEV_ES, UNKNOWN, Check
 
 CPUID_SOURCE = "/dev/cpu/0/cpuid"
 CPUINFO_SOURCE = "/proc/cpuinfo"

@@ -7,11 +7,11 @@ says ``disabled``/``unusable``, or an INIT failure, is a failure.
 
 from __future__ import annotations
 
-from .evidence import DeviceAccess, Evidence, KVM_API_VERSION
-from .parse_log import HWERROR_PLATFORM, KernelLog, parse_kernel_log
-from .parse_tools import param_enabled, parse_kernel_release
-from .report import FOR_SEV, FOR_SEV_ES, UNKNOWN, Check
-from .checks_cpu import REMEDY_SMEE
+from pytest_sev.host.checks_cpu import REMEDY_SMEE
+from pytest_sev.host.evidence import KVM_API_VERSION, DeviceAccess, Evidence
+from pytest_sev.host.parse_log import HWERROR_PLATFORM, KernelLog, parse_kernel_log
+from pytest_sev.host.parse_tools import param_enabled, parse_kernel_release
+from pytest_sev.host.report import FOR_SEV, FOR_SEV_ES, UNKNOWN, Check
 
 REMEDY_KVM_AMD = ("load kvm_amd with SEV: modprobe kvm_amd sev=1 sev_es=1 "
                   "(or kvm_amd.sev=1 kvm_amd.sev_es=1 on the kernel command line)")

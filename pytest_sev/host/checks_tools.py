@@ -8,12 +8,17 @@ host or a stale libvirt cache shows up as a mismatch).
 
 from __future__ import annotations
 
-from .evidence import Evidence
-from .parse_cpu import SevCpuid
-from .parse_tools import (describe_bytes, format_version, parse_domcapabilities,
-                          parse_memlock, parse_qemu_version)
-from .report import FOR_NONE, FOR_SEV, FOR_SEV_ES, UNKNOWN, Check
-from .runner import NOT_FOUND
+from pytest_sev.host.commands import NOT_FOUND
+from pytest_sev.host.evidence import Evidence
+from pytest_sev.host.parse_cpu import SevCpuid
+from pytest_sev.host.parse_tools import (
+    describe_bytes,
+    format_version,
+    parse_domcapabilities,
+    parse_memlock,
+    parse_qemu_version,
+)
+from pytest_sev.host.report import FOR_NONE, FOR_SEV, FOR_SEV_ES, UNKNOWN, Check
 
 MIN_QEMU_SEV_ES = (6, 0)
 REMEDY_QEMU = "install qemu-system-x86 >= 6.0 or build it (python -m pytest_sev build qemu), or pass --qemu PATH"

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .report import Check, HostReport
+from pytest_sev.host.report import Check, HostReport
+from pytest_sev.modes import RUN_MODES, SEV_KINDS
 
-RUN_MODES: tuple[str, ...] = ("auto", "sev-es", "sev", "off")
-WANTS: tuple[str, ...] = ("sev-es", "sev")
+WANTS = SEV_KINDS
 OFF_REASON = "--sev-mode=off runs plain guests only"
 
 
@@ -27,7 +27,7 @@ class Decision:
 
 def _validate(mode: str) -> None:
     if mode not in RUN_MODES:
-        raise ValueError(f"sev mode must be one of {RUN_MODES}, not {mode!r}")
+        raise ValueError(f"sev mode must be one of {', '.join(RUN_MODES)}, not {mode!r}")
 
 
 def describe_failure(check: Check) -> str:
@@ -39,7 +39,7 @@ def decide(mode: str, report: HostReport, wants: str) -> Decision:
     """May a test that needs ``wants`` ("sev-es" or "sev") run in ``mode``?"""
     _validate(mode)
     if wants not in WANTS:
-        raise ValueError(f"a test wants one of {WANTS}, not {wants!r}")
+        raise ValueError(f"a test wants one of {', '.join(WANTS)}, not {wants!r}")
     if mode == "off":
         return Decision("skip", OFF_REASON)
     if mode == "sev" and wants == "sev-es":

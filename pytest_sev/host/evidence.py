@@ -2,7 +2,7 @@
 
 :func:`gather` is the only place that touches the machine: files under a
 root directory (``/`` live, a recorded tree in tests), device reads with
-``os.pread`` and commands through a :class:`~pytest_sev.host.runner.Runner`.
+``os.pread`` and commands through a :class:`~pytest_sev.host.commands.Runner`.
 Turning :class:`Evidence` into checks is pure (``checks_*`` modules), and a
 recording of a host is just its evidence written out (``recorded.py``).
 """
@@ -15,9 +15,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .parse_cpu import EXT_MAX_LEAF, SEV_LEAF, CpuidRegs, parse_cpuinfo, parse_rdmsr_output
-from .qmp_probe import QmpAnswer, QmpProbe, query_sev_capabilities
-from .runner import Runner
+from pytest_sev.host.commands import Runner
+from pytest_sev.host.parse_cpu import EXT_MAX_LEAF, SEV_LEAF, CpuidRegs, parse_cpuinfo, parse_rdmsr_output
+from pytest_sev.host.qmp_probe import QmpAnswer, QmpProbe, query_sev_capabilities
 
 SYSCFG_MSR = 0xC0010010
 KVM_GET_API_VERSION = 0xAE00

@@ -26,12 +26,12 @@ class CpuidRegs:
         return [f"0x{r:08x}" for r in (self.eax, self.ebx, self.ecx, self.edx)]
 
     @classmethod
-    def from_hex(cls, regs: list[str]) -> "CpuidRegs":
+    def from_hex(cls, regs: list[str]) -> CpuidRegs:
         eax, ebx, ecx, edx = (int(r, 16) for r in regs)
         return cls(eax, ebx, ecx, edx)
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "CpuidRegs":
+    def from_bytes(cls, raw: bytes) -> CpuidRegs:
         if len(raw) != 16:
             raise ValueError(f"a CPUID read is 16 bytes, got {len(raw)}")
         return cls(*(int.from_bytes(raw[i:i + 4], "little") for i in range(0, 16, 4)))

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checks_cpu import cpu_checks, cpu_view
-from .checks_kernel import kernel_checks
-from .checks_tools import tool_checks
-from .evidence import Evidence, gather
-from .parse_log import parse_kernel_log
-from .parse_tools import format_version, parse_memlock, parse_qemu_version
-from .qmp_probe import QmpProbe
-from .report import UNKNOWN, HostReport
-from .runner import Runner, SubprocessRunner
+from pytest_sev.host.checks_cpu import cpu_checks, cpu_view
+from pytest_sev.host.checks_kernel import kernel_checks
+from pytest_sev.host.checks_tools import tool_checks
+from pytest_sev.host.commands import Runner, SubprocessRunner
+from pytest_sev.host.evidence import Evidence, gather
+from pytest_sev.host.parse_log import parse_kernel_log
+from pytest_sev.host.parse_tools import format_version, parse_memlock, parse_qemu_version
+from pytest_sev.host.qmp_probe import QmpProbe
+from pytest_sev.host.report import UNKNOWN, HostReport
 
 CHECK_NAMES: tuple[str, ...] = (
     "cpu_vendor", "cpu_model", "microcode",

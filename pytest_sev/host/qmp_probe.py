@@ -13,11 +13,11 @@ shape, so recorded hosts store and replay it and the error text is evidence.
 from __future__ import annotations
 
 import socket
-import subprocess
 import tempfile
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 QmpProbe = Callable[[str, str], "QmpAnswer"]
 
@@ -45,7 +45,7 @@ class QmpAnswer:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "QmpAnswer":
+    def from_dict(cls, d: dict[str, Any]) -> QmpAnswer:
         if "return" in d:
             return cls(d["accel"], result=d["return"])
         if "error" in d:
@@ -64,48 +64,40 @@ def qemu_argv(qemu: str, accel: str, fd: int) -> list[str]:
 
 
 def query_sev_capabilities(qemu: str, accel: str, timeout: float = 15.0) -> QmpAnswer:
-    """Start ``qemu -machine none``, run ``query-sev-capabilities``, kill QEMU."""
+    """Start ``qemu -machine none``, run ``query-sev-capabilities``, stop QEMU."""
     # Imported here so parsing and recorded hosts work without qemu.qmp.
-    from qemu.qmp import ExecuteError
-    from qemu.qmp.legacy import QEMUMonitorProtocol
+    from pytest_sev.errors import GuestLaunchError
+    from pytest_sev.qemu.process import QemuProcess
+    from pytest_sev.qemu.qmp import QMP, ExecuteError
 
     ours, theirs = socket.socketpair()
-    with tempfile.TemporaryFile() as output:
+    with tempfile.TemporaryDirectory(prefix="sev-qmp-probe-") as scratch:
+        output = Path(scratch) / "qemu-output.log"
+        proc = QemuProcess(qemu_argv(qemu, accel, theirs.fileno()), name=f"qmp-probe-{accel}",
+                           output=output, pass_fds=[theirs.fileno()])
         try:
-            proc = subprocess.Popen(
-                qemu_argv(qemu, accel, theirs.fileno()),
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-            )
-        except OSError as exc:
+            proc.start()
+        except GuestLaunchError as exc:
             ours.close()
             theirs.close()
-            return QmpAnswer(accel, error_desc=f"cannot start {qemu}: {exc.strerror}", launched=False)
+            why = getattr(exc.__cause__, "strerror", None) or exc.what
+            return QmpAnswer(accel, error_desc=f"cannot start {qemu}: {why}", launched=False)
         theirs.close()  # QEMU holds it now; its exit must EOF our end
-        watchdog = threading.Timer(timeout, proc.kill)
-        watchdog.start()
-        qmp = QEMUMonitorProtocol(ours)
+        qmp = QMP(ours, name=proc.name)
         try:
-            qmp.connect()
-            qmp.settimeout(timeout)
-            try:
-                return QmpAnswer(accel, result=qmp.cmd("query-sev-capabilities"))
-            except ExecuteError as exc:
-                return QmpAnswer(accel, error_class=exc.error_class, error_desc=str(exc))
-        except Exception as exc:  # QEMU died, timed out, or spoke no QMP
-            proc.kill()
-            proc.wait()
-            output.seek(0)
-            said = output.read().decode("utf-8", errors="replace").strip()
-            why = said.splitlines()[-1] if said else f"{type(exc).__name__}: {exc}"
-            return QmpAnswer(accel, error_desc=f"QEMU gave no QMP answer: {why}", launched=False)
+            with proc.killed_after(timeout):
+                try:
+                    qmp.connect(timeout)
+                    return QmpAnswer(accel, result=qmp.execute("query-sev-capabilities"))
+                except ExecuteError as exc:
+                    return QmpAnswer(accel, error_class=exc.error_class, error_desc=str(exc))
+                except Exception as exc:  # QEMU died, timed out, or spoke no QMP
+                    proc.kill()
+                    proc.wait(10)
+                    said = proc.output_tail(4000)
+                    why = said.splitlines()[-1] if said else f"{type(exc).__name__}: {exc}"
+                    return QmpAnswer(accel, error_desc=f"QEMU gave no QMP answer: {why}", launched=False)
         finally:
-            watchdog.cancel()
-            try:
-                qmp.close()
-            except Exception:
-                pass
+            qmp.close()
             ours.close()
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+            proc.stop(term_grace=2)

@@ -26,12 +26,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .evidence import SYSCFG_MSR, Evidence, gather, under
-from .parse_cpu import CpuidRegs
-from .probe import build_report, probe_host
-from .qmp_probe import QmpAnswer, QmpProbe, query_sev_capabilities
-from .report import HostReport
-from .runner import RecordingRunner, ReplayRunner, Runner, SubprocessRunner
+from pytest_sev.host.commands import RecordingRunner, ReplayRunner, Runner, SubprocessRunner
+from pytest_sev.host.evidence import SYSCFG_MSR, Evidence, gather, under
+from pytest_sev.host.parse_cpu import CpuidRegs
+from pytest_sev.host.probe import build_report, probe_host
+from pytest_sev.host.qmp_probe import QmpAnswer, QmpProbe, query_sev_capabilities
+from pytest_sev.host.report import HostReport
 
 _FILE_NAMES = {"dmesg": "dmesg.txt", "virsh domcapabilities": "domcapabilities.xml",
                "journalctl -k -b --no-pager -o cat": "journal.txt"}
@@ -52,7 +52,7 @@ def _write_sparse(path: Path, chunks: dict[int, bytes]) -> None:
     """Write each chunk at its offset; refuse overlapping chunks (a real
     device answers each offset independently, a file cannot)."""
     spans = sorted((off, off + len(data)) for off, data in chunks.items())
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         if start < end:
             raise ValueError(f"{path.name}: recorded reads overlap at offset 0x{start:x}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,8 +133,8 @@ def save_recording(ev: Evidence, log: dict[str, tuple[int, str]], dest: Path, me
     if ev.limits is not None:
         put("/proc/self/limits", ev.limits)
     if ev.kvm_amd is not None:
-        for name, value in ev.kvm_amd.items():
-            put(f"/sys/module/kvm_amd/parameters/{name}", value + "\n")
+        for param, value in ev.kvm_amd.items():
+            put(f"/sys/module/kvm_amd/parameters/{param}", value + "\n")
         if not ev.kvm_amd:
             put("/sys/module/kvm_amd/.loaded", "")
     if ev.dev_sev.exists:
@@ -153,7 +153,7 @@ def save_recording(ev: Evidence, log: dict[str, tuple[int, str]], dest: Path, me
     for key, (status, out) in sorted(log.items()):
         if key in _LOG_COMMANDS:
             out = relevant_log_lines(out)
-        name = _FILE_NAMES.get(key) if out else None
+        name: str | None = _FILE_NAMES.get(key) if out else None
         if name is None and out.count("\n") > 2:
             name = key.replace(" ", "_").replace("/", "_").strip("-_") + ".txt"
         if name:

@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pytest_sev.modes import SEV_KINDS
+
 Status = Literal["pass", "fail", "skip", "info"]
 STATUSES: tuple[str, ...] = ("pass", "fail", "skip", "info")
-MODES: tuple[str, ...] = ("sev", "sev-es")
+MODES = SEV_KINDS  # the readiness a report answers for
 
 # needed_for shorthands: SEV-ES guests are SEV guests, so every check SEV
 # needs is also needed for SEV-ES.
@@ -58,7 +60,7 @@ class Check:
 
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
-        raise ValueError(f"readiness mode must be one of {MODES}, not {mode!r}")
+        raise ValueError(f"readiness mode must be one of {', '.join(MODES)}, not {mode!r}")
 
 
 @dataclass

@@ -4,7 +4,7 @@ A regression found at night is only actionable if the report says what
 changed: microcode, SEV firmware, host kernel, QEMU, OVMF, guest kernel,
 mode, accelerator, runner, component commits. All of it is gathered once at
 session end from what the run already knows (the host report is the one
-:func:`pytest_sev.session.host_report` probed; nothing is probed twice) and
+:func:`pytest_sev.plugin.state.host_report` probed; nothing is probed twice) and
 written in Java properties syntax, which Allure 2 and 3 both read.
 
 Other code adds entries through the ``pytest_sev_report_environment`` hook
@@ -13,7 +13,7 @@ Other code adds entries through the ``pytest_sev_report_environment`` hook
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 FILENAME = "environment.properties"
@@ -93,11 +93,11 @@ def guest_kernel_entry(configured: Path | None) -> str:
     """The guest kernel: ``--guest-kernel``'s release, or the provisioned one."""
     if configured is not None:
         try:
-            from ..bzimage import kernel_release
+            from pytest_sev.images.bzimage import kernel_release
             return f"{kernel_release(configured)} ({configured})"
         except (OSError, ValueError) as exc:
             return f"{configured} (no release: {exc})"
-    from ..provision import provisioned_kernel
+    from pytest_sev.images.provision import provisioned_kernel
     kernel = provisioned_kernel()
     if kernel is None:
         return "not provisioned"
@@ -110,7 +110,7 @@ def ovmf_entry(configured: Path | None, facts: Mapping[str, str]) -> str:
     fact = facts.get("ovmf_code")
     if fact and fact != UNKNOWN:
         return fact
-    from ..firmware import find_ovmf
+    from pytest_sev.qemu.firmware import find_ovmf
     found = find_ovmf()
     return str(found[0]) if found else "not found"
 
@@ -124,7 +124,7 @@ def safely(what: Callable[[], object]) -> object:
         return f"{UNKNOWN} ({type(exc).__name__}: {exc})"
 
 
-def collect(cfg, report, runner: str, accel, extra: list[Mapping[str, str]] = ()) -> dict[str, object]:
+def collect(cfg, report, runner: str, accel, extra: Sequence[Mapping[str, str]] = ()) -> dict[str, object]:
     """Every entry, in the order a person reads them. ``cfg`` is the
     RunConfig, ``report`` the HostReport (or None), ``accel`` an AccelChoice."""
     facts = dict(report.facts) if report is not None else {}

@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .msr import KERNEL_STATUS_TOKENS
+from pytest_sev.sev.msr import KERNEL_STATUS_TOKENS
 
 FEATURES = ("SEV", "SEV-ES", "SEV-SNP")
 
@@ -156,7 +156,7 @@ def parse_guest_log(text: str, last_boot_only: bool = True) -> GuestLogResult:
     line on is judged: that is the kernel running now. ``boots`` counts them.
     """
     lines = clean_log(text)
-    bodies = [line[_PREFIX.match(line).end():] for line in lines]
+    bodies = [line[m.end():] if (m := _PREFIX.match(line)) else line for line in lines]
     starts = [i for i, b in enumerate(bodies) if _RE_BOOT.match(b)]
     first = starts[-1] if (last_boot_only and starts) else 0
     evidence: list[Evidence] = []

@@ -31,7 +31,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from .policy import ES, policy_for
+from pytest_sev.sev.policy import ES, policy_for
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ import re
 import secrets
 import statistics
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 PAGE = 4096
 HIGH_ENTROPY = 7.5

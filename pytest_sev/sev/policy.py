@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pytest_sev.modes import parse_kind
+
 Mode = Literal["sev", "sev-es"]
 
 NODBG = 0x01   #: debugging the guest is disallowed
@@ -38,12 +40,10 @@ KNOWN_MASK = 0x3F
 #: QEMU's own default when no ``policy=`` is given.
 QEMU_DEFAULT_POLICY = NODBG
 
-MODES: tuple[str, ...] = ("sev", "sev-es")
 
 
 def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"unknown SEV mode {mode!r}: expected one of {', '.join(MODES)}")
+    parse_kind(mode)  # ValueError naming the kinds
 
 
 def policy_for(mode: Mode, allow_debug: bool = False) -> int:
@@ -82,6 +82,23 @@ def decode_policy(policy: int) -> list[str]:
     return names
 
 
+def es_mismatch(policy: int, mode: str) -> str | None:
+    """The one ES-bit rule: why *policy* contradicts the guest kind *mode*, or None.
+
+    Returned without the policy's name so each caller says where the value
+    came from (``--sev-policy 0x5 sets...``, ``policy 0x5 sets...``).  Mode
+    ``off``/``auto`` boot no SEV guest: any explicit policy is then a mistake.
+    """
+    es = bool(policy & ES)
+    if mode == "sev" and es:
+        return "sets the ES bit (0x4) but the mode is sev"
+    if mode == "sev-es" and not es:
+        return "lacks the ES bit (0x4) that sev-es requires"
+    if mode == "off":
+        return "given with --sev-mode=off (no SEV guest to apply it to)"
+    return None
+
+
 def check_policy(policy: int, mode: Mode) -> None:
     """Raise ``ValueError`` (one line) when ``policy`` contradicts ``mode``.
 
@@ -99,7 +116,6 @@ def check_policy(policy: int, mode: Mode) -> None:
         raise ValueError(
             f"policy {policy:#x} sets bits {unknown:#x} outside the known mask {KNOWN_MASK:#x}"
         )
-    if mode == "sev" and policy & ES:
-        raise ValueError(f"policy {policy:#x} sets ES (0x4) but the mode is sev, not sev-es")
-    if mode == "sev-es" and not policy & ES:
-        raise ValueError(f"policy {policy:#x} lacks ES (0x4) which mode sev-es requires")
+    problem = es_mismatch(policy, mode)
+    if problem:
+        raise ValueError(f"policy {policy:#x} {problem}")

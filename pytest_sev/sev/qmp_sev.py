@@ -18,10 +18,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from . import policy as _policy
+from pytest_sev.sev import policy as _policy
 
 SEV_STATES = ("uninit", "launch-update", "launch-secret", "running", "send-update", "receive-update")
 SEV_TYPES = ("sev", "sev-snp")

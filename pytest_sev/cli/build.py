@@ -1,0 +1,108 @@
+"""``python -m pytest_sev build [qemu|ovmf|kernel] [--install PREFIX] [--sources FILE]``.
+
+build.sh's behaviour: without a component all three are built in its order
+(qemu, ovmf, kernel); ``--install PREFIX`` (default /usr/local) must be an
+existing directory; QEMU is installed under PREFIX, OVMF_CODE.fd and
+OVMF_VARS.fd under PREFIX/share/qemu, and the kernel packages (.deb/.rpm)
+are copied to ``--output`` (default: the current directory, where build.sh
+leaves them).  Builds go through the same cache as the ``components``
+fixture, so a component already built by a test session installs at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from pytest_sev.build.engine import build
+from pytest_sev.build.errors import BuildError, SourcesError
+from pytest_sev.build.manifest import Manifest
+from pytest_sev.build.recipes import DEFAULT_PREFIX, BuildOptions
+from pytest_sev.build.sources import COMPONENTS, default_sources_file, load_sources
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pytest_sev build",
+                                description="Build QEMU, OVMF and an SEV-ES kernel from pinned sources "
+                                            "(AMD build.sh equivalent), cached.")
+    p.add_argument("component", nargs="*", choices=[[], *COMPONENTS], metavar="COMPONENT",
+                   help="qemu, ovmf and/or kernel (default: all three, in that order)")
+    p.add_argument("--install", metavar="PREFIX", default=DEFAULT_PREFIX,
+                   help=f"install prefix, must exist (default {DEFAULT_PREFIX})")
+    p.add_argument("--sources", metavar="FILE", default=None,
+                   help=f"TOML source pins (default {default_sources_file()})")
+    p.add_argument("--output", metavar="DIR", default=".", help="where kernel packages are copied")
+    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="make -jN (default: nproc)")
+    p.add_argument("--nice", type=int, default=None, help="run build steps under nice -n N")
+    p.add_argument("--no-install", action="store_true", help="build into the cache only")
+    return p
+
+
+def install_tree(manifest: Manifest, prefix: Path) -> list[Path]:
+    """Copy ``<entry>/root/<configured prefix>`` into *prefix*."""
+    staged = Path(manifest.entry) / "root" / manifest.inputs["prefix"].lstrip("/")
+    copied = []
+    for src in sorted(staged.rglob("*")):
+        dest = prefix / src.relative_to(staged)
+        if src.is_dir() and not src.is_symlink():
+            dest.mkdir(parents=True, exist_ok=True)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_symlink() or dest.exists():
+            dest.unlink()
+        shutil.copy2(src, dest, follow_symlinks=False)
+        copied.append(dest)
+    return copied
+
+
+def copy_packages(manifest: Manifest, output: Path) -> list[Path]:
+    out = []
+    for name, rec in manifest.artifacts.items():
+        if name.endswith((".deb", ".rpm")):
+            dest = output / name
+            shutil.copy2(rec["path"], dest)
+            out.append(dest)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    comps = [c for c in COMPONENTS if c in args.component] if args.component else list(COMPONENTS)
+    prefix = Path(args.install).resolve()
+    if not args.no_install and not prefix.is_dir():
+        print(f"build: install dir {prefix} does not exist (create it first, as build.sh requires)",
+              file=sys.stderr)
+        return 2
+    try:
+        sources = load_sources(args.sources or default_sources_file())
+        missing = [c for c in comps if c not in sources]
+        if missing:
+            raise SourcesError(f"the sources file has no table for {', '.join(missing)}")
+    except SourcesError as exc:
+        print(f"build: {exc}", file=sys.stderr)
+        return 2
+    # the configured prefix is part of the key: build for where it will live
+    opts = BuildOptions(jobs=args.jobs, nice=args.nice, prefix=str(prefix))
+    for comp in comps:
+        print(f"build: {comp} from {sources[comp].url or sources[comp].tarball} "
+              f"{sources[comp].ref}", flush=True)
+        try:
+            m = build(sources[comp], opts)
+        except (BuildError, SourcesError) as exc:
+            print(f"build: {exc}", file=sys.stderr)
+            return 1
+        print(f"build: {comp} {m.version} commit {m.commit[:12]} ({m.build_seconds} s), entry {m.entry}")
+        for name, rec in m.artifacts.items():
+            print(f"  {rec['sha256']}  {name}")
+        if args.no_install:
+            continue
+        if comp in ("qemu", "ovmf"):
+            n = len(install_tree(m, prefix))
+            print(f"build: installed {n} files of {comp} under {prefix}")
+        else:
+            for p in copy_packages(m, Path(args.output)):
+                print(f"build: kernel package {p}")
+    return 0

@@ -1,0 +1,302 @@
+"""``python -m pytest_sev launch``: AMD's ``launch-qemu.sh`` for a person.
+
+Same options as the script (single dash: ``-sev``, ``-sev-es``, ``-hda``,
+``-mem``, ``-smp``, ``-console``, ``-vnc``, ``-cdrom``, ``-gdb``,
+``-allow-debug``, ``-novirtio``, ``-execpath``, plus ``-kernel``, ``-initrd``,
+``-append`` from AMD's later branches) and the same QEMU command line, in the
+script's order, so what a person learned from the README carries over.  The
+options become a :class:`~pytest_sev.guest.spec.GuestSpec` (validated: a typo fails
+with one line, not a hung guest) and :func:`launch_argv` renders it.
+
+Where it differs from the script, on purpose (``--print-argv`` shows it;
+tests/test_launch.py compares it with
+:func:`pytest_sev.sev.launchsh.launch_sh_argv` element by element):
+
+* monitor: QMP on a unix socket ``NAME.qmp`` beside the image instead of HMP
+  on a pty and on ``./monitor`` (``qmp-shell NAME.qmp`` or ``socat`` to use it);
+  the launcher itself uses it to stop QEMU;
+* ``confidential-guest-support=sev0`` instead of ``memory-encryption=sev0``
+  on QEMU >= 6.0; ``readonly=on`` instead of the bare ``readonly``;
+* the variable store ``NAME.fd`` lives beside the image (the script: in the
+  current directory); made once from ``OVMF_VARS.fd`` and reused;
+* without SEV on a host whose KVM cannot run guests, ``-accel tcg`` instead of
+  ``-enable-kvm``; with ``-sev``/``-sev-es`` the host is probed first
+  (:func:`pytest_sev.host.probe_host`) and an unready host stops the launch
+  with the failing check (exit 1); the C-bit comes from the probe;
+* networking is always user-mode (the script makes a tap on ``br0`` with sudo
+  when that bridge exists).
+
+The serial console (``-nographic``, as the script) is interactive: QEMU runs
+on a pseudo-terminal of its own, the launcher puts the person's terminal in
+raw mode and copies bytes both ways (``pexpect`` ``interact``), so Ctrl-C,
+Ctrl-Z and Ctrl-\\ reach the guest (the pty's signal characters are switched
+off, which the script did with ``stty intr ^]``); Ctrl-] leaves: QEMU is told
+to ``quit`` over QMP (SIGTERM, then SIGKILL, if it does not) and the terminal
+is restored.  Everything the console printed also goes to ``NAME.log`` (the
+script's ``stdout.log``).  QEMU gets ``PR_SET_PDEATHSIG`` so it cannot outlive
+the launcher.  Why a pty and not the harness's socketpair: the guest (and
+QEMU's ``-nographic`` mux) expect a terminal; a pty gives them one, window
+size included, and ``interact`` restores the person's terminal on every exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pytest_sev.errors import GuestError, LaunchError, SpecError
+from pytest_sev.guest.spec import Disk, Firmware, GuestSpec, SevLaunch, SevMode
+from pytest_sev.qemu.accel import choose_accel
+from pytest_sev.qemu.argv import DEFAULT_APPEND, launch_argv
+from pytest_sev.qemu.binary import qemu_version
+from pytest_sev.qemu.firmware import find_ovmf, vars_store
+from pytest_sev.qemu.process import EXITED, QemuProcess, StopStage
+from pytest_sev.qemu.qmp import QMP
+from pytest_sev.sev.launchsh import LaunchOptions, guest_name
+from pytest_sev.sev.policy import policy_for
+
+ESCAPE = "\x1d"  # Ctrl-]
+QEMU_NAME = "qemu-system-x86_64"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pytest_sev launch", allow_abbrev=False,
+        description="Launch a guest like AMD's launch-qemu.sh, with an interactive serial "
+                    "console (Ctrl-] stops the guest).")
+    a = p.add_argument
+    a("-sev", action="store_true", help="launch an SEV guest")
+    a("-sev-es", dest="sev_es", action="store_true", help="launch an SEV-ES guest (implies -sev)")
+    a("-hda", metavar="PATH", help="disk image (qcow2 when the name ends in qcow2, else raw)")
+    a("-mem", metavar="MB", type=int, default=4096, help="guest memory in MiB (4096)")
+    a("-smp", metavar="N", type=int, default=4, help="vCPUs (4)")
+    a("-console", default="serial", help="serial (default) or a VGA type (std, qxl, ...)")
+    a("-vnc", metavar="N", help="VNC display :N")
+    a("-cdrom", metavar="PATH", help="ISO to boot from (installation)")
+    a("-gdb", action="store_true", help="gdb server on tcp::1234 (-s)")
+    a("-allow-debug", dest="allow_debug", action="store_true", help="SEV policy without NODBG")
+    a("-novirtio", action="store_true", help="IDE disk instead of virtio-scsi")
+    a("-execpath", metavar="PREFIX", default="/usr/local",
+      help="where build.sh installed QEMU and OVMF (/usr/local); else the distro's")
+    a("-kernel", metavar="PATH", help="direct kernel boot")
+    a("-initrd", metavar="PATH", help="initrd for -kernel")
+    a("-append", metavar="CMDLINE", help=f"kernel command line ({DEFAULT_APPEND})")
+    a("--print-argv", action="store_true", help="print QEMU's command line and exit")
+    a("--log", metavar="PATH", type=Path, help="console log (default: NAME.log beside the image)")
+    a("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+      help="accelerator for non-SEV guests (auto: KVM when it can run guests)")
+    a("--host-recorded", metavar="DIR", type=Path, help=argparse.SUPPRESS)
+    return p
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What the options resolve to on this host."""
+
+    qemu: str
+    qemu_version: tuple[int, int]
+    accel: str
+    spec: GuestSpec
+    console: str
+    vnc: str | None
+    cdrom: Path | None
+    gdb: bool
+    qmp_socket: Path
+    log: Path
+
+
+def find_qemu(execpath: Path) -> str:
+    """``PREFIX/bin/qemu-system-x86_64`` when build.sh installed one, else PATH."""
+    cand = execpath / "bin" / QEMU_NAME
+    if os.access(cand, os.X_OK):
+        return str(cand)
+    found = shutil.which(QEMU_NAME)
+    if not found:
+        raise LaunchError(f"{QEMU_NAME} not found in {execpath}/bin or PATH "
+                          "(install qemu-system-x86 or pass -execpath)")
+    return found
+
+
+def find_firmware(execpath: Path) -> tuple[Path, Path]:
+    """OVMF from ``PREFIX/share/qemu`` (build.sh), then the distro's."""
+    found = find_ovmf(execpath)
+    if found is None:
+        raise LaunchError(f"OVMF not found in {execpath}/share/qemu nor the distro's places "
+                          "(install ovmf or pass -execpath)")
+    return found
+
+
+def _qemu_version(qemu: str) -> tuple[int, int]:
+    try:
+        return qemu_version(qemu)[:2]
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return (0, 0)
+
+
+def host_cbitpos(mode: str, recorded: Path | None, qemu: str,
+                 ovmf: tuple[Path, Path]) -> int:
+    """Probe the host (or replay a recorded one); C-bit, or LaunchError naming the check."""
+    from pytest_sev.host.decide import describe_failure
+    from pytest_sev.host.probe import probe_host
+    from pytest_sev.host.recorded import load_recorded
+    if recorded is not None:
+        with tempfile.TemporaryDirectory(prefix="sev-launch-host-") as scratch:
+            report = load_recorded(recorded, Path(scratch)).probe()
+    else:
+        report = probe_host(qemu=qemu, ovmf_code=ovmf[0], ovmf_vars=ovmf[1])
+    first = report.first_failure(mode)
+    if first is not None:
+        raise LaunchError(f"host not ready for {mode}: {describe_failure(first)}\n"
+                          "(python -m pytest_sev host shows every check)")
+    cbit = report.facts.get("cbitpos", "unknown")
+    if not cbit.isdigit():
+        raise LaunchError(f"host probe gave no C-bit position (cbitpos={cbit})")
+    return int(cbit)
+
+
+def _abs(path: str | None, what: str) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise LaunchError(f"{what} {path}: no such file")
+    return p.resolve()  # the script resolves with readlink -e
+
+
+def resolve(args: argparse.Namespace) -> Resolved:
+    execpath = Path(args.execpath)
+    qemu = find_qemu(execpath)
+    code, vars_template = find_firmware(execpath)
+    hda = _abs(args.hda, "-hda")
+    cdrom = _abs(args.cdrom, "-cdrom")
+    kernel = _abs(args.kernel, "-kernel")
+    initrd = _abs(args.initrd, "-initrd")
+    if initrd and not kernel:
+        raise LaunchError("-initrd needs -kernel")
+    if hda is None and kernel is None:
+        raise LaunchError("nothing to boot: give -hda IMAGE (and -cdrom ISO to install) or -kernel")
+    name = guest_name(LaunchOptions(hda=args.hda, cdrom=args.cdrom)) or "guest"
+    home = hda.parent if hda else Path.cwd()
+    sev_mode: SevMode | None = "sev-es" if args.sev_es else ("sev" if args.sev else None)
+    sev = None
+    if sev_mode:
+        cbit = host_cbitpos(sev_mode, args.host_recorded, qemu, (code, vars_template))
+        sev = SevLaunch(sev_mode, policy_for(sev_mode, args.allow_debug), cbit)
+        accel = "kvm"  # SEV is a KVM feature: no fallback
+    else:
+        accel = choose_accel(args.accel).name
+    disks: tuple[Disk, ...] = ()
+    if hda is not None:
+        fmt: Literal["raw", "qcow2"] = "qcow2" if hda.name.endswith("qcow2") else "raw"  # the script's test
+        disks = (Disk(hda, bus="ide" if args.novirtio else "virtio-scsi", format=fmt),)
+    try:
+        spec = GuestSpec(
+            name=name, memory_mib=args.mem, vcpus=args.smp, cpu="EPYC", machine="q35",
+            firmware=Firmware("ovmf", code, vars_template, vars_path=home / f"{name}.fd"),
+            kernel=kernel, initrd=initrd,
+            append=args.append if args.append is not None else (DEFAULT_APPEND if kernel else ""),
+            disks=disks, sev=sev, no_reboot=bool(args.sev_es))
+    except SpecError as exc:
+        raise LaunchError(str(exc)) from None
+    qmp = home / f"{name}.qmp"
+    if len(str(qmp)) > 100:  # sun_path holds 108 bytes
+        qmp = Path(tempfile.gettempdir()) / f"sev-launch-{os.getpid()}-{name[:40]}.qmp"
+    return Resolved(qemu=qemu, qemu_version=_qemu_version(qemu), accel=accel, spec=spec,
+                    console=args.console, vnc=args.vnc, cdrom=cdrom, gdb=args.gdb,
+                    qmp_socket=qmp, log=args.log or home / f"{name}.log")
+
+
+def _stop_stages(qmp_socket: Path) -> list[StopStage]:
+    """QMP ``quit`` over the launch's own socket (a person may also hold one)."""
+    def quit_() -> None:
+        qmp = QMP(qmp_socket, name="launch")
+        try:
+            qmp.connect(timeout=5)
+            qmp.execute("quit")
+        finally:
+            qmp.close()
+    return [StopStage("qmp quit", quit_, 10)]
+
+
+def _remove_socket(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def run_interactive(argv: list[str], res: Resolved) -> int:
+    rows, cols = shutil.get_terminal_size((80, 24))[::-1]
+    proc = QemuProcess(argv, name=res.spec.name, cwd=res.log.parent, terminal=(rows, cols))
+    log = open(res.log, "ab")
+    try:
+        proc.start()
+        proc.pty.logfile_read = log
+        print(f"launch: QEMU pid {proc.pid}; serial console follows, Ctrl-] stops the guest\r\n"
+              f"launch: console log {res.log}, QMP {res.qmp_socket}\r", file=sys.stderr)
+        proc.pty.interact(escape_character=ESCAPE)
+    finally:
+        stage = proc.stop(_stop_stages(res.qmp_socket))
+        log.close()
+        _remove_socket(res.qmp_socket)
+    status = proc.returncode or 0
+    print(f"\r\nlaunch: guest stopped ({stage}), QEMU exit status {status}", file=sys.stderr)
+    return 0 if stage != EXITED else int(status)
+
+
+def run_plain(argv: list[str], res: Resolved) -> int:
+    """No terminal on stdin (a pipe, CI): QEMU inherits stdio, like the script."""
+    proc = QemuProcess(argv, name=res.spec.name, cwd=res.log.parent)
+    try:
+        proc.start()
+        _wait_forever(proc)
+        return int(proc.returncode or 0)
+    finally:
+        proc.stop(_stop_stages(res.qmp_socket))
+        _remove_socket(res.qmp_socket)
+
+
+def _wait_forever(proc: QemuProcess) -> None:
+    while not proc.wait(3600):
+        pass
+
+
+def main(argv: list[str]) -> int:
+    argv = list(argv)
+    if argv[:1] == ["launch"]:
+        argv = argv[1:]
+    args = _parser().parse_args(argv)
+    try:
+        res = resolve(args)
+    except LaunchError as exc:
+        print(f"launch: {exc}", file=sys.stderr)
+        return 1
+    qemu_argv = launch_argv(res.spec, qemu=res.qemu, accel=res.accel,
+                            qemu_version=res.qemu_version, console=res.console, vnc=res.vnc,
+                            cdrom=res.cdrom, gdb=res.gdb, qmp_socket=res.qmp_socket)
+    if args.print_argv:
+        print(shlex.join(qemu_argv))
+        return 0
+    fw = res.spec.firmware
+    vars_path, made = vars_store(fw.kind, fw.vars_template, fw.vars_path, res.log.parent / "OVMF_VARS.fd")
+    if made:  # made once, then reused
+        print(f"launch: created {vars_path} from {fw.vars_template}", file=sys.stderr)
+    try:
+        if sys.stdin.isatty():
+            return run_interactive(qemu_argv, res)
+        return run_plain(qemu_argv, res)
+    except (OSError, GuestError) as exc:
+        print(f"launch: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,137 @@
+"""Assemble guest specs: the one place that turns a RunConfig (and the host's
+C-bit) into a :class:`~pytest_sev.guest.spec.GuestSpec`.
+
+Reading one spec's assembly goes down the layers and never back: this module
+asks :mod:`pytest_sev.images` for files (the provisioned kernel, the busybox
+initramfs, a disk image's format) and :mod:`pytest_sev.qemu.firmware` for
+OVMF, and decides everything else here:
+
+- plain guests: the default guest (or ``--guest-kernel``/``--guest-initrd``),
+  SeaBIOS or OVMF per ``--guest-firmware``;
+- ``--guest-image`` guests: OVMF -> GRUB (entry by ``--guest-boot-entry``) ->
+  login, opened with ``snapshot=on`` so runs never change the image;
+- SEV and SEV-ES guests: always OVMF, ``-cpu EPYC``, the host's C-bit and the
+  policy launch-qemu.sh would compute for the mode (or ``--sev-policy``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pytest_sev.config import RunConfig
+from pytest_sev.errors import SpecError
+from pytest_sev.guest.spec import Bus, Disk, Firmware, GuestSpec, Login, SevLaunch
+from pytest_sev.images.default_kernel import BASE_APPEND, default_kernel
+from pytest_sev.images.diskimage import image_format
+from pytest_sev.images.initramfs import build_initramfs
+from pytest_sev.qemu.firmware import find_ovmf
+from pytest_sev.sev.policy import policy_for
+
+__all__ = ["BASE_APPEND", "cbitpos_of", "default_guest_spec", "disk_guest_spec", "image_spec",
+           "ovmf_firmware", "plain_spec", "sev_launch", "sev_spec"]
+
+
+# -- building blocks --------------------------------------------------------------
+
+def ovmf_firmware(code: Path | None = None, vars_template: Path | None = None) -> Firmware:
+    """OVMF from the given files, else the first install found (build prefix, distro)."""
+    if code is None or vars_template is None:
+        found = find_ovmf()
+        if found is None:
+            raise SpecError("OVMF not found: install the ovmf package or pass --ovmf-code/--ovmf-vars")
+        code, vars_template = code or found[0], vars_template or found[1]
+    return Firmware(kind="ovmf", code=Path(code), vars_template=Path(vars_template))
+
+
+def default_guest_spec(*, firmware: str = "seabios", with_fio: bool = False,
+                       kernel: Path | None = None, initrd: Path | None = None,
+                       append: str = "", ovmf: Firmware | None = None, **fields: Any) -> GuestSpec:
+    """The embedded default guest: distro cloud kernel + busybox initramfs
+    (with fio when the DMA suite asks); keyword *fields* override GuestSpec fields."""
+    if kernel is None:
+        gk = default_kernel()
+        kernel = gk.vmlinuz
+        if initrd is None:
+            initrd = build_initramfs(gk, with_fio=with_fio).path
+    fw = (ovmf or ovmf_firmware()) if firmware == "ovmf" else Firmware()
+    cmdline = " ".join(part for part in (BASE_APPEND, append) if part)
+    return GuestSpec(kernel=Path(kernel), initrd=Path(initrd) if initrd else None,
+                     append=cmdline, firmware=fw, **fields)
+
+
+def disk_guest_spec(image: Path, *, ovmf: Firmware, user: str, password: str,
+                    boot_entry: str | None = None, bus: Bus = "virtio-scsi",
+                    vars_path: Path | None = None, **fields: Any) -> GuestSpec:
+    """A guest that boots *image* through OVMF and GRUB to a login.
+
+    ``vars_path``: the UEFI variable store (launch-qemu.sh's ``IMAGE.fd``);
+    None keeps one per guest in its run directory, which parallel guests of
+    one image need (QEMU locks a writable pflash file).  Other GuestSpec
+    fields (``sev``, ``memory_mib``, ``boot_timeout``...) pass through.
+    """
+    if ovmf.kind != "ovmf":
+        raise SpecError("a disk-image guest boots through OVMF (UEFI GRUB)")
+    fw = Firmware("ovmf", ovmf.code, ovmf.vars_template, vars_path=vars_path)
+    fields.setdefault("name", Path(image).stem)
+    return GuestSpec(kernel=None, firmware=fw,
+                     disks=(Disk(Path(image), bus=bus, format=image_format(Path(image))),),  # type: ignore[arg-type]
+                     login=Login(user, password), boot_entry=boot_entry, **fields)
+
+
+def cbitpos_of(report: Any) -> int | None:
+    """The C-bit position a HostReport found, or None when it could not tell."""
+    value = report.facts.get("cbitpos")
+    return int(value) if value not in (None, "", "unknown") else None
+
+
+def sev_launch(cfg: RunConfig, mode: str, cbitpos: int | None) -> SevLaunch:
+    if cbitpos is None:
+        raise SpecError("the host report has no C-bit position: cannot launch an SEV guest")
+    policy = cfg.sev_policy if cfg.sev_policy is not None else policy_for(mode, cfg.allow_debug)  # type: ignore[arg-type]
+    return SevLaunch(mode=mode, policy=policy, cbitpos=cbitpos)  # type: ignore[arg-type]
+
+
+# -- what the fixtures and suites ask for ----------------------------------------------
+
+def image_spec(cfg: RunConfig, **fields: Any) -> GuestSpec:
+    """``--guest-image``: OVMF -> GRUB (entry by ``--guest-boot-entry``) -> login,
+    opened with ``snapshot=on`` so runs never change it."""
+    assert cfg.guest_image is not None
+    fields.setdefault("boot_timeout", cfg.guest_timeout)
+    spec = disk_guest_spec(cfg.guest_image, ovmf=ovmf_firmware(cfg.ovmf_code, cfg.ovmf_vars),
+                           user=cfg.guest_user, password=cfg.guest_password,
+                           boot_entry=cfg.guest_boot_entry, **fields)
+    return spec.with_(disks=tuple(replace(d, snapshot=True) for d in spec.disks))
+
+
+def _uses_image(cfg: RunConfig, with_fio: bool, fields: dict[str, Any]) -> bool:
+    # the DMA matrix needs fio and its own scratch disk: it keeps the embedded guest
+    return cfg.guest_image is not None and not with_fio and "disks" not in fields
+
+
+def plain_spec(cfg: RunConfig, *, firmware: str | None = None, with_fio: bool = False,
+               **fields: Any) -> GuestSpec:
+    """A plain (control) guest as the run is configured."""
+    if _uses_image(cfg, with_fio, fields):
+        return image_spec(cfg, **fields)
+    fw = firmware or cfg.guest_firmware
+    ovmf = ovmf_firmware(cfg.ovmf_code, cfg.ovmf_vars) if fw == "ovmf" else None
+    fields.setdefault("boot_timeout", cfg.guest_timeout)
+    return default_guest_spec(firmware=fw, with_fio=with_fio, kernel=cfg.guest_kernel,
+                              initrd=cfg.guest_initrd, ovmf=ovmf, **fields)
+
+
+def sev_spec(cfg: RunConfig, mode: str, cbitpos: int | None, *, with_fio: bool = False,
+             **fields: Any) -> GuestSpec:
+    """An SEV or SEV-ES guest: ``--guest-image`` when given, else the default
+    guest (OVMF, direct kernel boot)."""
+    fields.setdefault("boot_timeout", cfg.guest_timeout)
+    fields.setdefault("name", mode)
+    if _uses_image(cfg, with_fio, fields):
+        return image_spec(cfg, sev=sev_launch(cfg, mode, cbitpos), **fields)
+    return default_guest_spec(firmware="ovmf", with_fio=with_fio, kernel=cfg.guest_kernel,
+                              initrd=cfg.guest_initrd,
+                              ovmf=ovmf_firmware(cfg.ovmf_code, cfg.ovmf_vars),
+                              sev=sev_launch(cfg, mode, cbitpos), **fields)

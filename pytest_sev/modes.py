@@ -1,0 +1,46 @@
+"""The one run mode of pytest-sev, and the guest kinds it asks for.
+
+Why one enum: "mode" is both what a run expects of its host (design.md's mode
+table: auto, sev-es, sev, off) and, for the two SEV values, what kind of
+guest a test boots.  Every module compares against these members (they are
+``str`` subclasses, so ``Mode.SEV_ES == "sev-es"``), and the option parser,
+the mode table, the policy rule and the markers cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Mode(StrEnum):
+    AUTO = "auto"      #: plain guests, plus SEV(-ES) where the host can
+    SEV_ES = "sev-es"  #: the host must run SEV-ES (and SEV) guests
+    SEV = "sev"        #: the host must run SEV guests
+    OFF = "off"        #: plain guests only
+
+    @property
+    def wants(self) -> Mode | None:
+        """The SEV readiness this run mode demands of the host, if any."""
+        return self if self in SEV_KINDS else None
+
+
+#: every run mode, in the order help texts list them
+RUN_MODES: tuple[Mode, ...] = (Mode.AUTO, Mode.SEV_ES, Mode.SEV, Mode.OFF)
+#: the modes that are also guest kinds (an SEV or SEV-ES guest)
+SEV_KINDS: tuple[Mode, ...] = (Mode.SEV, Mode.SEV_ES)
+
+
+def parse_mode(text: str) -> Mode:
+    """``"sev-es"`` -> ``Mode.SEV_ES``; ``ValueError`` naming the choices."""
+    try:
+        return Mode(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not one of {', '.join(RUN_MODES)}") from None
+
+
+def parse_kind(text: str) -> Mode:
+    """A guest kind: ``sev`` or ``sev-es`` only."""
+    mode = parse_mode(text) if text in RUN_MODES else None
+    if mode not in SEV_KINDS:
+        raise ValueError(f"unknown SEV mode {text!r}: expected one of {', '.join(SEV_KINDS)}")
+    return mode

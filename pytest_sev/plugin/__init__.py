@@ -1,0 +1,28 @@
+"""The pytest layer of pytest-sev: the only package that imports pytest.
+
+Three pytest11 entry points live here, so each can be switched off alone:
+
+- ``sev`` (this module): options, the mode table on markers, the core
+  fixtures (:mod:`.hooks`, :mod:`.fixtures`, :mod:`.options`, :mod:`.state`,
+  :mod:`.mode_table`);
+- ``sev-report`` (:mod:`.reporting`): Allure results, labels, environment;
+- ``sev-build`` (:mod:`.build`): ``--components`` and the ``components`` fixture.
+
+They talk through the hooks in :mod:`.hookspecs`, never by importing each other.
+"""
+
+from pytest_sev.plugin.fixtures import guest, guest_factory, host, run_config, sev_es_guest, sev_guest
+from pytest_sev.plugin.hooks import (
+    pytest_addhooks,
+    pytest_addoption,
+    pytest_configure,
+    pytest_report_header,
+    pytest_runtest_makereport,
+    pytest_runtest_setup,
+)
+
+__all__ = [
+    "guest", "guest_factory", "host", "pytest_addhooks", "pytest_addoption", "pytest_configure",
+    "pytest_report_header", "pytest_runtest_makereport", "pytest_runtest_setup", "run_config",
+    "sev_es_guest", "sev_guest",
+]

@@ -1,0 +1,70 @@
+"""pytest hooks of the core plugin: options, start-up validation, header,
+markers that apply the mode table, outcome bookkeeping.
+
+Markers (registered here, read here): ``@pytest.mark.sev_es`` and
+``@pytest.mark.sev`` say a test needs an SEV-ES / SEV guest; before any
+fixture is set up (so before any boot) the plugin applies design.md's mode
+table to them: run, skip naming the failing host check (auto), or fail
+naming it (``--sev-es``/``--sev``).  ``@pytest.mark.plain`` marks a test on
+plain guests, which runs in every mode.  Suites never call the table by hand,
+as qemu_test's ``require_accelerator`` and labgrid's ``lg_feature`` do it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import pytest
+
+from pytest_sev.modes import SEV_KINDS
+from pytest_sev.plugin import hookspecs
+from pytest_sev.plugin.mode_table import apply_to_item
+from pytest_sev.plugin.options import add_options, read_config
+from pytest_sev.plugin.state import RUN_CONFIG, run_config, verdict_line
+from pytest_sev.qemu.accel import choose_accel
+
+MARKERS = (
+    "qemu: boots a real guest under QEMU",
+    "sev_es: needs an SEV-ES guest (the mode table decides run/skip/fail before any boot)",
+    "sev: needs an SEV guest (the mode table decides run/skip/fail before any boot)",
+    "plain: runs on plain (unencrypted) guests, in every mode",
+)
+#: marker name -> the readiness it asks of the host
+MARKER_WANTS = {kind.replace("-", "_"): kind for kind in SEV_KINDS}
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    hookspecs.register(pluginmanager)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RUN_CONFIG] = read_config(config)
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    cfg = run_config(config)
+    accel = choose_accel(cfg.accel)
+    return [verdict_line(config), f"pytest-sev: accelerator {accel.name} ({accel.reason})"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Apply the mode table to ``sev_es``/``sev`` markers before any fixture."""
+    for marker, wants in MARKER_WANTS.items():
+        if item.get_closest_marker(marker) is not None:
+            apply_to_item(item, wants)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Remember each phase's report so fixtures can keep logs of failures."""
+    report = yield
+    setattr(item, f"sev_rep_{report.when}", report)
+    return report

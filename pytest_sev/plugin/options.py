@@ -1,0 +1,62 @@
+"""Command-line options and ini keys of the plugin (one table, two views).
+
+Every option can also be set in ``[tool.pytest.ini_options]`` under the same
+name with dashes turned into underscores (``sev_mode = "sev-es"``); the
+command line wins.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_sev.config import ACCELS, FIRMWARES, ConfigError, RunConfig, build_config
+from pytest_sev.modes import RUN_MODES
+
+#: (flag, dest, help, is_flag)
+OPTIONS = (
+    ("--sev-es", "sev_es", "expect an SEV-ES capable host: boot SEV-ES guests, fail if the host cannot", True),
+    ("--sev", "sev", "expect an SEV capable host: boot SEV guests, fail if the host cannot", True),
+    ("--sev-mode", "sev_mode", f"host expectation: {'|'.join(RUN_MODES)} (default auto)", False),
+    ("--qemu", "qemu", "QEMU binary (default qemu-system-x86_64 on PATH)", False),
+    ("--accel", "accel", f"accelerator: {'|'.join(ACCELS)} (auto: KVM only if usable)", False),
+    ("--ovmf-code", "ovmf_code", "OVMF_CODE.fd (default: a build prefix, then the distro's)", False),
+    ("--ovmf-vars", "ovmf_vars", "OVMF_VARS.fd template copied per guest", False),
+    ("--guest-kernel", "guest_kernel", "kernel for the default guest (default: provisioned distro kernel)", False),
+    ("--guest-initrd", "guest_initrd", "initrd for --guest-kernel (default: the built busybox initramfs)", False),
+    ("--guest-image", "guest_image", "disk image (qcow2/raw) to boot through GRUB with a login", False),
+    ("--guest-firmware", "guest_firmware", f"firmware of plain guests: {'|'.join(FIRMWARES)}", False),
+    ("--guest-timeout", "guest_timeout", "seconds a guest may take to boot (default 300)", False),
+    ("--guest-user", "guest_user", "login user of --guest-image guests (default root)", False),
+    ("--guest-password", "guest_password", "login password of --guest-image guests", False),
+    ("--guest-boot-entry", "guest_boot_entry", "regex of the GRUB entry to boot (the SEV-ES kernel)", False),
+    ("--sev-policy", "sev_policy", "explicit SEV guest policy (e.g. 0x5); must agree with the mode", False),
+    ("--allow-debug", "allow_debug", "clear NODBG in the computed policy, as launch-qemu.sh -allow-debug", True),
+    ("--dma-sizes", "dma_sizes", "SWIOTLB pool sizes for the DMA matrix, e.g. '1M 8M 64M 512M auto'", False),
+    ("--guest-log-dir", "guest_log_dir", "where logs of failed guests are kept (default reports/guest-logs)", False),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("sev", "pytest-sev: AMD SEV/SEV-ES guests under QEMU")
+    for flag, dest, help_, is_flag in OPTIONS:
+        if is_flag:
+            group.addoption(flag, dest=dest, action="store_true", default=None, help=help_)
+            parser.addini(dest, help_, type="bool", default=None)
+        else:
+            group.addoption(flag, dest=dest, default=None, help=help_)
+            parser.addini(dest, help_, default=None)
+
+
+def read_config(config: pytest.Config) -> RunConfig:
+    """RunConfig from options then ini; bad values become a UsageError."""
+
+    def get(dest: str):
+        value = config.getoption(dest)
+        if value is None:
+            value = config.getini(dest)
+        return value if value not in ("", []) else None
+
+    try:
+        return build_config(get)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"pytest-sev: {exc}") from None

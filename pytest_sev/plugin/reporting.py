@@ -1,0 +1,132 @@
+"""pytest11 entry point ``sev-report``: the Allure side of pytest-sev.
+
+Separate from :mod:`pytest_sev.plugin` so reporting can be switched off
+(``-p no:sev-report``) or changed without touching guest control. Hooks:
+
+- ``pytest_configure`` (tryfirst, before allure-pytest's): default results
+  directory (see :mod:`.resultsdir`);
+- ``pytest_collection_modifyitems`` (tryfirst, before allure-pytest's label
+  selection): default labels (see :mod:`.labels`);
+- ``pytest_runtest_setup``: the runner as a test parameter, so the same test
+  from two runners has two history ids instead of looking like retries;
+- ``pytest_runtest_call``: the host report on host-suite tests;
+- ``pytest_sessionfinish``: ``environment.properties`` and
+  ``categories.json`` (controller only under xdist).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pytest_sev.plugin import hookspecs, labels
+from pytest_sev.plugin.host_attach import attach_host_report
+from pytest_sev.reporting import categories, environment, resultsdir
+from pytest_sev.reporting.runner_name import runner_name
+
+INI_ENABLE = "sev_allure"
+RESULTS = pytest.StashKey[Path | None]()
+CHOSE_DEFAULT = pytest.StashKey[bool]()
+RUNNER = pytest.StashKey[str]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    hookspecs.register(pluginmanager)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(INI_ENABLE, "pytest-sev: without --alluredir, write Allure results (with environment "
+                  "and categories) to reports/allure-results when the rootdir has reports/ (default true)",
+                  type="bool", default=True)
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def results_dir(config: pytest.Config) -> Path | None:
+    """The Allure results directory of this run, or None when Allure is off."""
+    return config.stash.get(RESULTS, None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RUNNER] = runner_name()
+    option = config.option
+    if not hasattr(option, "allure_report_dir"):  # allure-pytest not loaded
+        config.stash[RESULTS] = None
+        return
+    chose = False
+    if not option.allure_report_dir:
+        default = resultsdir.default_results_dir(config.rootpath, bool(config.getini(INI_ENABLE)))
+        if default is not None:
+            option.allure_report_dir = str(default)
+            chose = True
+            if not _is_worker(config) and not option.collectonly:
+                resultsdir.empty_results_dir(default)
+    config.stash[CHOSE_DEFAULT] = chose
+    directory = option.allure_report_dir
+    config.stash[RESULTS] = Path(os.path.abspath(directory)) if directory else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    runner = config.stash[RUNNER]
+    for item in items:
+        labels.apply_labels(item, config.rootpath, runner)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if results_dir(item.config) is None:
+        return
+    import allure
+    allure.dynamic.parameter("runner", item.config.stash[RUNNER])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    # tryfirst: runs after allure-pytest's wrapper made the test the current
+    # result, before the test body (whose failure would skip later impls).
+    if results_dir(item.config) is None:
+        return
+    if labels.suite_of(item.path, item.config.rootpath) == "host":
+        attach_host_report(item.config)
+
+
+def _environment(config: pytest.Config) -> dict[str, object]:
+    from pytest_sev.plugin.state import RUN_CONFIG, host_report
+    from pytest_sev.qemu.accel import choose_accel
+    cfg = config.stash.get(RUN_CONFIG, None)  # None with -p no:sev
+    report = accel = None
+    extra: list = []
+    if cfg is not None:
+        try:
+            report = host_report(config)
+        except Exception as exc:  # noqa: BLE001 - say so in the file, keep the rest
+            extra.append({"host.probe": f"failed: {type(exc).__name__}: {exc}"})
+        accel = choose_accel(cfg.accel)
+    extra.extend(config.pluginmanager.hook.pytest_sev_report_environment(config=config))
+    return environment.collect(cfg, report, config.stash[RUNNER], accel, extra)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    directory = results_dir(config)
+    if directory is None or _is_worker(config) or config.option.collectonly:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    categories.write_categories(directory)
+    environment.write_environment(directory, _environment(config))
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    directory = results_dir(config)
+    if directory is None or _is_worker(config):
+        return
+    how = " (default; --alluredir to change, sev_allure=false to turn off)" if config.stash.get(
+        CHOSE_DEFAULT, False) else ""
+    terminalreporter.write_line(f"pytest-sev: Allure results in {directory}{how}; "
+                                "HTML report: scripts/report.sh")

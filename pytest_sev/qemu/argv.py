@@ -1,0 +1,179 @@
+"""Render a :class:`~pytest_sev.guest.spec.GuestSpec` as QEMU's argv (pure).
+
+One renderer, two shapes of the same spec:
+
+* :func:`build_argv` for guests the harness drives: the serial console and
+  QMP on inherited socketpair ends, no display, explicit device ids;
+* :func:`launch_argv` for a person (``python -m pytest_sev launch``): the
+  shape and order of AMD's ``launch-qemu.sh``, so what the README taught
+  carries over (``-nographic``, e1000 user networking, ``maxcpus=64``...).
+
+Both write the firmware, disk devices, SEV object and machine key through
+the same helpers below, so a change to how SEV or a virtio disk is expressed
+is made once.  Where pytest-sev differs from the script on purpose it says so
+(:data:`pytest_sev.sev.launchsh.DOCUMENTED_DIFFERENCES`): QMP instead of HMP,
+``confidential-guest-support`` on QEMU >= 6.0, ``readonly=on`` on the OVMF
+code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytest_sev.guest.spec import Disk, Firmware, GuestSpec, SevLaunch
+from pytest_sev.sev.policy import QEMU_DEFAULT_POLICY
+
+#: launch-qemu.sh's kernel command line for ``-kernel`` (AMD's later branches)
+DEFAULT_APPEND = "console=ttyS0 earlyprintk=serial root=/dev/sda2"
+
+
+# -- the pieces both shapes share ------------------------------------------------
+
+def machine_key(qemu_version: tuple[int, int]) -> str:
+    """How ``-machine`` names the SEV object: QEMU >= 6.0 prefers
+    ``confidential-guest-support`` (and then defaults virtio devices to
+    ``iommu_platform=on,disable-legacy=on``)."""
+    return "confidential-guest-support" if qemu_version >= (6, 0) else "memory-encryption"
+
+
+def pflash_args(fw: Firmware, vars_path: Path | None) -> list[str]:
+    """OVMF as two pflash drives: read-only CODE, the guest's own VARS copy."""
+    if fw.kind != "ovmf":
+        return []
+    return ["-drive", f"if=pflash,format=raw,unit=0,file={fw.code},readonly=on",
+            "-drive", f"if=pflash,format=raw,unit=1,file={vars_path or fw.vars_path}"]
+
+
+def sev_object(sev: SevLaunch, policy: str) -> str:
+    """The ``sev-guest`` object; *policy* is its rendered ``,policy=...`` (or "")."""
+    return (f"sev-guest,id=sev0{policy},cbitpos={sev.cbitpos},"
+            f"reduced-phys-bits={sev.reduced_phys_bits}")
+
+
+def virtio_flags(disk: Disk, sev: bool, on: str = "on") -> str:
+    """``disable-legacy``/``iommu_platform`` as the spec (or SEV) implies: they
+    make virtio use the DMA API, and so SWIOTLB."""
+    iommu = disk.iommu_platform if disk.iommu_platform is not None else sev
+    legacy_off = disk.disable_legacy if disk.disable_legacy is not None else sev
+    return (",disable-legacy=on" if legacy_off else "") + (f",iommu_platform={on}" if iommu else "")
+
+
+def disk_device_args(disk: Disk, n: int, flags: str, *, named: bool = True) -> list[str]:
+    """The ``-device`` arguments of disk *n* (its drive is ``disk{n}``).
+
+    ``named`` adds the ids and SCSI bus the harness refers to; the script
+    shape leaves them out, as launch-qemu.sh does."""
+    queues = f",num-queues={disk.num_queues}" if disk.num_queues else ""
+    if disk.bus == "virtio-blk":
+        ident = f",id=vblk{n}" if named else ""
+        return ["-device", f"virtio-blk-pci,drive=disk{n}{ident}{queues}{flags}"]
+    if disk.bus == "virtio-scsi":
+        bus = f",bus=scsi{n}.0" if named else ""
+        return ["-device", f"virtio-scsi-pci,id=scsi{n}{queues}{flags}",
+                "-device", f"scsi-hd,drive=disk{n}{bus}"]
+    return ["-device", f"ide-hd,drive=disk{n},bus=ide.{n}"]
+
+
+# -- guests the harness drives ---------------------------------------------------
+
+def disk_args(disks: tuple[Disk, ...], sev: bool) -> list[str]:
+    args: list[str] = []
+    for n, disk in enumerate(disks):
+        drive = (f"file={disk.path},if=none,id=disk{n},format={disk.format},"
+                 f"cache={disk.cache},aio={disk.aio}")
+        if disk.readonly:
+            drive += ",readonly=on"
+        if disk.snapshot:
+            drive += ",snapshot=on"
+        if disk.throttle_bps:
+            drive += f",throttling.bps-total={disk.throttle_bps}"
+        args += ["-drive", drive]
+        args += disk_device_args(disk, n, virtio_flags(disk, sev))
+    return args
+
+
+def machine_arg(spec: GuestSpec, qemu_version: tuple[int, int]) -> str:
+    machine = spec.machine
+    if spec.sev is not None:
+        machine += f",{machine_key(qemu_version)}=sev0"
+    return machine
+
+
+def default_cpu(spec: GuestSpec, accel: str) -> str:
+    if spec.cpu:
+        return spec.cpu
+    if spec.sev is not None:
+        return "EPYC"
+    return "host" if accel == "kvm" else "max"
+
+
+def build_argv(spec: GuestSpec, *, qemu: str, accel: str, qemu_version: tuple[int, int],
+               serial_fd: int, qmp_fd: int, vars_path: Path | None = None) -> list[str]:
+    """Full argv; ``serial_fd``/``qmp_fd`` are inherited socketpair ends."""
+    argv = [qemu, "-name", spec.name, "-nodefaults", "-no-user-config", "-display", "none",
+            "-accel", accel, "-cpu", default_cpu(spec, accel),
+            "-machine", machine_arg(spec, qemu_version),
+            "-smp", str(spec.vcpus), "-m", str(spec.memory_mib)]
+    if spec.no_reboot:
+        argv.append("-no-reboot")
+    argv += pflash_args(spec.firmware, vars_path)
+    if spec.kernel is not None:
+        argv += ["-kernel", str(spec.kernel)]
+        if spec.initrd is not None:
+            argv += ["-initrd", str(spec.initrd)]
+        if spec.append:
+            argv += ["-append", spec.append]
+    argv += disk_args(spec.disks, spec.sev is not None)
+    if spec.sev is not None:
+        argv += ["-object", sev_object(spec.sev, f",policy={spec.sev.policy:#x}")]
+    argv += ["-chardev", f"socket,id=serial0,fd={serial_fd}", "-serial", "chardev:serial0",
+             "-chardev", f"socket,id=qmp0,fd={qmp_fd}", "-mon", "chardev=qmp0,mode=control"]
+    argv += list(spec.extra_args)
+    return argv
+
+
+# -- the launch-qemu.sh shape, for a person --------------------------------------
+
+def _script_policy(sev: SevLaunch) -> str:
+    """Like the script: no ``policy=`` when it is QEMU's own default (plain
+    ``-sev``), and printf ``%#x``'s rendering (0 prints as ``0``, 5 as ``0x5``)."""
+    if sev.mode == "sev" and sev.policy == QEMU_DEFAULT_POLICY:
+        return ""
+    return f",policy={sev.policy:#x}" if sev.policy else ",policy=0"
+
+
+def launch_argv(spec: GuestSpec, *, qemu: str, accel: str, qemu_version: tuple[int, int],
+                console: str = "serial", vnc: str | None = None, cdrom: Path | None = None,
+                gdb: bool = False, qmp_socket: Path | None = None) -> list[str]:
+    """QEMU's argv for *spec* in launch-qemu.sh's shape and order."""
+    argv = [qemu] + (["-enable-kvm"] if accel == "kvm" else ["-accel", accel])
+    argv += ["-cpu", spec.cpu or "EPYC", "-machine", spec.machine,
+             "-smp", f"{spec.vcpus},maxcpus=64", "-m", f"{spec.memory_mib}M,slots=5,maxmem=30G"]
+    if spec.no_reboot:
+        argv += ["-no-reboot"]
+    argv += pflash_args(spec.firmware, None)
+    if cdrom is not None:
+        argv += ["-drive", f"file={cdrom},media=cdrom", "-boot", "d"]
+    argv += ["-netdev", "user,id=vmnic", "-device", "e1000,netdev=vmnic,romfile="]
+    for n, disk in enumerate(spec.disks):
+        if disk.bus == "ide":
+            argv += ["-drive", f"file={disk.path},format={disk.format}"]
+            continue
+        argv += ["-drive", f"file={disk.path},if=none,id=disk{n},format={disk.format}"]
+        argv += disk_device_args(disk, n, ",disable-legacy=on,iommu_platform=true", named=False)
+    if spec.sev is not None:
+        argv += ["-object", sev_object(spec.sev, _script_policy(spec.sev)),
+                 "-machine", f"{machine_key(qemu_version)}=sev0,vmport=off"]
+    if spec.kernel is not None:
+        argv += ["-kernel", str(spec.kernel), "-append", spec.append or DEFAULT_APPEND]
+        if spec.initrd is not None:
+            argv += ["-initrd", str(spec.initrd)]
+    argv += ["-nographic"] if console == "serial" else ["-vga", console]
+    if vnc:
+        argv += ["-vnc", f":{vnc}"]
+    if qmp_socket is not None:
+        argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+    if gdb:
+        argv += ["-s"]
+    argv += list(spec.extra_args)
+    return argv

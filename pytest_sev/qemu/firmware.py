@@ -1,0 +1,47 @@
+"""Locate OVMF (UEFI) firmware: SEV-ES guests cannot boot with SeaBIOS."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+#: (CODE, VARS) pairs in the order they are tried: an AMD build.sh install
+#: prefix first, then distribution layouts (Debian/Ubuntu, Fedora).
+OVMF_CANDIDATES = (
+    ("/usr/local/share/qemu/OVMF_CODE.fd", "/usr/local/share/qemu/OVMF_VARS.fd"),
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+    ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
+)
+
+
+def find_ovmf(prefix: Path | None = None) -> tuple[Path, Path] | None:
+    """First OVMF (CODE, VARS) pair that exists, or None."""
+    cands = list(OVMF_CANDIDATES)
+    if prefix is not None:
+        share = Path(prefix) / "share" / "qemu"
+        cands.insert(0, (str(share / "OVMF_CODE.fd"), str(share / "OVMF_VARS.fd")))
+    for code, vars_ in cands:
+        if Path(code).is_file() and Path(vars_).is_file():
+            return Path(code), Path(vars_)
+    return None
+
+
+def vars_store(code_kind: str, template: Path | None, wanted: Path | None,
+               default: Path) -> tuple[Path | None, bool]:
+    """The per-guest UEFI variable store: (path, made now).
+
+    launch-qemu.sh's ``IMAGE.fd``: a copy of ``OVMF_VARS.fd`` made once and
+    then reused, so a guest keeps its boot entries.  *wanted* is where the
+    spec asks for it (None: *default*, in the guest's run directory).  Not
+    OVMF: no store at all.
+    """
+    if code_kind != "ovmf":
+        return None, False
+    target = wanted or default
+    if target.exists():
+        return target, False
+    if template is None:
+        raise FileNotFoundError("OVMF needs a VARS template to copy")
+    shutil.copyfile(template, target)
+    return target, True
