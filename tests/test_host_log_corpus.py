@@ -123,3 +123,24 @@ def test_second_psp_without_sev_is_not_a_failure():
     assert firmware_check(parse_kernel_log(_text(entry)), "").status == "skip"
     only_no = parse_kernel_log("ccp 0000:a2:00.1: psp does not support SEV\n")
     assert firmware_check(only_no, "").status == "fail"  # no PSP at all has SEV
+
+
+CAPS = LOGS / "domcaps"
+CAP_ENTRIES = tomllib.loads((CAPS / "domcaps.toml").read_text())["caps"]
+
+
+def test_domcaps_index_and_files_agree():
+    assert {e["name"] for e in CAP_ENTRIES} == {p.stem for p in CAPS.glob("*.xml")}
+
+
+@pytest.mark.parametrize("entry", CAP_ENTRIES, ids=[e["name"] for e in CAP_ENTRIES])
+def test_domcapabilities(entry):
+    from pytest_sev.host.parse_tools import parse_domcapabilities
+
+    assert entry["provenance"] in ("captured", "documentation", "reconstructed")
+    assert entry.get("source") or entry.get("from")
+    caps = parse_domcapabilities((CAPS / f"{entry['name']}.xml").read_text())
+    want = entry["expect"]
+    assert caps.supported is want["supported"]
+    for key in ("cbitpos", "reduced_phys_bits", "max_guests", "max_es_guests", "cpu0_id"):
+        assert getattr(caps, key) == want.get(key), key
