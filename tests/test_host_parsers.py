@@ -113,9 +113,11 @@ def test_kernel_log_init_failure(line, code):
     assert log.init_error == code and log.api is None and "failed to INIT" in log.init_line
 
 
-def test_later_success_supersedes_init_failure():
+def test_version_line_never_erases_init_failure():
+    # ccp reads the firmware version even when INIT failed (issue 16): the
+    # version line after a failure is not a recovery.
     log = parse_kernel_log("SEV: failed to INIT error 0x13\nccp 0000:01:00.5: SEV API:1.55 build:21\n")
-    assert log.init_error is None and log.api == (1, 55, 21)
+    assert log.init_error == 0x13 and log.api == (1, 55, 21)
 
 
 def test_kernel_log_without_sev_lines():
@@ -170,3 +172,82 @@ def test_memlock():
     assert parse_memlock("Max locked memory         unlimited            unlimited            bytes\n") == "unlimited"
     assert parse_memlock("") is None
     assert describe_bytes("8388608") == "8388608 bytes (8 MiB)" and describe_bytes("unlimited") == "unlimited"
+
+
+@pytest.mark.parametrize("line, code, rc", [
+    ("ccp 0000:42:00.1: SEV: failed to INIT error 0x1, rc -5", 0x1, -5),
+    ("ccp 0000:42:00.1: SEV: failed to INIT rc -5, error 0x3", 0x3, -5),
+    ("ccp 0000:01:00.5: SEV: failed to INIT error 0xffffffff, rc -16", 0xFFFFFFFF, -16),
+])
+def test_init_error_and_rc_in_either_order(line, code, rc):
+    log = parse_kernel_log(line + "\n")
+    assert (log.sev_init.error, log.sev_init.rc, log.sev_init.device) == (code, rc, line[4:16])
+
+
+def test_snp_init_failure_is_kept_apart_from_sev():
+    log = parse_kernel_log("ccp 0000:42:00.1: SEV-SNP: failed to INIT rc -5, error 0x3\n")
+    assert log.sev_init is None and log.snp_init.error == 0x3 and not log.snp_initialized
+
+
+def test_combined_es_snp_line_and_old_new_wordings_in_one_boot():
+    log = parse_kernel_log("kvm_amd: SEV-ES and SEV-SNP supported: 99 ASIDs\n"
+                           "kvm_amd: SEV enabled (ASIDs 100 - 509)\n")
+    assert log.asids["SEV-ES"].count == 99 and log.asids["SEV-SNP"].count == 99
+    assert log.asids["SEV"].first == 100 and log.wording == "both"
+
+
+@pytest.mark.parametrize("text", [
+    "SVM: SEV supported: 12 ASIDs\n",
+    "[    4.067938] SVM: SEV supported: 12 ASIDs\n",
+    "Dec 20 01:16:46 sev-host kernel: SEV supported: 12 ASIDs\n",
+    "sev.lab.example kernel: SEV supported: 12 ASIDs\n",
+    "[Wed Oct 11 10:36:17 2023] SEV supported: 12 ASIDs\n",
+    "<6>[    4.06] kvm_amd: SEV supported: 12 ASIDs\n",
+    "[ 1.0] ccp 0000:01:00.2: psp enabled [ 4.067938] SEV supported: 12 ASIDs\n",  # collapsed onto one line
+])
+def test_record_framing(text):
+    assert parse_kernel_log(text).asids["SEV"].count == 12
+
+
+def test_host_names_with_sev_are_not_messages():
+    log = parse_kernel_log("[    6.7] systemd[1]: Set hostname to <xlab-SEV-SNP-01>.\n"
+                           "sev-host kernel: SEV-ES supported\n"
+                           "SEV-host kernel: Linux-ish text SEV API:1.0 build:1 inside\n")
+    assert log.firmware is None and "SEV-SNP" not in log.asids
+
+
+def test_bare_sev_supported_has_no_count():
+    sev = parse_kernel_log("[Wed Oct 11 10:36:17 2023] SEV supported\n").asids["SEV"]
+    assert sev.usable and sev.count is None and "not printed" in sev.describe()
+
+
+def test_disabled_range_and_unsigned_underflow_are_unusable():
+    log = parse_kernel_log("kvm_amd: SEV disabled (ASIDs 1 - 509)\n"
+                           "kvm_amd: SEV-ES disabled (ASIDs 1 - 4294967295)\n"
+                           "kvm_amd: SEV-SNP enabled (ASIDs 1 - 4294967295)\n")
+    assert not log.asids["SEV"].usable and log.asids["SEV"].count == 0
+    assert log.asids["SEV-ES"].underflow and "underflow" in log.asids["SEV-ES"].describe()
+    assert log.asids["SEV-SNP"].count == 0 and not log.asids["SEV-SNP"].usable
+
+
+def test_firmware_version_from_whichever_line():
+    assert parse_kernel_log("ccp 0000:46:00.1: SEV-SNP API:1.51 build:3\n").firmware.api == (1, 51, 3)
+    up = parse_kernel_log("ccp 0000:47:00.1: SEV firmware updated from 1.53.5 to 1.55.29\n").firmware
+    assert (up.api, up.source) == ((1, 55, 29), "updated")
+    both = parse_kernel_log("ccp x: junk\nccp 0000:26:00.1: SEV API:1.52 build:4\n"
+                            "ccp 0000:26:00.1: SEV-SNP API:1.53 build:9\n").firmware
+    assert both.source == "SEV API" and both.api == (1, 52, 4)
+
+
+def test_status_error_and_psps():
+    log = parse_kernel_log("ccp 0000:02:00.5: sev enabled\n"
+                           "ccp 0000:02:00.5: SEV: failed to get status. Error: 0x8003\n"
+                           "ccp 0000:a2:00.1: psp does not support SEV\n")
+    assert [c for _, c, _ in log.status_errors] == [0x8003]
+    assert log.sev_psps == ["0000:02:00.5"] and log.psps_without_sev == ["0000:a2:00.1"]
+
+
+def test_only_the_last_boot_counts():
+    log = parse_kernel_log("[0.0] Linux version 6.1.0\nccp 0000:01:00.5: SEV: failed to INIT error 0x13\n"
+                           "[0.0] Linux version 6.1.0\nccp 0000:01:00.5: SEV API:1.55 build:21\n")
+    assert log.sev_init is None and log.api == (1, 55, 21)

@@ -21,6 +21,9 @@ VERDICTS = {
     "epyc-milan-sev-es-param-off": (None, "kvm_amd_sev_es"),
     "intel-xeon-icelake": ("cpu_vendor", "cpu_vendor"),
     "dev-machine-no-sev": ("cpu_vendor", "cpu_vendor"),
+    # dmesg from real captures (enarx#1315, AMDSEV#189); the rest reconstructed (see meta.json).
+    "epyc-milan-snp-combined-ready": (None, None),
+    "epyc-milan-r7515-init-0x1-api": ("sev_firmware", "sev_firmware"),
 }
 
 
@@ -30,7 +33,7 @@ def recorded(request, tmp_path):
 
 
 def test_every_recorded_host_has_a_verdict():
-    assert len(HOSTS) >= 7
+    assert len(HOSTS) >= 9
     assert set(HOSTS) == set(VERDICTS)
 
 
@@ -114,3 +117,25 @@ def test_recording_round_trip(recorded, tmp_path):
     assert report.format_text() == recorded.expected_text()
     again = load_recorded(dest, tmp_path / "scratch").probe()
     assert again.format_text() == recorded.expected_text()
+
+
+def test_snp_capable_host_with_combined_line_is_ready_for_sev_es(tmp_path):
+    """Issue 16: the combined 'SEV-ES and SEV-SNP supported' line and a lone
+    'SEV-SNP API' line (a real capture) must not fail --sev-es."""
+    rec = load_recorded(HOSTS_DIR / "epyc-milan-snp-combined-ready", tmp_path)
+    assert rec.meta["dmesg"]["provenance"] == "captured" and rec.meta["reconstructed"]
+    report = rec.probe()
+    assert decide("sev-es", report, "sev-es").action == "run"
+    assert report.check("kernel_log_sev_es").status == "pass"
+    assert "99 ASIDs" in report.check("kernel_log_sev_es").value
+    assert report.facts["sev_api"] == "1.42" and report.facts["sev_build"] == "42"
+
+
+def test_init_failure_followed_by_api_line_is_not_ready(tmp_path):
+    rec = load_recorded(HOSTS_DIR / "epyc-milan-r7515-init-0x1-api", tmp_path)
+    assert rec.meta["dmesg"]["provenance"] == "captured"
+    report = rec.probe()
+    d = decide("sev-es", report, "sev-es")
+    assert d.action == "fail" and "sev_firmware" in d.reason
+    assert "error 0x1" in d.reason and "INVALID_PLATFORM_STATE" in d.reason
+    assert report.check("sev_firmware").remedy in d.reason

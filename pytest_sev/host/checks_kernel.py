@@ -19,29 +19,90 @@ REMEDY_LOG = "the kernel log may have rotated: check 'dmesg | grep -i sev' after
 MIN_KERNEL_SEV_ES = (5, 11)
 
 
+# Remedies by PSP INIT error code: what the code means on real hosts, and what fixes it.
+_INIT_REMEDIES: dict[int, str] = {
+    HWERROR_PLATFORM: f"SEV firmware INIT error 0x13 means SMEE is off: {REMEDY_SMEE}",
+    0x1: ("INVALID_PLATFORM_STATE: the PSP was not in the state SEV INIT needs. On SNP-capable hosts "
+          "it follows a failed or unsupported SEV-SNP INIT (see the SEV-SNP line; firmware older than "
+          "1.51 cannot do SNP): update the BIOS / SEV firmware (amd_sev_fam19h_model*.sbin in "
+          "/lib/firmware/amd), or disable SEV-SNP in the BIOS, then reboot"),
+    0x3: ("INVALID_CONFIG: check the BIOS SNP settings (SNP Memory Coverage, IOMMU, SEV-ES ASID "
+          "Space Limit) and update the SEV firmware"),
+    0xE: "WBINVD_REQUIRED: update the SEV firmware (and the BIOS) to the current AMD release",
+    0xFFFFFFFF: ("the PSP did not answer (command timed out): power-cycle the host and update the BIOS; "
+                 "check for 'sev command ... timed out' in dmesg"),
+}
+_MAILBOX_REMEDY = ("a PSP mailbox status (not an SEV API code): the platform firmware refused the command. "
+                   "Update the BIOS (AGESA/PSP firmware), enable SEV in the BIOS, and install the SEV "
+                   "firmware file for this CPU (/lib/firmware/amd/amd_sev_fam*h_model*h.sbin)")
+_MISSING_FW = ("the kernel found no SEV firmware file to load (it then runs the BIOS copy): "
+               "install linux-firmware or AMD's amd_sev_fam*h_model*h.sbin into /lib/firmware/amd")
+
+
+def init_remedy(code: int | None, missing_firmware: bool) -> str:
+    """The remedy for a failed SEV INIT, chosen by its error code."""
+    if code is not None and code in _INIT_REMEDIES:
+        remedy = _INIT_REMEDIES[code]
+    elif code is not None and code >= 0x8000:
+        remedy = f"0x{code:x} is {_MAILBOX_REMEDY}"
+    else:
+        remedy = "the PSP refused SEV INIT: update the BIOS / SEV firmware and check the ccp messages in dmesg"
+    if missing_firmware and code != HWERROR_PLATFORM:
+        remedy += f"; also, {_MISSING_FW}"
+    return remedy
+
+
+def _firmware_notes(log: KernelLog) -> str:
+    notes = []
+    if log.snp_init is not None:
+        notes.append(f"{log.snp_init.describe()} ({log.snp_init.line!r})")
+    if len(log.psps) > 1 and log.sev_psps:
+        others = log.psps_without_sev
+        notes.append(f"SEV on PSP {', '.join(log.sev_psps)}"
+                     + (f"; {', '.join(others)} without SEV (normal on multi-socket hosts)" if others else ""))
+    return "; ".join(notes)
+
+
 def firmware_check(log: KernelLog | None, log_error: str) -> Check:
+    """SEV firmware: INIT outcome first (a later version line never hides a
+    failure), then status errors, then the version from whichever line the
+    kernel printed. A PSP without SEV is a failure only when no PSP has it."""
     name = "sev_firmware"
     if log is None:
         return Check(name, "skip", f"{UNKNOWN} (kernel log not readable: {log_error})",
                      "run as root (dmesg needs CAP_SYSLOG when kernel.dmesg_restrict=1)", FOR_SEV)
-    if log.init_error is not None:
-        code = log.init_error
+    notes = _firmware_notes(log)
+    tail = f"; {notes}" if notes else ""
+    if log.sev_init is not None:
+        fail = log.sev_init
+        code = fail.error
         if code == HWERROR_PLATFORM:
             value = f"INIT failed: error 0x{code:x} (HWERROR_PLATFORM: memory encryption off)"
-            remedy = f"SEV firmware INIT error 0x13 means SMEE is off: {REMEDY_SMEE}"
         else:
-            value = f"INIT failed: error 0x{code:x}"
-            remedy = "the PSP refused SEV INIT: update the BIOS / SEV firmware and check the ccp messages in dmesg"
-        return Check(name, "fail", f"{value} ({log.init_line!r})", remedy, FOR_SEV)
-    if log.api is not None:
-        major, minor, build = log.api
-        return Check(name, "pass", f"SEV API:{major}.{minor} build:{build}", "", FOR_SEV)
+            value = fail.describe().replace("SEV INIT failed", "INIT failed")
+        value += f" ({fail.line!r})"
+        if log.firmware is not None:
+            value += f"; firmware {log.firmware.describe()} read after the failure"
+        return Check(name, "fail", value + tail, init_remedy(code, bool(log.missing_firmware)), FOR_SEV)
+    if log.status_errors and log.firmware is None:
+        device, code, line = log.status_errors[0]
+        return Check(name, "fail", f"the PSP did not report its status: error 0x{code:x} ({line!r}){tail}",
+                     f"0x{code:x} is {_MAILBOX_REMEDY}", FOR_SEV)
+    if log.firmware is not None:
+        return Check(name, "pass", log.firmware.describe() + tail, "", FOR_SEV)
+    if log.psps_without_sev and not log.sev_psps:
+        devices = ", ".join(log.psps_without_sev)
+        return Check(name, "fail", f"no PSP supports SEV ('psp does not support SEV' from {devices})",
+                     "enable SEV (and SMEE) in the BIOS; SEV needs an EPYC CPU and a BIOS that exposes it",
+                     FOR_SEV)
     return Check(name, "skip", f"{UNKNOWN} (no 'SEV API' line from ccp in the kernel log)",
                  f"{REMEDY_LOG}; the ccp driver must be loaded (modprobe ccp)", FOR_SEV)
 
 
 def asid_check(name: str, feature: str, log: KernelLog | None, log_error: str,
                needed: frozenset[str]) -> Check:
+    """kvm_amd's ASID announcement for one feature, in any wording (a
+    ``SEV-ES and SEV-SNP supported`` line counts for SEV-ES)."""
     if log is None:
         return Check(name, "skip", f"{UNKNOWN} (kernel log not readable: {log_error})", "", needed)
     line = log.asids.get(feature)
@@ -54,7 +115,7 @@ def asid_check(name: str, feature: str, log: KernelLog | None, log_error: str,
                          remedy, needed)
         return Check(name, "skip", f"{UNKNOWN} (no {feature} ASID line from kvm_amd in the kernel log)",
                      REMEDY_LOG, needed)
-    ok = line.state == "enabled" and line.count > 0
+    ok = line.usable
     return Check(name, "pass" if ok else "fail", line.describe(), "" if ok else remedy, needed)
 
 

@@ -39,11 +39,17 @@ class VirshSev:
     reduced_phys_bits: int | None
     max_guests: int | None
     max_es_guests: int | None
+    cpu0_id: str | None = None  # libvirt >= 8.5 with QEMU >= 7.1: the chip id for AMD's KDS
 
 
 def parse_domcapabilities(xml_text: str) -> VirshSev | None:
     """The ``<sev>`` element of ``virsh domcapabilities``; None when absent
-    (libvirt older than 4.15 or a build without it)."""
+    (libvirt older than 4.15 or a build without it).
+
+    Attributes may be single- or double-quoted (an XML parser reads both);
+    libvirt's first SEV documentation spelled the element
+    ``reduced-phys-bits``, released libvirt prints ``reducedPhysBits``, so
+    both are read. ``cpu0Id`` is text, not a number."""
     try:
         doc = ET.fromstring(xml_text)
     except ET.ParseError:
@@ -64,9 +70,11 @@ def parse_domcapabilities(xml_text: str) -> VirshSev | None:
     return VirshSev(
         supported=sev.get("supported") == "yes",
         cbitpos=num("cbitpos"),
-        reduced_phys_bits=num("reducedPhysBits"),
+        reduced_phys_bits=num("reducedPhysBits") if sev.find("reducedPhysBits") is not None
+        else num("reduced-phys-bits"),
         max_guests=num("maxGuests"),
         max_es_guests=num("maxESGuests"),
+        cpu0_id=(sev.findtext("cpu0Id") or "").strip() or None,
     )
 
 
