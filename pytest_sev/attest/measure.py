@@ -192,6 +192,7 @@ class Candidate:
     vmsa: VmsaKind | None  #: ``None`` for SEV (no VMSA is measured)
     digest: bytes
     inputs: LaunchInputs = field(compare=False)
+    summary: str = field(default="", compare=False)  #: the inputs, hashed, for a person
 
     @property
     def label(self) -> str:
@@ -205,11 +206,40 @@ def candidate_digests(inputs: LaunchInputs, vmsa_kinds: tuple[VmsaKind, ...] = (
     SEV-ES candidates are skipped (not raised) when the OVMF has no SEV-ES
     reset vector, because that OVMF simply cannot run SEV-ES.
     """
-    out = [Candidate("sev", None, launch_digest(inputs, "sev"), inputs)]
-    if ovmf_facts(inputs.ovmf).sev_es_reset_eip is None:
+    facts = ovmf_facts(inputs.ovmf)
+    out = [Candidate("sev", None, launch_digest(inputs, "sev"), inputs, inputs_summary(inputs, "sev", facts))]
+    if facts.sev_es_reset_eip is None:
         return out
     for kind in vmsa_kinds:
         per = LaunchInputs(inputs.ovmf, inputs.vcpus, inputs.vcpu_type, inputs.kernel, inputs.initrd,
                            inputs.append, inputs.vcpu_sig, kind)
-        out.append(Candidate("sev-es", kind, launch_digest(per, "sev-es"), per))
+        out.append(Candidate("sev-es", kind, launch_digest(per, "sev-es"), per,
+                             inputs_summary(per, "sev-es", facts)))
     return out
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def inputs_summary(inputs: LaunchInputs, mode: Mode, facts: OvmfFacts | None = None) -> str:
+    """The measured inputs by hash, so a mismatch report says exactly what was tried."""
+    facts = facts or ovmf_facts(inputs.ovmf)
+    parts = [f"OVMF {inputs.ovmf} sha256 {facts.sha256[:16]}..."]
+    if mode == "sev-es":
+        parts.append(f"{inputs.vcpus} vCPU(s) {inputs.vcpu_type} signature {inputs.signature():#x} "
+                     f"{inputs.vmsa} VMSA")
+    if inputs.kernel:
+        try:
+            k = _file_sha256(inputs.kernel)[:16]
+            i = _file_sha256(inputs.initrd)[:16] if inputs.initrd else "(none)"
+        except OSError as exc:
+            raise MeasureError(f"cannot hash kernel/initrd: {exc}") from exc
+        parts.append(f"kernel hashes: kernel {k}... initrd {i}... cmdline {inputs.append or ''!r}")
+    else:
+        parts.append("no kernel hashes")
+    return ", ".join(parts)
