@@ -86,7 +86,7 @@ class FirmwareDouble:
     def launch_start(self, godh_b64: str, session_b64: str, policy: int) -> GuestContext:
         godh = base64.b64decode(godh_b64, validate=True)
         sess = base64.b64decode(session_b64, validate=True)
-        if len(godh) != 0x824 or len(sess) != 0x70:
+        if len(godh) != 0x824 or len(sess) != 0x80:
             raise LaunchRejected(f"bad lengths {len(godh)}/{len(sess)}")
         usage, algo, curve = struct.unpack_from("<III", godh, 8)
         if usage != sc.USAGE_PDH or algo != sc.ALGO_ECDH_SHA256 or curve != sc.CURVE_P384:

@@ -13,7 +13,7 @@ Per the SEV API spec (LAUNCH_START, "Establishing a session"):
   ECDH primitive returns it (big-endian), as virtee/sev does on real hardware;
 - master = KDF(Z, "sev-master-secret", NONCE); KEK = KDF(master, "sev-kek");
   KIK = KDF(master, "sev-kik");
-- session (0x70 bytes, little-endian)::
+- session (0x80 bytes, little-endian)::
 
     0x00 NONCE[16]   0x10 WRAP_TK[32] = AES-128-CTR(KEK, WRAP_IV, TEK || TIK)
     0x30 WRAP_IV[16] 0x40 WRAP_MAC[32] = HMAC-SHA256(KIK, WRAP_TK)
@@ -37,7 +37,7 @@ from .kdf import hmac_sha256, session_keys
 from .sevcert import (ALGO_ECDH_SHA256, ECDH_ALGOS, USAGE_PDH, SevCert, encode_body, encode_cert,
                       encode_ec_pubkey, public_key)
 
-SESSION_SIZE = 0x70
+SESSION_SIZE = 0x80
 
 
 @dataclass(frozen=True)
