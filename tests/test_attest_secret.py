@@ -8,6 +8,7 @@ way ``efi_secret`` reads them.
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from pathlib import Path
@@ -31,7 +32,6 @@ def test_secret_round_trip_through_firmware_double() -> None:
     start, _ = new_launch_start(parse_sev_cert(fw.pdh), 0x5)
     ctx = fw.launch_start(start.dh_cert_b64(), start.session_b64(), 0x5)
     measure = fw.launch_measure(ctx, candidate_digests(LaunchInputs(AMDSEV, 1, "EPYC-v4"))[1].digest, os.urandom(16))
-    import base64
     facts = ovmf_facts(AMDSEV)
     assert facts.secret_area is not None
     table = build_secret_table([(G1, b"disk-key"), (G2, b"\0\1\2")])

@@ -50,7 +50,8 @@ def test_wrap_known_answer() -> None:
 def test_firmware_double_unwraps_tek_tik(policy: int) -> None:
     """Self-consistency: the double recovers the owner's TEK/TIK and accepts the policy MAC."""
     fw = FirmwareDouble()
-    pdh, chain = from_qmp(**{"pdh_b64": fw.capabilities()["pdh"], "cert_chain_b64": fw.capabilities()["cert-chain"]})
+    caps = fw.capabilities()
+    pdh, chain = from_qmp(caps["pdh"], caps["cert-chain"])
     assert verify_chain(pdh, chain, {}).ok  # the double's own PEK/OCA/CEK (no AMD roots)
     start, _key = new_launch_start(pdh, policy)
     ctx = fw.launch_start(start.dh_cert_b64(), start.session_b64(), policy)

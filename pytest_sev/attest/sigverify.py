@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from .cacert import CaCert
 from .errors import FormatError
-from .sevcert import (ALGO_ECDSA_SHA256, ALGO_ECDSA_SHA384, ALGO_RSA_SHA256, ALGO_RSA_SHA384,
+from .sevcert import (ALGO_ECDSA_SHA384, ALGO_RSA_SHA256, ALGO_RSA_SHA384,
                       ECDSA_ALGOS, RSA_ALGOS, SevCert, ecdsa_sig_from_slot_bytes, public_key)
 
 
@@ -110,5 +110,4 @@ def verify_ca_by_ca(signer: CaCert, subject: CaCert) -> str | None:
     return None
 
 
-__all__ = ["verify_raw", "verify_sev_by_sev", "verify_sev_by_ca", "verify_ca_by_ca", "pss",
-           "ALGO_ECDSA_SHA256"]
+__all__ = ["verify_raw", "verify_sev_by_sev", "verify_sev_by_ca", "verify_ca_by_ca", "pss"]
