@@ -5,6 +5,7 @@ Commands:
   host        host readiness report, like ``sevctl ok`` (exit 1 when not ready)
   launch      launch-qemu.sh options, interactive serial console
   build       build.sh equivalent: build qemu, ovmf, kernel from pinned sources
+  measure     expected SEV / SEV-ES launch digest of what would be launched
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ COMMANDS = {
     "host": "pytest_sev.cli.host",
     "launch": "pytest_sev.cli.launch",
     "build": "pytest_sev.cli.build",
+    "measure": "pytest_sev.cli.measure",
 }
 
 

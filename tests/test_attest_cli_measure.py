@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sev.attest.cli_measure import main
 from pytest_sev.attest.measure import LaunchInputs, launch_digest, ovmf_facts
+from pytest_sev.cli.measure import main
 
 KAT_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "sev-kat"
 AMDSEV = str(KAT_DIR / "sev-crate" / "measurement" / "ovmf_AmdSev_suffix.bin")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from attest_firmware import FirmwareDouble
 
-from pytest_sev.attest.launch_verify import judge_measurement, measurement_mac, parse_measure_blob
 from pytest_sev.attest.errors import FormatError
+from pytest_sev.attest.launch_verify import judge_measurement, measurement_mac, parse_measure_blob
 from pytest_sev.attest.measure import LaunchInputs, candidate_digests
 from pytest_sev.attest.session import new_launch_start
 from pytest_sev.attest.sevcert import parse_sev_cert

@@ -16,5 +16,5 @@ Modules, one concern each:
 - :mod:`.launch_verify`: ``query-sev-launch-measure`` check and verdict
 - :mod:`.report`: ``query-sev-attestation-report`` parsing and signature
 - :mod:`.secret`: LAUNCH_SECRET packet for ``sev-inject-launch-secret``
-- :mod:`.cli_measure`: the ``measure`` command
+- the ``measure`` command lives with the other front ends, :mod:`pytest_sev.cli.measure`
 """

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from .cacert import CaCert
 from .errors import ChainError, FormatError

@@ -1,14 +1,16 @@
 """Errors of the attestation package.
 
 Why one root: callers (the plugin, the CLI) catch :class:`AttestError` and
-turn it into one line for a person; the integrator re-parents it under the
-project's ``PytestSevError``. Subclasses say which step failed.
+turn it into one line for a person; it is a ``PytestSevError`` like every
+error of the package. Subclasses say which step failed.
 """
 
 from __future__ import annotations
 
+from pytest_sev.errors import PytestSevError
 
-class AttestError(Exception):
+
+class AttestError(PytestSevError):
     """Root of every error raised by :mod:`pytest_sev.attest`."""
 
 

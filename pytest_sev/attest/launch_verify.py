@@ -14,8 +14,9 @@ import base64
 import binascii
 import hmac
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 from ..sev.policy import ES
 from .errors import FormatError

@@ -21,8 +21,8 @@ import base64
 import binascii
 import hmac
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .errors import FormatError
 from .measure import Candidate

@@ -23,8 +23,8 @@ import base64
 import os
 import struct
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .errors import SecretError
 from .kdf import hmac_sha256
@@ -52,7 +52,7 @@ def build_secret_table(secrets: Sequence[tuple[str | uuid.UUID, bytes]]) -> byte
     guids = [_guid(g) for g, _ in secrets]
     if len(set(guids)) != len(guids):
         raise SecretError("the same GUID appears twice in the secret table")
-    body = b"".join(_entry(g, v) for g, (_, v) in zip(guids, secrets))
+    body = b"".join(_entry(g, v) for g, (_, v) in zip(guids, secrets, strict=True))
     table = _entry(SECRET_TABLE_GUID, body)
     return table + bytes(-len(table) % 16)
 

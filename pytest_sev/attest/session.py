@@ -34,8 +34,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .errors import SessionError
 from .kdf import hmac_sha256, session_keys
-from .sevcert import (ALGO_ECDH_SHA256, ECDH_ALGOS, USAGE_PDH, SevCert, encode_body, encode_cert,
-                      encode_ec_pubkey, public_key)
+from .sevcert import ALGO_ECDH_SHA256, ECDH_ALGOS, USAGE_PDH, SevCert, encode_body, encode_cert, encode_ec_pubkey, public_key
 
 SESSION_SIZE = 0x80
 

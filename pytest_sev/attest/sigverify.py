@@ -16,8 +16,16 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from .cacert import CaCert
 from .errors import FormatError
-from .sevcert import (ALGO_ECDSA_SHA384, ALGO_RSA_SHA256, ALGO_RSA_SHA384,
-                      ECDSA_ALGOS, RSA_ALGOS, SevCert, ecdsa_sig_from_slot_bytes, public_key)
+from .sevcert import (
+    ALGO_ECDSA_SHA384,
+    ALGO_RSA_SHA256,
+    ALGO_RSA_SHA384,
+    ECDSA_ALGOS,
+    RSA_ALGOS,
+    SevCert,
+    ecdsa_sig_from_slot_bytes,
+    public_key,
+)
 
 
 def _hash_for(algo: int) -> hashes.HashAlgorithm:

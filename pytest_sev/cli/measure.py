@@ -20,9 +20,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..sev.launchsh import parse_launch_args
-from .errors import AttestError
-from .measure import VMSA_KINDS, LaunchInputs, launch_digest, ovmf_facts
+from pytest_sev.attest.errors import AttestError
+from pytest_sev.attest.measure import VMSA_KINDS, LaunchInputs, launch_digest, ovmf_facts
+from pytest_sev.sev.launchsh import parse_launch_args
 
 _LAUNCHSH_FLAGS = ("-sev", "-sev-es")
 
