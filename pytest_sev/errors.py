@@ -125,3 +125,23 @@ class GuestDied(GuestError):
 
 class GuestProtocolError(GuestError):
     """The console answered, but not in the framing the harness expects."""
+
+
+class GuestPanicked(GuestDied):
+    """The guest kernel panicked: the first line of the message is the panic
+    line, the detail the oops head (RIP, Call Trace) from the console."""
+
+
+class QMPLost(GuestError):
+    """QEMU's monitor connection broke or stopped answering: carries the last
+    QMP command, argv and log paths."""
+
+
+class ShellDied(GuestError):
+    """The guest's shell ended under a command (killed, or exited): a fresh
+    shell's prompt came back instead of the command's end marker."""
+
+
+class GuestUnusable(GuestError):
+    """A guest that an earlier failure left unusable (a command that timed out
+    and may still run, a dead shell, a desynchronised console)."""

@@ -1,9 +1,17 @@
 """The guest's serial console: pexpect on our end of a socketpair.
 
-Every byte the guest prints is appended to the console log file.  Waits are
-always bounded; when one expires the caller gets a :class:`GuestTimeout`
-naming what was awaited with the console tail attached.  Commands run with
-the framing of :mod:`pytest_sev.console.framing`.
+Every byte the guest prints is appended to the console log file (a log
+that cannot be written any more is reported once and the console goes on:
+the last 64 KiB stay in memory for error messages).  Waits are always
+bounded; when one expires the caller gets a :class:`GuestTimeout` naming
+what was awaited with the console tail attached.  Commands run with the
+framing of :mod:`pytest_sev.console.framing`; while a command runs, the
+console also watches for
+
+* a kernel panic: :class:`GuestPanicked` with the panic line and the oops
+  head (RIP, Call Trace), at once, not after the command's timeout;
+* a fresh shell prompt instead of the end marker (the shell died and init
+  started another): :class:`ShellDied`, at once.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ import pexpect
 import pexpect.fdpexpect
 
 from pytest_sev.console import framing
-from pytest_sev.errors import GuestDied, GuestProtocolError, GuestTimeout
+from pytest_sev.console.panic import PANIC, panic_line, trace_head
+from pytest_sev.errors import GuestDied, GuestPanicked, GuestProtocolError, GuestTimeout, ShellDied
 
 TAIL_BYTES = 3000
 
@@ -33,12 +42,40 @@ class _ConsoleLog:
     The file gets every byte as it arrives; the logger gets them only when
     DEBUG is on (decoding costs time on bulk output otherwise)."""
 
+    RING = 65536
+
     def __init__(self, path: Path, name: str) -> None:
-        self._file = open(path, "ab", buffering=0)
+        self._path = path
         self._name = name
+        self.ring = bytearray()
+        self.broken: str | None = None
+        self._file: Any = None
+        try:
+            self._file = open(path, "ab", buffering=0)
+        except OSError as exc:
+            self._broke(exc)
+
+    def _broke(self, exc: OSError) -> None:
+        self.broken = f"{exc.strerror or exc}"
+        log.warning("%s: console log %s cannot be written (%s); going on without it",
+                    self._name, self._path, self.broken)
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        ring = self.ring
+        ring += data
+        if len(ring) > 2 * self.RING:
+            del ring[:-self.RING]
+        if self._file is not None:
+            try:
+                self._file.write(data)
+            except OSError as exc:  # disk full: report once, keep the guest going
+                self._broke(exc)
         if log.isEnabledFor(logging.DEBUG):
             text = framing.strip_ansi(data).replace(b"\r", b"").decode(errors="replace")
             for line in text.splitlines():
@@ -46,19 +83,27 @@ class _ConsoleLog:
                     log.debug("%s: console: %s", self._name, line)
 
     def flush(self) -> None:
-        self._file.flush()
+        pass  # unbuffered
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
 
 
 class Console:
     """The serial console on our end of a socketpair (implements ``ConsoleLike``)."""
 
     def __init__(self, sock: socket.socket, log_path: Path,
-                 context: Callable[..., dict[str, Any]], name: str = "guest") -> None:
+                 context: Callable[..., dict[str, Any]], name: str = "guest",
+                 dead_shell: list[bytes] | tuple[bytes, ...] = ()) -> None:
         """``context(exited=False)`` returns the argv, log paths (and, once
-        QEMU is gone, its exit status) that errors should carry."""
+        QEMU is gone, its exit status) that errors should carry.
+        ``dead_shell``: regexes of what a *fresh* shell prints (its prompt, a
+        login prompt): seen while a command runs, the shell it ran in died."""
         self._sock = sock
         self.log_path = log_path
         self._log = _ConsoleLog(log_path, name)
@@ -66,6 +111,8 @@ class Console:
                                                 searchwindowsize=None)
         self._child.logfile_read = self._log
         self._context = context
+        self.name = name
+        self.dead_shell = list(dead_shell)
         self.transcript: list[tuple[str, int, float]] = []  # (command, exit status, seconds)
 
     # -- raw I/O -------------------------------------------------------------
@@ -75,20 +122,19 @@ class Console:
     def sendline(self, line: str) -> None:
         self.send(line + "\n")
 
+    @property
+    def log_broken(self) -> str | None:
+        """Why the console log file stopped being written (None while it is)."""
+        return self._log.broken
+
     def tail(self, nbytes: int = TAIL_BYTES) -> str:
-        """Last bytes of the console log, escapes removed, for error messages."""
-        try:
-            size = self.log_path.stat().st_size
-            with open(self.log_path, "rb") as f:
-                f.seek(max(0, size - nbytes))
-                data = f.read()
-        except OSError:
-            return ""
+        """Last bytes the console printed, escapes removed, for error messages."""
+        data = bytes(self._log.ring[-nbytes:])
         return framing.strip_ansi(data).replace(b"\r", b"").decode(errors="replace")
 
     def fail(self, cls: type, what: str, detail: str = "") -> None:
         """Raise *cls* (a GuestError) with the console tail, argv and log paths."""
-        ctx = self._context(exited=cls is GuestDied)
+        ctx = self._context(exited=issubclass(cls, GuestDied))
         raise cls(what, console_tail=self.tail(), argv=ctx.get("argv", ()),
                   logs=ctx.get("logs", {}), detail=detail)
 
@@ -100,11 +146,39 @@ class Console:
         except OSError:  # ECONNRESET: QEMU died with bytes we had not read
             idx = len(pats)
         if idx == len(pats):
-            self.fail(GuestDied, f"QEMU exited while waiting for {what}",
-                       self._context(exited=True).get("exit", ""))
+            exit_ = self._context(exited=True).get("exit", "")
+            if panic_line(self.tail(20000)):  # it panicked, then -no-reboot ended QEMU
+                self._fail_panic(what, exit_)
+            self.fail(GuestDied, f"QEMU exited while waiting for {what}", exit_)
         if idx == len(pats) + 1:
             self.fail(GuestTimeout, f"timed out after {timeout:g}s waiting for {what}")
         return idx
+
+    def _fail_panic(self, what: str, extra: str = "") -> None:
+        """GuestPanicked: the panic line first, then the oops head."""
+        try:  # the trace after a panic() call: read on until it ends (bounded)
+            self._child.expect([rb"---\[ end Kernel panic[^\n]*", pexpect.EOF, pexpect.TIMEOUT],
+                               timeout=3)
+        except OSError:
+            pass
+        text = self.tail(20000)
+        line = panic_line(text) or "Kernel panic"
+        head = trace_head(text)
+        detail = "\n".join(p for p in (("--- oops head ---\n" + head) if head else "", extra) if p)
+        self.fail(GuestPanicked, f"guest kernel panicked while waiting for {what}: {line}", detail)
+
+    def _expect_guarded(self, pattern: bytes, timeout: float, what: str, cmd: str) -> None:
+        """Wait for *pattern* of a running command; a panic or a fresh shell
+        prompt ends the wait at once with a named failure."""
+        pats = [pattern, PANIC, *self.dead_shell]
+        idx = self.expect(pats, timeout, what)
+        if idx == 1:
+            self._fail_panic(what)
+        if idx >= 2:
+            seen = self.match.group(0).decode(errors="replace").strip()
+            self.fail(ShellDied, f"the guest shell died while waiting for {what}: a fresh shell "
+                      f"answered ({seen!r}) instead of the command's end marker",
+                      f"command: {cmd[:400]}")
 
     @property
     def match(self) -> re.Match:
@@ -142,20 +216,20 @@ class Console:
                 self.expect(rb"U-" + ack.encode() + rb"-2", 30, "the guest to store a command chunk")
         self.sendline(framing.command_line(cmd, token, via_script))
         what = f"command {cmd[:120]!r} to finish"
-        self.expect(framing.begin_pattern(token), timeout, what)
+        self._expect_guarded(framing.begin_pattern(token), timeout, what, cmd)
         status = int(self.match.group(1))
-        output = self._read_dump(token, "E", timeout, what)
+        output = self._read_dump(token, "E", timeout, what, cmd)
         if output is None:  # a printk split a base64 line: read the file again
             self.sendline(framing.dump_line(token, "R"))
-            output = self._read_dump(token, "R", 30, "the re-read of a command's output")
+            output = self._read_dump(token, "R", 30, "the re-read of a command's output", cmd)
             if output is None:
                 self.fail(GuestProtocolError, f"output of {cmd[:120]!r} failed its MD5 twice")
                 raise AssertionError("unreachable: fail() raises")
         self.transcript.append((cmd, status, time.monotonic() - started))
         return output, status
 
-    def _read_dump(self, token: str, tag: str, timeout: float, what: str) -> bytes | None:
-        self.expect(framing.end_pattern(token, tag), timeout, what)
+    def _read_dump(self, token: str, tag: str, timeout: float, what: str, cmd: str) -> bytes | None:
+        self._expect_guarded(framing.end_pattern(token, tag), timeout, what, cmd)
         block, md5 = self.before, self.match.group(1).decode()
         framed = framing.decode_block(block, md5)
         return framed.output if framed.md5_ok else None

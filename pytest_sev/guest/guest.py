@@ -7,8 +7,18 @@ serial console and QMP each on a socketpair, waits for the guest to boot
 commands on its shell, and shuts it down in stages on every path: guest
 ``poweroff``, QMP ``quit``, SIGTERM, SIGKILL.
 
+A guest whose command timed out (the command may still run), whose shell
+died or whose console lost the framing is *unusable*: :attr:`Guest.unusable`
+says why, :meth:`Guest.run` refuses with :class:`GuestUnusable` naming it,
+and the ``guest`` fixture replaces it before the next test.  Its stop skips
+the guest ``poweroff`` (nobody would read it) and asks QMP with a short
+timeout; a QEMU that does not answer is killed: a frozen guest costs seconds.
+
 Logs (``logging.getLogger(__name__)``): INFO tells the guest's life (argv,
 boot time, the stop stage that ended it), DEBUG its console and QMP traffic.
+``harness.log`` in the work directory says the same for the report: why it
+replaced another guest, why it became unusable, every stop stage; the stop
+stages also go into the QMP transcript.
 """
 
 from __future__ import annotations
@@ -19,13 +29,15 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from pytest_sev.console.panic import PANIC, panic_line, trace_head
 from pytest_sev.console.protocol import ConsoleLike
 from pytest_sev.console.serial import Console
 from pytest_sev.deadline import Deadline
-from pytest_sev.errors import GuestError, GuestLaunchError, GuestTimeout
+from pytest_sev.errors import GuestError, GuestLaunchError, GuestPanicked, GuestTimeout, GuestUnusable, QMPLost
 from pytest_sev.guest.spec import GuestSpec
 from pytest_sev.qemu.accel import AccelChoice, choose_accel
 from pytest_sev.qemu.argv import build_argv
@@ -36,7 +48,10 @@ from pytest_sev.qemu.qmp import QMP
 
 log = logging.getLogger(__name__)
 
-PANIC = rb"Kernel panic - not syncing[^\r\n]*"
+#: the embedded guest's prompt: init starts a fresh shell with it when ours dies
+FRESH_SHELL_PROMPT = rb"(?m)^sev-guest# "
+#: how long QMP may take to answer during a stop before QEMU counts as frozen
+QMP_STOP_TIMEOUT = 1.5
 
 
 class Guest:
@@ -61,13 +76,25 @@ class Guest:
         self.boot_seconds: float | None = None
         self._shell_busy = False
         self._closed = False
+        self._unusable: str | None = None
 
     # -- paths ---------------------------------------------------------------
     @property
     def logs(self) -> dict[str, Path]:
         return {"console log": self.workdir / "console.log",
                 "qemu stderr": self.workdir / "qemu-stderr.log",
-                "qmp transcript": self.workdir / "qmp.jsonl"}
+                "qmp transcript": self.workdir / "qmp.jsonl",
+                "harness log": self.workdir / "harness.log"}
+
+    def note(self, text: str) -> None:
+        """One line in ``harness.log`` (and the INFO log): what the harness
+        decided about this guest.  A log that cannot be written is skipped."""
+        log.info("%s: %s", self.spec.name, text)
+        try:
+            with open(self.logs["harness log"], "a") as f:
+                f.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+        except OSError:
+            pass
 
     @property
     def shutdown_stage(self) -> str | None:
@@ -108,14 +135,22 @@ class Guest:
                                    qemu_version=qemu_version(self.qemu)[:2],
                                    serial_fd=ser_qemu.fileno(), qmp_fd=qmp_qemu.fileno(),
                                    vars_path=vars_path)
-            (self.workdir / "qemu-argv.txt").write_text("\n".join(self.argv) + "\n")
+            try:
+                (self.workdir / "qemu-argv.txt").write_text("\n".join(self.argv) + "\n")
+            except OSError as exc:  # a full log disk must not stop the guest
+                log.warning("%s: cannot write %s: %s", self.spec.name, self.workdir, exc.strerror)
             self.process = QemuProcess(self.argv, name=self.spec.name, cwd=self.workdir,
                                        output=self.logs["qemu stderr"],
                                        pass_fds=(ser_qemu.fileno(), qmp_qemu.fileno()))
+            self.process.on_stage = self._stop_stage_seen
             self.process.start()
+            dead_shell = [FRESH_SHELL_PROMPT]
+            if self.spec.login:
+                dead_shell.append(self.spec.login.login_prompt.encode())
             self.console = Console(ser_ours, self.logs["console log"], self._context,
-                                   name=self.spec.name)
-            self.qmp = QMP(qmp_ours, self.logs["qmp transcript"], name=self.spec.name)
+                                   name=self.spec.name, dead_shell=dead_shell)
+            self.qmp = QMP(qmp_ours, self.logs["qmp transcript"], name=self.spec.name,
+                           context=self._context)
         except BaseException:
             if self.console is None:
                 ser_ours.close()
@@ -168,17 +203,54 @@ class Guest:
         return self.console
 
     def _panicked(self, when: str) -> None:
-        line = self._con.match.group(0).decode(errors="replace")
-        raise GuestError(f"guest kernel panicked during {when}: {line}",
-                         console_tail=self._con.tail(), argv=self.argv, logs=self.logs)
+        try:  # the trace that follows a panic() call: read on briefly
+            self._con.expect([rb"---\[ end Kernel panic[^\n]*"], 3, "the end of the panic")
+        except GuestError:
+            pass
+        text = self._con.tail(20000)
+        line = panic_line(text) or self._con.match.group(0).decode(errors="replace")
+        head = trace_head(text)
+        self.mark_unusable(f"its kernel panicked during {when}: {line}")
+        raise GuestPanicked(f"guest kernel panicked during {when}: {line}",
+                            detail=("--- oops head ---\n" + head) if head else "",
+                            console_tail=self._con.tail(), argv=self.argv, logs=self.logs)
 
     # -- use -----------------------------------------------------------------
     def run(self, cmd: str, timeout: float = 60.0) -> tuple[str, int]:
-        """Run *cmd* in the guest shell: (stdout+stderr, exit status)."""
+        """Run *cmd* in the guest shell: (stdout+stderr, exit status).
+
+        Any failure while the command runs (a timeout, pytest-timeout, Ctrl-C,
+        a dead shell, a panic) leaves the guest unusable: the shell may still
+        be running the command, so nothing it answers later can be trusted."""
+        if self.unusable:
+            raise GuestUnusable(f"guest {self.spec.name} is unusable: {self.unusable}",
+                                argv=self.argv, logs=self.logs,
+                                detail=f"refused to run {cmd[:120]!r}")
         self._shell_busy = True
-        out = self._con.run(cmd, timeout)
+        try:
+            out = self._con.run(cmd, timeout)
+        except BaseException as exc:
+            first = (str(exc).splitlines() or [""])[0]
+            self.mark_unusable(f"{type(exc).__name__} during command {cmd[:120]!r}: {first}")
+            raise
         self._shell_busy = False
         return out
+
+    def mark_unusable(self, why: str) -> None:
+        """Say (once) why this guest must not be used any more."""
+        if self._unusable is None:
+            self._unusable = why
+            self.note(f"unusable: {why}")
+
+    @property
+    def unusable(self) -> str | None:
+        """Why this guest cannot be used any more (None while it can)."""
+        if self._unusable is None and self.qmp is not None and self.qmp.lost_reason:
+            self.mark_unusable(self.qmp.lost_reason)
+        if self._unusable is None and self.process is not None and not self.alive \
+                and self.boot_seconds is not None:
+            self.mark_unusable(f"QEMU exited ({self.process.describe_exit()})")
+        return self._unusable
 
     def check(self, cmd: str, timeout: float = 60.0) -> str:
         """Like :meth:`run` but a non-zero exit status is an error."""
@@ -197,17 +269,29 @@ class Guest:
 
     @property
     def responsive(self) -> bool:
-        """Booted, running, and its shell not stuck in a command that timed out."""
-        return self.alive and self.boot_seconds is not None and not self._shell_busy
+        """Booted, running, and usable (its shell not stuck in a command that
+        timed out, not dead, the console in step)."""
+        return (self.alive and self.boot_seconds is not None and not self._shell_busy
+                and self.unusable is None)
 
     # -- teardown ------------------------------------------------------------
+    def _stop_stage_seen(self, stage: str, outcome: str) -> None:
+        self.note(f"stop stage {stage}: {outcome}")
+        if self.qmp is not None:
+            self.qmp.note({"stop-stage": stage, "outcome": outcome})
+
     def _stop_stages(self) -> list[StopStage]:
         stages = []
         console, qmp = self.console, self.qmp
-        if self.responsive and console is not None:
-            stages.append(StopStage("guest poweroff", lambda: console.sendline("poweroff -f"), 5))
+        if self.responsive and console is not None and qmp is not None:
+            def poweroff() -> None:
+                # a QEMU that does not answer its monitor is frozen: kill it
+                qmp.execute("query-status", timeout=QMP_STOP_TIMEOUT)
+                console.sendline("poweroff -f")
+            stages.append(StopStage("guest poweroff", poweroff, 3, kill_if_fails=True))
         if qmp is not None:
-            stages.append(StopStage("qmp quit", lambda: qmp.execute("quit"), 5))
+            stages.append(StopStage("qmp quit", lambda: qmp.execute("quit", timeout=QMP_STOP_TIMEOUT),
+                                    2, kill_if_fails=True))
         return stages
 
     def close(self) -> None:
@@ -226,4 +310,4 @@ class Guest:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-__all__ = ["Guest", "GuestError", "GuestTimeout"]
+__all__ = ["Guest", "GuestError", "GuestTimeout", "GuestUnusable", "QMPLost"]

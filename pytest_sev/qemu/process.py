@@ -17,6 +17,11 @@ sequences).  In the spirit of QEMU's ``python/qemu/machine/machine.py``
 * :meth:`QemuProcess.stop` runs the caller's soft stages (guest ``poweroff``,
   QMP ``quit``) and then SIGTERM and SIGKILL, each with a short grace,
   logs every stage at INFO and names the stage that ended the process.
+  It is bounded: a QEMU that is stopped (SIGSTOP, a debugger) or whose soft
+  stage says it is not answering (``kill_if_fails``: its monitor timed out)
+  goes straight to SIGKILL, so a frozen QEMU costs seconds, not minutes.
+  Every stage, failed or not, is in :attr:`QemuProcess.stop_log` and goes to
+  the ``on_stage`` callback (a guest writes it into its logs).
 """
 
 from __future__ import annotations
@@ -73,6 +78,19 @@ class StopStage:
     name: str
     action: Callable[[], Any]
     grace: float = 5.0
+    #: when the action fails (the monitor did not answer), skip to SIGKILL
+    kill_if_fails: bool = False
+
+
+def process_state(pid: int | None) -> str | None:
+    """The state letter of *pid* in ``/proc/PID/stat`` (R, S, T, Z...), or None."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[0] if ")" in stat else None
 
 
 class QemuProcess:
@@ -97,6 +115,8 @@ class QemuProcess:
         self.stop_stage: str | None = None
         #: every stop stage tried: (stage, "ended it" | "still running" | "failed: why")
         self.stop_log: list[tuple[str, str]] = []
+        #: called with (stage, outcome) as each stop stage ends
+        self.on_stage: Callable[[str, str], None] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self.pty: Any = None  # pexpect.spawn when terminal is given
         self._out: IO[bytes] | None = None
@@ -195,7 +215,16 @@ class QemuProcess:
         elif self._proc is not None:
             self._proc.send_signal(sig)
 
-    def stop(self, soft: Sequence[StopStage] = (), term_grace: float = 5.0) -> str:
+    def _log_stage(self, stage: str, outcome: str) -> None:
+        self.stop_log.append((stage, outcome))
+        log.info("%s: stop stage %s: %s", self.name, stage, outcome)
+        if self.on_stage is not None:
+            try:
+                self.on_stage(stage, outcome)
+            except Exception as exc:  # a log sink that fails must not stop the stop
+                log.debug("%s: on_stage failed: %s", self.name, exc)
+
+    def stop(self, soft: Sequence[StopStage] = (), term_grace: float = 2.0) -> str:
         """End QEMU: *soft* stages in order, then SIGTERM, then SIGKILL.
 
         Safe to call twice and on every path (it never raises for a stage that
@@ -210,11 +239,14 @@ class QemuProcess:
                 stage = "never started"
             elif self.alive:
                 stage = self._stop_stages(soft, term_grace)
+            else:
+                stage = self._record_exit()
         finally:
             if self.alive:  # interrupted above (Ctrl-C): never leave QEMU behind
                 self._signal(signal.SIGKILL)
                 self.wait(10)
                 stage = "SIGKILL"
+                self._log_stage("SIGKILL", "ended it (the stop was interrupted)")
             self._reap()
             self._close_output()
         self.stop_stage = stage
@@ -223,33 +255,45 @@ class QemuProcess:
         return stage
 
     def _stop_stages(self, soft: Sequence[StopStage], term_grace: float) -> str:
+        if self.pty is None and process_state(self.pid) == "T":
+            self._log_stage("state", "QEMU is stopped (SIGSTOP or a debugger): no soft stage can work")
+            return self._sigkill()
         for st in soft:
             if not self.alive:
                 return self._record_exit()
+            started = time.monotonic()
             try:
                 st.action()
             except Exception as exc:  # the monitor or the console may be gone already
-                self.stop_log.append((st.name, f"failed: {type(exc).__name__}: {exc}"))
-                log.info("%s: stop stage %s failed: %s", self.name, st.name, exc)
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                self._log_stage(st.name, f"failed after {time.monotonic() - started:.1f}s: "
+                                         f"{type(exc).__name__}: {first}")
+                if st.kill_if_fails:
+                    if self.wait(0.5):  # it went away as it failed to answer
+                        self._log_stage(st.name, "ended it (QEMU exited)")
+                        return st.name
+                    return self._sigkill()
                 continue
             if self.wait(st.grace):
-                self.stop_log.append((st.name, "ended it"))
+                self._log_stage(st.name, "ended it")
                 return st.name
-            self.stop_log.append((st.name, f"still running after {st.grace:g}s"))
+            self._log_stage(st.name, f"still running after {st.grace:g}s")
         if not self.alive:
             return self._record_exit()
         self._signal(signal.SIGTERM)
         if self.wait(term_grace):
-            self.stop_log.append(("SIGTERM", "ended it"))
+            self._log_stage("SIGTERM", "ended it")
             return "SIGTERM"
-        self.stop_log.append(("SIGTERM", f"still running after {term_grace:g}s"))
+        self._log_stage("SIGTERM", f"still running after {term_grace:g}s")
+        return self._sigkill()
+
+    def _sigkill(self) -> str:
         self._signal(signal.SIGKILL)
-        self.wait(10)
-        self.stop_log.append(("SIGKILL", "ended it"))
+        self._log_stage("SIGKILL", "ended it" if self.wait(10) else "sent; QEMU not reaped after 10s")
         return "SIGKILL"
 
     def _record_exit(self) -> str:
-        self.stop_log.append((EXITED, "QEMU had already exited"))
+        self._log_stage(EXITED, "QEMU had already exited")
         return EXITED
 
     def kill(self) -> None:

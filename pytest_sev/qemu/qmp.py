@@ -6,21 +6,32 @@ there is no listening socket to race for and nothing on the filesystem; the
 path instead.  Every command and its reply (or error) is kept in the
 transcript (when one is given) and logged at DEBUG, so a report can show
 exactly what the harness asked QEMU and what QEMU said.
+
+A connection that breaks or stops answering is :class:`QMPLost` (a
+``GuestError``: the command, argv and log paths), never a raw asyncio or
+``ExecInterruptedError``; a transcript that cannot be written any more is
+reported once and the monitor goes on.  asyncio's own complaints about the
+tasks of a connection torn down by Ctrl-C go to the DEBUG log, not to the
+terminal after pytest's summary.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from qemu.qmp import ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-__all__ = ["QMP", "ExecuteError"]
+from pytest_sev.errors import QMPLost
+
+__all__ = ["QMP", "ExecuteError", "QMPLost"]
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +40,41 @@ class QMP:
     """Synchronous QMP on a connected socket (or a unix socket path)."""
 
     def __init__(self, sock: socket.socket | str | Path, transcript_path: Path | None = None,
-                 timeout: float = 30.0, name: str = "qemu") -> None:
+                 timeout: float = 30.0, name: str = "qemu",
+                 context: Callable[[], dict[str, Any]] | None = None) -> None:
+        """``context()`` returns the argv and log paths a :class:`QMPLost` carries."""
         self._mon = QEMUMonitorProtocol(str(sock) if isinstance(sock, (str, Path)) else sock)
+        self._mon._aloop.set_exception_handler(self._asyncio_exception)
         self._timeout = timeout
         self.name = name
+        self._context = context
         self.transcript_path = transcript_path
-        self._transcript: IO[str] | None = open(transcript_path, "a") if transcript_path else None
+        self.transcript_broken: str | None = None
+        self._transcript: IO[str] | None = None
+        if transcript_path:
+            try:
+                self._transcript = open(transcript_path, "a")
+            except OSError as exc:
+                self._transcript_failed(exc)
         self.greeting: dict[str, Any] | None = None
         #: the last command sent, for errors that happen while waiting for its reply
         self.last_command: str | None = None
+        #: why the connection counts as lost (None while it answers)
+        self.lost_reason: str | None = None
+
+    def _asyncio_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        log.debug("%s: asyncio: %s %r", self.name, context.get("message"), context.get("exception"))
+
+    def _transcript_failed(self, exc: OSError) -> None:
+        self.transcript_broken = f"{exc.strerror or exc}"
+        log.warning("%s: QMP transcript %s cannot be written (%s); going on without it",
+                    self.name, self.transcript_path, self.transcript_broken)
+        if self._transcript is not None:
+            try:
+                self._transcript.close()
+            except OSError:
+                pass
+        self._transcript = None
 
     def connect(self, timeout: float = 30.0) -> dict[str, Any]:
         """Read the greeting and negotiate capabilities."""
@@ -56,25 +93,55 @@ class QMP:
         if args:
             entry["arguments"] = args
         entry["error" if error is not None else "return"] = error if error is not None else reply
-        line = json.dumps(entry)
+        self.note(entry)
+
+    def note(self, entry: dict[str, Any]) -> None:
+        """Append one JSON line to the transcript (QMP traffic, stop stages)."""
+        entry.setdefault("time", round(time.time(), 3))
+        line = json.dumps(entry, default=str)
         log.debug("%s: qmp %s", self.name, line)
         if self._transcript is not None:
-            self._transcript.write(line + "\n")
-            self._transcript.flush()
+            try:
+                self._transcript.write(line + "\n")
+                self._transcript.flush()
+            except OSError as exc:
+                self._transcript_failed(exc)
 
-    def execute(self, cmd: str, **args: Any) -> Any:
-        """Run *cmd*; return its ``return`` value or raise ExecuteError."""
+    def execute(self, cmd: str, timeout: float | None = None, **args: Any) -> Any:
+        """Run *cmd*; return its ``return`` value, raise ExecuteError (QEMU
+        refused it) or QMPLost (no answer within the timeout, or no connection)."""
         self.last_command = cmd
+        if timeout is not None:
+            self._mon.settimeout(timeout)
         try:
             reply = self._mon.cmd(cmd, **args)
         except ExecuteError as exc:
             self._record(cmd, args, None, f"{exc.error_class}: {exc}")
             raise
         except Exception as exc:  # socket lost or timed out: keep it in the transcript too
-            self._record(cmd, args, None, f"{type(exc).__name__}: {exc}")
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self._record(cmd, args, None, why)
+            if cmd != "quit":  # quit is answered by QEMU going away
+                self.lost_reason = f"QMP lost: no answer to {cmd!r} ({why})"
+            raise self.lost(f"QMP lost: no answer to {cmd!r} ({why})") from exc
+        except BaseException as exc:  # Ctrl-C while waiting: the transcript says so
+            self._record(cmd, args, None, f"{type(exc).__name__} while waiting for the reply")
             raise
+        finally:
+            if timeout is not None:
+                self._mon.settimeout(self._timeout)
         self._record(cmd, args, reply, None)
         return reply
+
+    def lost(self, what: str) -> QMPLost:
+        ctx = self._context() if self._context is not None else {}
+        detail = f"last QMP command: {self.last_command}"
+        if ctx.get("exit"):
+            detail += f"\n{ctx['exit']}"
+        logs = dict(ctx.get("logs", {}))
+        if self.transcript_path is not None:
+            logs.setdefault("qmp transcript", self.transcript_path)
+        return QMPLost(what, argv=ctx.get("argv", ()), logs=logs, detail=detail)
 
     def events(self) -> list[dict[str, Any]]:
         """Events QEMU sent so far (e.g. SHUTDOWN, GUEST_PANICKED)."""
@@ -85,8 +152,8 @@ class QMP:
 
     def close(self) -> None:
         try:
-            self._mon.close()
-        except Exception:  # already gone with QEMU: nothing to close politely
+            self._mon._sync(self._mon._qmp.disconnect(), 5)
+        except (Exception, asyncio.CancelledError):  # already gone with QEMU: nothing to close politely
             pass
         if self._transcript is not None:
             self._transcript.close()
