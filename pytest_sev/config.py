@@ -5,11 +5,27 @@ Options come from the command line, then the ini file
 that cannot work (a missing kernel, an unknown mode, ``swiotlb=-1``, a policy
 that contradicts the mode) raises :class:`ConfigError` with one line; the
 plugin turns it into ``pytest.UsageError`` before any guest boots.
+
+Files are checked for what they must *be*, not only that they exist, so a
+wrong path is one line at start-up instead of a guest that sits at the UEFI
+shell until the boot timeout: the QEMU binary runs and reports a version;
+a kernel has the bzImage header; an initrd is a cpio archive (or a
+compressed one); OVMF code and vars have a flash size QEMU accepts; a disk
+image is one (``qemu-img info``, a partition table, an EFI system partition
+since image guests boot with OVMF); ``--accel=kvm`` only where KVM can run
+guests; timeouts are finite and at least a second; the boot entry regex
+compiles (and has an image to apply to); sink directories are writable.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import re
 import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +72,181 @@ def _existing(name: str, value: str | None) -> Path | None:
     return path.resolve()  # QEMU runs in the guest's own directory
 
 
+#: a sink with less free space than this is full for the purpose of a run
+MIN_FREE_BYTES = 1 << 20
+
+
+def check_writable_dir(path: Path, what: str) -> None:
+    """ConfigError (one line) unless *path* is, or can become, a writable
+    directory with some free space.  Creates nothing."""
+    path = Path(path).absolute()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "" if probe == path else f" ({probe} is in the way)"
+        raise ConfigError(f"{what} {path}: not a directory{where}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: {probe} is not writable (read-only file system or permissions)")
+    try:
+        st = os.statvfs(probe)
+    except OSError:
+        return
+    if st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
+        raise ConfigError(f"{what} {path}: no space left on device ({st.f_bavail * st.f_frsize} bytes free)")
+
+
+# -- what a file must be ----------------------------------------------------------
+
+def _head(path: Path, n: int = 4096) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def check_kernel(path: Path, what: str = "--guest-kernel") -> None:
+    """An x86 bzImage: the ``HdrS`` setup header signature at 0x202."""
+    head = _head(path, 0x210)
+    if head[0x202:0x206] != b"HdrS":
+        raise ConfigError(f"{what} {path}: not a Linux kernel (no bzImage 'HdrS' header at 0x202)")
+
+
+#: what an initrd starts with: cpio (newc, crc, odc) or a compressor QEMU's kernel can unpack
+INITRD_MAGIC = {b"070701": "cpio", b"070702": "cpio", b"070707": "cpio", b"\x1f\x8b": "gzip",
+                b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2",
+                b"\x02\x21\x4c\x18": "lz4", b"\x04\x22\x4d\x18": "lz4", b"\x89LZO": "lzo",
+                b"\x5d\x00\x00": "lzma"}
+
+
+def check_initrd(path: Path, what: str = "--guest-initrd") -> str:
+    head = _head(path, 16)
+    for magic, kind in INITRD_MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    raise ConfigError(f"{what} {path}: not an initrd (neither a cpio archive nor gzip/xz/zstd/"
+                      "bzip2/lz4/lzo/lzma compressed)")
+
+
+FLASH_SECTOR = 4096
+FLASH_MAX = 16 << 20
+
+
+def check_flash(path: Path, what: str) -> None:
+    """OVMF code/vars: QEMU maps them on pflash, which wants whole 4 KiB
+    sectors (else "pflash has invalid size" when a guest starts)."""
+    size = path.stat().st_size
+    if size == 0 or size % FLASH_SECTOR or size > FLASH_MAX:
+        raise ConfigError(f"{what} {path}: {size} bytes is not a flash image size "
+                          f"(a non-zero multiple of 4 KiB up to 16 MiB)")
+
+
+ESP_GUID = bytes.fromhex("28732ac11ff8d211ba4b00a0c93ec93b")  # C12A7328-F81F-11D2-BA4B-00A0C93EC93B
+
+
+def partitions_summary(head: bytes) -> tuple[str | None, bool]:
+    """(table kind or None, has an EFI system partition) from the first
+    sectors of a raw disk (pure)."""
+    if len(head) >= 1024 and head[512:520] == b"EFI PART":
+        start = int.from_bytes(head[512 + 72:512 + 80], "little") * 512
+        count = int.from_bytes(head[512 + 80:512 + 84], "little")
+        size = int.from_bytes(head[512 + 84:512 + 88], "little") or 128
+        entries = head[start:start + min(count, 128) * size]
+        esp = any(entries[i:i + 16] == ESP_GUID for i in range(0, len(entries), size))
+        return "gpt", esp
+    if len(head) >= 512 and head[510:512] == b"\x55\xaa":
+        types = [head[446 + 16 * i + 4] for i in range(4)]
+        if any(types):
+            return "mbr", 0xEF in types
+    return None, False
+
+
+def check_disk_image(path: Path, what: str = "--guest-image") -> str:
+    """A disk: ``qemu-img info`` names its format, and it has a partition
+    table with an EFI system partition (image guests boot with OVMF)."""
+    try:
+        out = subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True,
+                             text=True, timeout=30)
+    except FileNotFoundError:
+        return "unknown"  # no qemu-img: QEMU will say it when the guest starts
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ConfigError(f"{what} {path}: qemu-img info failed ({exc})") from None
+    if out.returncode != 0:
+        first = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ConfigError(f"{what} {path}: not a disk image (qemu-img: {first})")
+    fmt = str(json.loads(out.stdout).get("format", "raw"))
+    head = b""
+    if fmt == "raw":
+        head = _head(path, 34 * 512)
+    else:
+        with tempfile.TemporaryDirectory(prefix="sev-imgcheck-") as scratch:
+            raw = Path(scratch) / "head.raw"
+            dd = subprocess.run(["qemu-img", "dd", "-f", fmt, "-O", "raw", "bs=512", "count=34",
+                                 f"if={path}", f"of={raw}"], capture_output=True, text=True, timeout=30)
+            if dd.returncode != 0:
+                return fmt  # cannot look inside: QEMU will
+            head = raw.read_bytes()
+    table, esp = partitions_summary(head)
+    if table is None:
+        raise ConfigError(f"{what} {path}: {fmt} file without a partition table (not a bootable disk)")
+    if not esp:
+        raise ConfigError(f"{what} {path}: {fmt} disk ({table}) without an EFI system partition: "
+                          "OVMF would stop at the UEFI shell")
+    return fmt
+
+
+def check_qemu(binary: str) -> tuple[int, int, int]:
+    """The binary runs and says ``QEMU emulator version X.Y``."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ConfigError(f"--qemu {binary}: cannot run it ({exc})") from None
+    m = re.search(r"QEMU emulator version (\d+)\.(\d+)(?:\.(\d+))?", out.stdout)
+    if not m:
+        said = (out.stdout + out.stderr).strip().splitlines()[:1] or ["nothing"]
+        raise ConfigError(f"--qemu {binary}: not QEMU ('{binary} --version' printed {said[0][:80]!r}, "
+                          f"exit status {out.returncode})")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def check_accel(accel: str) -> None:
+    """``--accel=kvm`` only where KVM can run guests (else QEMU aborts later)."""
+    if accel != "kvm":
+        return
+    from pytest_sev.qemu.accel import choose_accel  # reads /dev/kvm and /proc/cpuinfo
+    auto = choose_accel("auto")
+    if auto.name != "kvm":
+        raise ConfigError(f"--accel kvm: KVM cannot run guests on this host ({auto.reason}); "
+                          "use --accel=auto or --accel=tcg")
+
+
+def parse_seconds(name: str, text: object, default: float) -> float:
+    """A finite number of seconds, at least 1."""
+    if text in (None, ""):
+        return default
+    try:
+        value = float(str(text))
+    except ValueError:
+        raise ConfigError(f"{name} {text!r} is not a number of seconds") from None
+    if math.isnan(value) or math.isinf(value):
+        raise ConfigError(f"{name} {text}: must be a finite number of seconds")
+    if value <= 0:
+        raise ConfigError(f"{name} {value:g} must be positive")
+    if value < 1:
+        raise ConfigError(f"{name} {value:g}: must be at least 1 second")
+    return value
+
+
+def check_regex(name: str, text: str | None) -> None:
+    if not text:
+        return
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"{name} {text!r} is not a valid regex: {exc}") from None
+
+
 def resolve_mode(sev_es: bool, sev: bool, sev_mode: str | None) -> str:
     """Fold ``--sev-es``, ``--sev`` and ``--sev-mode`` into one mode."""
     if sev_mode is not None and sev_mode not in RUN_MODES:
@@ -98,18 +289,29 @@ def build_config(get) -> RunConfig:
     firmware = get("guest_firmware") or "seabios"
     if firmware not in FIRMWARES:
         raise ConfigError(f"--guest-firmware {firmware!r} is not one of {', '.join(FIRMWARES)}")
-    try:
-        timeout = float(get("guest_timeout") or 300)
-    except ValueError:
-        raise ConfigError(f"--guest-timeout {get('guest_timeout')!r} is not a number of seconds") from None
-    if timeout <= 0:
-        raise ConfigError(f"--guest-timeout {timeout:g} must be positive")
+    timeout = parse_seconds("--guest-timeout", get("guest_timeout"), 300.0)
     policy = parse_policy(get("sev_policy"))
     check_policy_against_mode(policy, mode)
     kernel = _existing("--guest-kernel", get("guest_kernel"))
     initrd = _existing("--guest-initrd", get("guest_initrd"))
     if initrd and not kernel:
         raise ConfigError("--guest-initrd needs --guest-kernel")
+    if kernel:
+        check_kernel(kernel)
+    if initrd:
+        check_initrd(initrd)
+    ovmf_code = _existing("--ovmf-code", get("ovmf_code"))
+    ovmf_vars = _existing("--ovmf-vars", get("ovmf_vars"))
+    for name, flash in (("--ovmf-code", ovmf_code), ("--ovmf-vars", ovmf_vars)):
+        if flash:
+            check_flash(flash, name)
+    image = _existing("--guest-image", get("guest_image"))
+    boot_entry = get("guest_boot_entry") or None
+    check_regex("--guest-boot-entry", boot_entry)
+    if boot_entry and not image:
+        raise ConfigError("--guest-boot-entry needs --guest-image (it picks a GRUB entry of the image)")
+    if image:
+        check_disk_image(image)
     sizes = get("dma_sizes") or ""
     sizes_t = tuple(s for s in sizes.replace(",", " ").split() if s)
     if sizes_t:
@@ -120,17 +322,18 @@ def build_config(get) -> RunConfig:
             except ValueError as exc:
                 raise ConfigError(f"--dma-sizes: {exc}") from None
     qemu = get("qemu")
-    if qemu is not None and not shutil.which(qemu):
-        raise ConfigError(f"--qemu {qemu}: not an executable QEMU binary")
+    if qemu is not None:
+        if not shutil.which(qemu):
+            raise ConfigError(f"--qemu {qemu}: not an executable QEMU binary")
+        check_qemu(shutil.which(qemu) or qemu)
+    check_accel(accel)
     return RunConfig(
         mode=mode, qemu=qemu or "qemu-system-x86_64", accel=accel,
-        ovmf_code=_existing("--ovmf-code", get("ovmf_code")),
-        ovmf_vars=_existing("--ovmf-vars", get("ovmf_vars")),
-        guest_kernel=kernel, guest_initrd=initrd,
-        guest_image=_existing("--guest-image", get("guest_image")),
+        ovmf_code=ovmf_code, ovmf_vars=ovmf_vars,
+        guest_kernel=kernel, guest_initrd=initrd, guest_image=image,
         guest_firmware=firmware, guest_timeout=timeout,
         guest_user=get("guest_user") or "root", guest_password=get("guest_password") or "",
-        guest_boot_entry=get("guest_boot_entry") or None,
+        guest_boot_entry=boot_entry,
         sev_policy=policy, allow_debug=bool(get("allow_debug")), dma_sizes=sizes_t,
         log_dir=Path(get("guest_log_dir") or "reports/guest-logs"),
     )

@@ -28,7 +28,7 @@ from pytest_sev.dma.kmsg import parse_kmsg
 from pytest_sev.dma.load import parse_result
 from pytest_sev.dma.stall import Sample, StallDetector
 from pytest_sev.errors import GuestError
-from pytest_sev.guest.guest import PANIC, Guest
+from pytest_sev.guest.guest import FRESH_SHELL_PROMPT, PANIC, Guest
 from pytest_sev.host import check_outcome, decide
 from pytest_sev.host.recorded import load_recorded
 from pytest_sev.images.provision import _run
@@ -103,8 +103,32 @@ def panicked(console) -> tuple[str, str]:
     con, peer = console
     peer.sendall(NOISE + b"[    1.2] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n")
     assert con.expect([READY.encode(), PANIC], 5, BOOT_WHAT) == 1
-    stub = SimpleNamespace(console=con, argv=["qemu-system-x86_64"], logs={})
+    stub = SimpleNamespace(console=con, _con=con, argv=["qemu-system-x86_64"], logs={},
+                           mark_unusable=lambda why: None)
     return raised(Guest._panicked, stub, "boot")
+
+
+def command_panicked(console) -> tuple[str, str]:
+    con, peer = console
+    peer.sendall(b"[    3.0] sysrq: Trigger a crash\r\n"
+                 b"[    3.1] Kernel panic - not syncing: sysrq triggered crash\r\n"
+                 b"[    3.1] Call Trace:\r\n[    3.1]  <TASK>\r\n[    3.1]  dump_stack_lvl+0x44/0x5c\r\n"
+                 b"[    3.2] ---[ end Kernel panic - not syncing: sysrq triggered crash ]---\r\n")
+    return raised(con.run, "echo c > /proc/sysrq-trigger", 5)
+
+
+def shell_died(console) -> tuple[str, str]:
+    con, peer = console
+    con.dead_shell = [FRESH_SHELL_PROMPT]
+    peer.sendall(b"\r\n\r\nsev-guest# ")
+    return raised(con.run, "kill -9 $$; sleep 30", 5)
+
+
+def unusable() -> tuple[str, str]:
+    stub = SimpleNamespace(unusable="GuestTimeout during command 'sleep 100': timed out after 2s waiting "
+                                    "for command 'sleep 100' to finish", spec=SimpleNamespace(name="guest"),
+                           argv=["qemu-system-x86_64"], logs={})
+    return raised(Guest.run, stub, "echo hi")
 
 
 def command_hung(console) -> tuple[str, str]:
@@ -166,6 +190,31 @@ def qmp_error(tmp_path) -> tuple[str, str]:
         proc.wait()
 
 
+def qmp_lost(tmp_path) -> tuple[str, str]:
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        pytest.skip("qemu-system-x86_64 is not installed")
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen([qemu, "-machine", "none", "-nodefaults", "-display", "none",
+                             "-chardev", f"socket,id=m,fd={theirs.fileno()}", "-mon", "chardev=m,mode=control"],
+                            pass_fds=(theirs.fileno(),), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    theirs.close()
+    qmp = QMP(ours, tmp_path / "qmp.jsonl",
+              context=lambda: {"argv": [qemu, "-machine", "none"], "logs": {"console log": tmp_path / "c.log"}})
+    try:
+        qmp.connect(timeout=30)
+        proc.kill()
+        proc.wait()
+        status, message = raised(qmp.execute, "query-status", timeout=3)
+        assert "last QMP command: query-status" in message and "qemu command line: " in message
+        return status, message
+    finally:
+        qmp.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def build_failure() -> tuple[str, str]:
     return raised(_run, ["sh", "-c", "echo 'make: *** [vmlinux] Error 2' >&2; exit 2"])
 
@@ -205,6 +254,10 @@ CASES = {
     "build": ("Build or provisioning failure", lambda c, t: build_failure()),
     "not-provisioned": ("Build or provisioning failure", lambda c, t: not_provisioned()),
     "command-hung": ("Guest command failed or hung", lambda c, t: command_hung(c)),
+    "command-panic": ("Guest kernel panic", lambda c, t: command_panicked(c)),
+    "shell-died": ("Guest shell died", lambda c, t: shell_died(c)),
+    "qmp-lost": ("QMP connection lost", lambda c, t: qmp_lost(t)),
+    "unusable": ("Guest left unusable by an earlier failure", lambda c, t: unusable()),
     "command-exited": ("Guest command failed or hung", lambda c, t: guest_command_exited()),
     "harness": ("Harness error", lambda c, t: harness_bug()),
 }

@@ -11,7 +11,15 @@ Three pytest11 entry points live here, so each can be switched off alone:
 They talk through the hooks in :mod:`.hookspecs`, never by importing each other.
 """
 
-from pytest_sev.plugin.fixtures import guest, guest_factory, host, run_config, sev_es_guest, sev_guest
+from pytest_sev.plugin.fixtures import (
+    _sev_shared_guest,
+    guest,
+    guest_factory,
+    host,
+    run_config,
+    sev_es_guest,
+    sev_guest,
+)
 from pytest_sev.plugin.hooks import (
     pytest_addhooks,
     pytest_addoption,
@@ -19,10 +27,14 @@ from pytest_sev.plugin.hooks import (
     pytest_report_header,
     pytest_runtest_makereport,
     pytest_runtest_setup,
+    pytest_terminal_summary,
+    pytest_timeout_set_timer,
+    pytest_unconfigure,
 )
 
 __all__ = [
-    "guest", "guest_factory", "host", "pytest_addhooks", "pytest_addoption", "pytest_configure",
-    "pytest_report_header", "pytest_runtest_makereport", "pytest_runtest_setup", "run_config",
+    "_sev_shared_guest", "guest", "guest_factory", "host", "pytest_addhooks", "pytest_addoption", "pytest_configure",
+    "pytest_report_header", "pytest_runtest_makereport", "pytest_runtest_setup", "pytest_terminal_summary",
+    "pytest_timeout_set_timer", "pytest_unconfigure", "run_config",
     "sev_es_guest", "sev_guest",
 ]

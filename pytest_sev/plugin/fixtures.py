@@ -3,7 +3,14 @@
 ``guest_factory`` makes guests from specs and tears every one down after the
 test, on every path; logs of a guest whose test failed are kept under the
 guest log directory and attached to the Allure report; logs of passing
-tests are removed.  ``guest`` is one plain default guest for a whole session.
+tests are removed.  ``guest`` is one plain default guest shared by the
+session, replaced before a test when an earlier test left it unusable (a
+command that timed out, a dead shell, a desynchronised console, a lost QMP
+connection, QEMU gone): the old one is torn down with its logs kept, and the
+new one's ``harness.log`` says what it replaced and why.
+
+A guest log directory that fills up mid-run is reported once
+(:mod:`.sinks`); guests then run in a temporary directory, still torn down.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pytest_sev.errors import GuestError
 from pytest_sev.guest.guest import Guest
 from pytest_sev.guest.spec import GuestSpec
 from pytest_sev.guest.specs import cbitpos_of, plain_spec, sev_spec
+from pytest_sev.plugin import sinks
 from pytest_sev.plugin.mode_table import apply_mode_table
 from pytest_sev.plugin.state import host_report
 from pytest_sev.plugin.state import run_config as _run_config
@@ -63,7 +71,14 @@ def _failed(item: pytest.Item) -> bool:
                for w in ("setup", "call"))
 
 
-def finish_guest(guest: Guest, keep: bool) -> None:
+SinkFailed = Callable[[Path, str], None]
+
+
+def _no_sink_report(directory: Path, why: str) -> None:
+    pass
+
+
+def finish_guest(guest: Guest, keep: bool, sink_failed: SinkFailed = _no_sink_report) -> None:
     """Collect evidence, attach it, shut down, and drop the logs unless kept."""
     kernel_log = None
     try:
@@ -73,45 +88,79 @@ def finish_guest(guest: Guest, keep: bool) -> None:
         pass
     finally:
         guest.close()
-        attach_guest(guest, kernel_log)
+        broken = [getattr(guest.console, "log_broken", None), getattr(guest.qmp, "transcript_broken", None)]
+        for why in filter(None, broken):
+            sink_failed(guest.workdir.parent, why)
+        try:
+            attach_guest(guest, kernel_log)
+        except OSError as exc:  # a results sink that fails must not stop the teardown
+            sink_failed(guest.workdir, sinks.why(exc))
         if not keep:
             shutil.rmtree(guest.workdir, ignore_errors=True)
 
 
 class GuestFactory:
-    """Callable that starts guests and remembers them for teardown."""
+    """Callable that starts guests and remembers them for teardown.
 
-    def __init__(self, cfg: RunConfig, workroot: Path) -> None:
+    ``sink_failed(directory, why)`` hears about log directories that cannot
+    be written; the guest then runs in a temporary directory instead."""
+
+    def __init__(self, cfg: RunConfig, workroot: Path, sink_failed: SinkFailed = _no_sink_report) -> None:
         self.cfg = cfg
         self.workroot = workroot
+        self.sink_failed = sink_failed
         self.guests: list[Guest] = []
+        self._made = 0
+
+    def _workdir(self, spec: GuestSpec) -> Path | None:
+        workdir = self.workroot / f"{self._made}-{_slug(spec.name)}-{int(time.time())}"
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / "harness.log").touch()
+        except OSError as exc:
+            self.sink_failed(self.workroot, sinks.why(exc))
+            shutil.rmtree(workdir, ignore_errors=True)
+            return None  # Guest makes (and removes) a temporary one
+        return workdir
 
     def __call__(self, spec: GuestSpec | None = None, **fields) -> Guest:
         spec = spec or plain_spec(self.cfg, **fields)
-        workdir = self.workroot / f"{len(self.guests)}-{_slug(spec.name)}-{int(time.time())}"
-        guest = Guest(spec, qemu=self.cfg.qemu, accel=self.cfg.accel, workdir=workdir)
+        guest = Guest(spec, qemu=self.cfg.qemu, accel=self.cfg.accel, workdir=self._workdir(spec))
+        self._made += 1
         self.guests.append(guest)
         guest.start()  # on failure the fixture's teardown still closes it
         return guest
+
+    def retire(self, guest: Guest) -> None:
+        """Tear one guest down now (logs kept: something made it unusable)."""
+        self.guests.remove(guest)
+        finish_guest(guest, keep=True, sink_failed=self.sink_failed)
 
     def finish(self, keep: bool) -> None:
         errors = []
         for guest in self.guests:
             try:
-                finish_guest(guest, keep)
+                finish_guest(guest, keep, self.sink_failed)
             except BaseException as exc:  # tear every guest down, then report
                 errors.append(exc)
-        if self.workroot.exists() and not any(self.workroot.iterdir()):
-            self.workroot.rmdir()
+        try:
+            if self.workroot.exists() and not any(self.workroot.iterdir()):
+                self.workroot.rmdir()
+        except OSError:
+            pass
         if errors:
             raise errors[0]
+
+
+def _sink_reporter(config: pytest.Config) -> SinkFailed:
+    return lambda directory, why: sinks.sink_failed(config, directory, why)
 
 
 @pytest.fixture
 def guest_factory(request: pytest.FixtureRequest, run_config: RunConfig) -> Iterator[Callable[..., Guest]]:
     """``guest_factory(spec=None, **GuestSpec fields) -> started Guest``."""
     root = _log_root(run_config, request.config) / _slug(request.node.nodeid)
-    factory = GuestFactory(run_config, root)
+    factory = GuestFactory(run_config, root, _sink_reporter(request.config))
     yield factory
     factory.finish(keep=_failed(request.node))
 
@@ -121,7 +170,8 @@ def scoped_guest(request: pytest.FixtureRequest, cfg: RunConfig, label: str,
                  spec: GuestSpec | None = None, **fields) -> Iterator[Guest]:
     """A guest for a module- or session-scoped fixture; its logs are kept
     when any test failed while it was up."""
-    factory = GuestFactory(cfg, _log_root(cfg, request.config) / _slug(label))
+    factory = GuestFactory(cfg, _log_root(cfg, request.config) / _slug(label),
+                           _sink_reporter(request.config))
     failed_before = request.session.testsfailed
     try:
         yield factory(spec, **fields)
@@ -129,11 +179,53 @@ def scoped_guest(request: pytest.FixtureRequest, cfg: RunConfig, label: str,
         factory.finish(keep=request.session.testsfailed > failed_before)
 
 
+class SharedGuest:
+    """The session's shared guest: started on first use, replaced when unusable."""
+
+    def __init__(self, factory: GuestFactory) -> None:
+        self.factory = factory
+        self.current: Guest | None = None
+        self.replaced: list[tuple[str, str]] = []  # (old guest's workdir, why)
+
+    def get(self) -> Guest:
+        old = self.current
+        if old is not None and old.responsive:
+            return old
+        why = None
+        if old is not None:
+            why = old.unusable or ("it never finished booting" if old.boot_seconds is None
+                                   else "it stopped answering")
+            self.current = None
+            try:
+                self.factory.retire(old)
+            except BaseException as exc:  # noqa: BLE001 - a failed teardown must not keep the old one
+                why += f" (its teardown failed: {type(exc).__name__}: {exc})"
+            self.replaced.append((str(old.workdir), why))
+        self.current = self.factory()
+        if why is not None:
+            self.current.note(f"replaces shared guest {old.workdir if old else '?'}: {why}")
+        return self.current
+
+
 @pytest.fixture(scope="session")
-def guest(request: pytest.FixtureRequest, run_config: RunConfig) -> Iterator[Guest]:
-    """One plain default guest shared by the session (read-only use, please)."""
-    with scoped_guest(request, run_config, "session-guest") as shared:
+def _sev_shared_guest(request: pytest.FixtureRequest, run_config: RunConfig) -> Iterator[SharedGuest]:
+    factory = GuestFactory(run_config, _log_root(run_config, request.config) / "session-guest",
+                           _sink_reporter(request.config))
+    failed_before = request.session.testsfailed
+    shared = SharedGuest(factory)
+    try:
         yield shared
+    finally:
+        factory.finish(keep=request.session.testsfailed > failed_before or bool(shared.replaced))
+
+
+@pytest.fixture
+def guest(_sev_shared_guest: SharedGuest) -> Guest:
+    """One plain default guest shared by the session (read-only use, please).
+
+    A test that leaves it unusable (a command timed out and may still run,
+    its shell died, QMP was lost) fails; the next test gets a fresh one."""
+    return _sev_shared_guest.get()
 
 
 def _decided_sev_guest(request: pytest.FixtureRequest, factory: GuestFactory,

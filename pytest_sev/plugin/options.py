@@ -7,9 +7,11 @@ command line wins.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from pytest_sev.config import ACCELS, FIRMWARES, ConfigError, RunConfig, build_config
+from pytest_sev.config import ACCELS, FIRMWARES, ConfigError, RunConfig, build_config, check_writable_dir
 from pytest_sev.modes import RUN_MODES
 
 #: (flag, dest, help, is_flag)
@@ -57,6 +59,9 @@ def read_config(config: pytest.Config) -> RunConfig:
         return value if value not in ("", []) else None
 
     try:
-        return build_config(get)
+        cfg = build_config(get)
+        log_dir = cfg.log_dir if cfg.log_dir.is_absolute() else Path(config.rootpath) / cfg.log_dir
+        check_writable_dir(log_dir, "--guest-log-dir")
+        return cfg
     except ConfigError as exc:
         raise pytest.UsageError(f"pytest-sev: {exc}") from None

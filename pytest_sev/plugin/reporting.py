@@ -12,6 +12,11 @@ Separate from :mod:`pytest_sev.plugin` so reporting can be switched off
 - ``pytest_runtest_call``: the host report on host-suite tests;
 - ``pytest_sessionfinish``: ``environment.properties`` and
   ``categories.json`` (controller only under xdist).
+
+The results directory is a sink that never stops the run: one that cannot
+be written is a one-line usage error at start-up; one that fills up mid-run
+is reported once (:mod:`.sinks`) and allure-pytest's writes to it are
+skipped from then on, so the tests keep running and every guest is torn down.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sev.plugin import hookspecs, labels
+from pytest_sev.config import ConfigError, check_writable_dir
+from pytest_sev.plugin import hookspecs, labels, sinks
 from pytest_sev.plugin.host_attach import attach_host_report
 from pytest_sev.reporting import categories, environment, resultsdir
 from pytest_sev.reporting.runner_name import runner_name
@@ -65,10 +71,65 @@ def pytest_configure(config: pytest.Config) -> None:
             option.allure_report_dir = str(default)
             chose = True
             if not _is_worker(config) and not option.collectonly:
-                resultsdir.empty_results_dir(default)
+                _check_results_dir(default, "the default Allure results directory")
+                try:
+                    resultsdir.empty_results_dir(default)
+                except OSError as exc:
+                    raise pytest.UsageError(f"pytest-sev: the default Allure results directory {default}: "
+                                            f"{sinks.why(exc)} (--alluredir elsewhere, or -o sev_allure=false)"
+                                            ) from None
     config.stash[CHOSE_DEFAULT] = chose
     directory = option.allure_report_dir
     config.stash[RESULTS] = Path(os.path.abspath(directory)) if directory else None
+    if directory and not chose and not option.collectonly:
+        _check_results_dir(Path(os.path.abspath(directory)), "--alluredir")
+
+
+def _check_results_dir(directory: Path, what: str) -> None:
+    try:
+        check_writable_dir(directory, what)
+    except ConfigError as exc:
+        hint = " (--alluredir elsewhere, or -o sev_allure=false)" if what != "--alluredir" else ""
+        raise pytest.UsageError(f"pytest-sev: {exc}{hint}") from None
+
+
+#: allure-commons hooks that write into the results directory
+_WRITING_HOOKS = ("report_result", "report_container", "report_attached_file",
+                  "report_attached_data", "report_globals")
+
+
+def _guard_allure_writes(config: pytest.Config, directory: Path) -> None:
+    """Make allure-pytest's file logger report a failing write once instead
+    of raising it into pytest (INTERNALERROR, the rest of the run lost)."""
+    import allure_commons
+    from allure_commons.logger import AllureFileLogger
+
+    for name in _WRITING_HOOKS:
+        caller = getattr(allure_commons.plugin_manager.hook, name, None)
+        if caller is None:
+            continue
+        for impl in caller.get_hookimpls():
+            if not isinstance(impl.plugin, AllureFileLogger) or getattr(impl.function, "_sev_guarded", False):
+                continue
+
+            def guarded(*args, _write=impl.function, **kwargs):
+                if sinks.SINK_FAILURES in config.stash and str(directory) in config.stash[sinks.SINK_FAILURES]:
+                    return None  # already failed: skip quietly
+                try:
+                    return _write(*args, **kwargs)
+                except OSError as exc:
+                    sinks.sink_failed(config, directory, sinks.why(exc))
+                    return None
+
+            guarded._sev_guarded = True  # type: ignore[attr-defined]
+            impl.function = guarded
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    directory = results_dir(session.config)
+    if directory is not None:
+        _guard_allure_writes(session.config, directory)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -117,9 +178,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     directory = results_dir(config)
     if directory is None or _is_worker(config) or config.option.collectonly:
         return
-    directory.mkdir(parents=True, exist_ok=True)
-    categories.write_categories(directory)
-    environment.write_environment(directory, _environment(config))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        categories.write_categories(directory)
+        environment.write_environment(directory, _environment(config))
+    except OSError as exc:
+        sinks.sink_failed(config, directory, sinks.why(exc))
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:

@@ -79,11 +79,30 @@ CATEGORIES: tuple[Category, ...] = (
              "QEMU/OVMF/kernel could not be built, or the guest kernel/initramfs could not be provisioned.",
              first_line(r"build failed", r"BuildError", r"ProvisionError", r"InitramfsError",
                         r"MissingModule", r"is not provisioned")),
-    # guest.py _panicked(): "guest kernel panicked during boot: Kernel panic - not syncing: ..."
+    # guest.py run(): GuestUnusable "guest NAME is unusable: GuestTimeout during command 'sleep 100': ..."
+    # (first: the earlier failure it quotes may name any other cause)
+    Category("Guest left unusable by an earlier failure",
+             "The test used a guest that an earlier command left unusable (it timed out and may still "
+             "run, its shell died, QMP was lost); the message quotes that failure. The shared guest "
+             "fixture replaces such a guest, so this points at a test reusing its own broken guest.",
+             first_line(r"GuestUnusable", r"guest \S+ is unusable: ")),
+    # guest.py _panicked(): GuestPanicked "guest kernel panicked during boot: Kernel panic - not syncing: ..."
+    # serial.py _fail_panic(): "guest kernel panicked while waiting for command 'x' to finish: Kernel panic ..."
     # dma/classify.py: "panic: kernel panic: Kernel panic - not syncing: ..."
     Category("Guest kernel panic",
-             "The guest kernel panicked (during boot or under DMA load); the console log has the oops.",
-             first_line(r"[Kk]ernel panic", r"guest kernel panicked")),
+             "The guest kernel panicked (during boot, a command or DMA load); the message has the panic "
+             "line and the oops head (RIP, Call Trace), the console log the rest.",
+             first_line(r"[Kk]ernel panic", r"guest kernel panicked", r"GuestPanicked")),
+    # serial.py _expect_guarded(): ShellDied "the guest shell died while waiting for command 'x' to finish: ..."
+    Category("Guest shell died",
+             "The guest's shell ended under a command (killed, OOM, exit): a fresh shell answered "
+             "instead of the command's end marker. The guest was replaced for the next test.",
+             first_line(r"ShellDied", r"guest shell died")),
+    # qmp.py execute(): QMPLost "QMP lost: no answer to 'query-status' (TimeoutError)"
+    Category("QMP connection lost",
+             "QEMU's monitor stopped answering or its connection broke (QEMU frozen, killed or "
+             "crashed); the message has the last QMP command, the QEMU command line and the logs.",
+             first_line(r"QMPLost", r"QMP lost")),
     # dma/classify.py: "corruption: fio verify failed 2 time(s): ...",
     # "corruption: 1 dd pass(es) read back wrong data (... md5 x != y)"
     Category("Data corruption",
