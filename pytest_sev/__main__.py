@@ -24,9 +24,13 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        print(f"python -m pytest_sev: unknown command {argv[0]!r} (commands: {', '.join(COMMANDS)}; "
+              "--help for what each does)", file=sys.stderr)
+        return 2
+    if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        return 0 if argv else 2
     try:
         module = importlib.import_module(COMMANDS[argv[0]])
     except ModuleNotFoundError as exc:

@@ -24,11 +24,18 @@ from pytest_sev.build.recipes import DEFAULT_PREFIX, BuildOptions
 from pytest_sev.build.sources import COMPONENTS, default_sources_file, load_sources
 
 
+def _component(name: str) -> str:
+    """argparse type: a known component (choices= would list nargs='*''s [] among them)."""
+    if name not in COMPONENTS:
+        raise argparse.ArgumentTypeError(f"unknown component {name!r} (choose from {', '.join(COMPONENTS)})")
+    return name
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pytest_sev build",
                                 description="Build QEMU, OVMF and an SEV-ES kernel from pinned sources "
                                             "(AMD build.sh equivalent), cached.")
-    p.add_argument("component", nargs="*", choices=[[], *COMPONENTS], metavar="COMPONENT",
+    p.add_argument("component", nargs="*", type=_component, metavar="COMPONENT",
                    help="qemu, ovmf and/or kernel (default: all three, in that order)")
     p.add_argument("--install", metavar="PREFIX", default=DEFAULT_PREFIX,
                    help=f"install prefix, must exist (default {DEFAULT_PREFIX})")

@@ -45,6 +45,7 @@ import argparse
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -171,7 +172,16 @@ def _abs(path: str | None, what: str) -> Path | None:
     return p.resolve()  # the script resolves with readlink -e
 
 
+def check_sizes(args: argparse.Namespace) -> None:
+    """-mem and -smp name themselves when wrong, before anything else is looked at."""
+    if args.mem < 64:
+        raise LaunchError(f"-mem {args.mem}: memory {args.mem} MiB is too small to boot (>= 64)")
+    if not 1 <= args.smp <= 64:
+        raise LaunchError(f"-smp {args.smp}: vcpus {args.smp} out of range 1..64")
+
+
 def resolve(args: argparse.Namespace) -> Resolved:
+    check_sizes(args)
     execpath = Path(args.execpath)
     qemu = find_qemu(execpath)
     code, vars_template = find_firmware(execpath)
@@ -269,6 +279,41 @@ def _wait_forever(proc: QemuProcess) -> None:
         pass
 
 
+class Signalled(BaseException):
+    """SIGINT/SIGTERM/SIGHUP reached the launcher: stop the guest, clean up, exit 128+N."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    for sig in STOP_SIGNALS:  # the cleanup (QMP quit, socket, terminal) must not be cut short
+        signal.signal(sig, signal.SIG_IGN)
+    raise Signalled(signum)
+
+
+def _run_guarded(qemu_argv: list[str], res: Resolved) -> int:
+    """Run QEMU with SIGINT/SIGTERM/SIGHUP turned into a clean stop: the
+    runners' ``finally`` stops QEMU, removes the QMP socket and (pexpect's
+    ``interact``) restores the terminal; one line says what happened."""
+    previous = {signum: signal.signal(signum, _on_signal) for signum in STOP_SIGNALS}
+    try:
+        if sys.stdin.isatty():
+            return run_interactive(qemu_argv, res)
+        return run_plain(qemu_argv, res)
+    except Signalled as stop:
+        name = signal.Signals(stop.signum).name
+        print(f"\r\nlaunch: {name}: guest stopped, {res.qmp_socket.name} removed", file=sys.stderr)
+        return 128 + stop.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: list[str]) -> int:
     argv = list(argv)
     if argv[:1] == ["launch"]:
@@ -290,9 +335,7 @@ def main(argv: list[str]) -> int:
     if made:  # made once, then reused
         print(f"launch: created {vars_path} from {fw.vars_template}", file=sys.stderr)
     try:
-        if sys.stdin.isatty():
-            return run_interactive(qemu_argv, res)
-        return run_plain(qemu_argv, res)
+        return _run_guarded(qemu_argv, res)
     except (OSError, GuestError) as exc:
         print(f"launch: {exc}", file=sys.stderr)
         return 1
