@@ -24,6 +24,7 @@ from pytest_sev.plugin.hooks import (
     pytest_addhooks,
     pytest_addoption,
     pytest_configure,
+    pytest_keyboard_interrupt,
     pytest_report_header,
     pytest_runtest_makereport,
     pytest_runtest_setup,
@@ -34,7 +35,7 @@ from pytest_sev.plugin.hooks import (
 
 __all__ = [
     "_sev_shared_guest", "guest", "guest_factory", "host", "pytest_addhooks", "pytest_addoption", "pytest_configure",
-    "pytest_report_header", "pytest_runtest_makereport", "pytest_runtest_setup", "pytest_terminal_summary",
+    "pytest_keyboard_interrupt", "pytest_report_header", "pytest_runtest_makereport", "pytest_runtest_setup", "pytest_terminal_summary",
     "pytest_timeout_set_timer", "pytest_unconfigure", "run_config",
     "sev_es_guest", "sev_guest",
 ]

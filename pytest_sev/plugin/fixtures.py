@@ -108,7 +108,8 @@ class GuestFactory:
     def __init__(self, cfg: RunConfig, workroot: Path, sink_failed: SinkFailed = _no_sink_report) -> None:
         self.cfg = cfg
         self.workroot = workroot
-        self.sink_failed = sink_failed
+        # every failure is the log directory's (one warning for the run, not one per test)
+        self.sink_failed: SinkFailed = lambda directory, why: sink_failed(workroot.parent, why)
         self.guests: list[Guest] = []
         self._made = 0
 

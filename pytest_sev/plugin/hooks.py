@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Generator
 from typing import Any
@@ -56,17 +55,37 @@ BACKSTOPS = pytest.StashKey[list[threading.Timer]]()
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGTERM, _on_second_sigterm)  # let the teardown finish
-    sys.stderr.write("\npytest-sev: SIGTERM: stopping like Ctrl-C (every guest is torn down)\n")
-    raise KeyboardInterrupt("SIGTERM")
+    raise KeyboardInterrupt(SIGTERM_TEXT)
+
+
+SIGTERM_TEXT = "SIGTERM"
+
+
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    if excinfo.value.args[:1] == (SIGTERM_TEXT,):
+        config = _CONFIG[0] if _CONFIG else None
+        reporter = config.pluginmanager.get_plugin("terminalreporter") if config else None
+        if reporter is not None:
+            reporter.ensure_newline()
+            for note in _NOTES:
+                reporter.write_line(note, red=True, bold=True)
+            reporter.write_line("pytest-sev: SIGTERM: stopping like Ctrl-C (every guest is torn down)",
+                                yellow=True, bold=True)
 
 
 def _on_second_sigterm(signum: int, frame: Any) -> None:
     log.warning("pytest-sev: SIGTERM again during teardown: ignored, the teardown is bounded")
 
 
+_CONFIG: list[pytest.Config] = []
+#: lines to print when the SIGTERM arrives (why it was sent)
+_NOTES: list[str] = []
+
+
 def _install_sigterm(config: pytest.Config) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
+    _CONFIG[:] = [config]
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         config.stash[PREVIOUS_SIGTERM] = signal.signal(signal.SIGTERM, _on_sigterm)
 
@@ -93,6 +112,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if PREVIOUS_SIGTERM in config.stash and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, config.stash[PREVIOUS_SIGTERM] or signal.SIG_DFL)
         del config.stash[PREVIOUS_SIGTERM]
+        _CONFIG.clear()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -107,9 +127,8 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
         return None  # signal method (or our SIGTERM handler not in place): pytest-timeout's own
 
     def expired() -> None:
-        sys.stderr.write(f"\n+++ Timeout (>{settings.timeout:g}s) in {item.nodeid}: pytest-sev stops "
-                         "the run like SIGTERM (teardown, summary) +++\n")
-        sys.stderr.flush()
+        _NOTES.append(f"+++ Timeout (>{settings.timeout:g}s) in {item.nodeid} (pytest-timeout, thread "
+                      "method): pytest-sev stops the run like SIGTERM (teardown, summary) +++")
         from pytest_timeout import timeout_timer  # its dump and os._exit, if we cannot stop
         backstop = threading.Timer(THREAD_TIMEOUT_GRACE, timeout_timer, (item, settings))
         backstop.daemon = True
