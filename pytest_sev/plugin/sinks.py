@@ -11,6 +11,7 @@ keep running and every guest is still torn down.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,12 @@ def sink_failed(config: pytest.Config, directory: Path | str, why: str) -> None:
     line = f"pytest-sev: WARNING: cannot write to {key} ({why}); the run goes on without it"
     log.warning(line)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
     if reporter is not None:
-        try:
-            reporter.ensure_newline()
-            reporter.write_line(line, yellow=True, bold=True)
+        try:  # mid-test (an attachment) output is captured: write past it, as live logging does
+            with capman.global_and_fixture_disabled() if capman is not None else nullcontext():
+                reporter.ensure_newline()
+                reporter.write_line(line, yellow=True, bold=True)
         except Exception:  # the terminal itself is gone: the summary will not show either
             pass
 
