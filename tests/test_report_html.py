@@ -251,7 +251,10 @@ def test_kernel_that_is_not_a_kernel_is_a_boot_timeout(pytester, report_env, qem
     and the report files it under "Guest boot timeout"."""
     results = checkout(pytester)
     bogus = pytester.path / "not-a-kernel.bin"
-    bogus.write_bytes(random.Random(7).randbytes(1 << 20))
+    data = bytearray(random.Random(7).randbytes(1 << 20))
+    # passes the start-up bzImage check ('HdrS'), boot protocol 0: QEMU loads it as before and runs garbage
+    data[0x202:0x208] = b"HdrS\0\0"
+    bogus.write_bytes(bytes(data))
     (pytester.path / "suites" / "test_boot.py").write_text(
         "def test_boot(guest_factory):\n    guest_factory()\n")
     run = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--sev-mode=off",
