@@ -4,6 +4,8 @@ import base64
 import hashlib
 import re
 
+import pytest
+
 from pytest_sev.console import framing
 
 
@@ -24,8 +26,28 @@ def test_command_line_markers_cannot_match_their_own_echo():
 
 
 def test_command_runs_in_subshell_with_stdin_closed():
-    line = framing.command_line("exit 3", "t0")
-    assert "( eval 'exit 3' )" in line and "</dev/null" in line
+    assert framing.command_line("exit 3", "t0") == "__sev t0 'exit 3'"
+    define = framing.define_line()
+    assert '__sev() { __sev_t=$1; __sev_c=$2; ( set --; eval "$__sev_c" ) >/tmp/.sev-o 2>&1 </dev/null;' in define
+    assert 'eval "$__sev_c" >/tmp/.sev-o 2>&1 </dev/null' in define.split("__sevq()")[1]
+
+
+def test_define_line_markers_cannot_match_their_own_echo():
+    line = framing.define_line().encode()
+    assert not re.search(rb"B-[0-9a-f]{12}-\d", line) and not re.search(rb"E-[0-9a-f]{12}-[0-9a-f]{32}", line)
+
+
+@pytest.mark.parametrize("cmd,subshell", [
+    ("true", False), ("cat /proc/cpuinfo", False), ("dmesg | grep -i sev", False), ("uname -r", False),
+    ("exit 3", True), ("set -e; false", True), ("cd /tmp", True), ("X=1", True), ("f() { :; }", True),
+    ("for i in 1 2; do echo $i; done", True), ("sleep 100 &", True), ("kill -9 $$", True),
+    ("echo a\necho b", True), (". /tmp/x", True), ("dd if=/dev/zero of=/dev/null", True),
+    ("true && echo ok", False), ("echo $((6*7))", True), ("exec sh", True), ("read x", True),
+])
+def test_only_commands_that_cannot_touch_the_shell_skip_the_subshell(cmd, subshell):
+    assert framing.needs_subshell(cmd) is subshell
+    fn = "__sev" if subshell else "__sevq"
+    assert framing.command_line(cmd, "t1").startswith(fn + " t1 ")
 
 
 def test_decode_drops_interleaved_kernel_lines():

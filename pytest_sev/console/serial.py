@@ -32,6 +32,10 @@ from pytest_sev.console.panic import PANIC, panic_line, trace_head
 from pytest_sev.errors import GuestDied, GuestPanicked, GuestProtocolError, GuestTimeout, ShellDied
 
 TAIL_BYTES = 3000
+#: bytes read at once from the console, and how far back a pattern may start:
+#: a match may be up to SEARCH_WINDOW - READ_SIZE bytes long (a GRUB screen is ~2 KiB)
+READ_SIZE = 4096
+SEARCH_WINDOW = 16384
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +111,11 @@ class Console:
         self._sock = sock
         self.log_path = log_path
         self._log = _ConsoleLog(log_path, name)
-        self._child = pexpect.fdpexpect.fdspawn(sock.fileno(), timeout=30, maxread=65536,
-                                                searchwindowsize=None)
+        # Search only the last SEARCH_WINDOW bytes: each read (<= READ_SIZE) is searched
+        # with enough lookback for any console pattern, and bulk output costs O(n), not
+        # the O(n^2) of re-searching the whole buffer on every read (``before`` keeps it all).
+        self._child = pexpect.fdpexpect.fdspawn(sock.fileno(), timeout=30, maxread=READ_SIZE,
+                                                searchwindowsize=SEARCH_WINDOW)
         self._child.logfile_read = self._log
         self._context = context
         self.name = name
@@ -193,7 +200,7 @@ class Console:
         """Make the shell quiet (no echo, no prompt) and prove it answers."""
         token = framing.new_token()
         self.sendline("")
-        self.sendline(f"stty -echo 2>/dev/null; PS1=''; PS2=''; echo S-{token}-$((6*7))")
+        self.sendline(f"stty -echo 2>/dev/null; PS1=''; PS2=''; {framing.define_line()}; echo S-{token}-$((6*7))")
         self.expect(rb"S-" + token.encode() + rb"-42", timeout, "the shell to answer after boot")
 
     def run(self, cmd: str, timeout: float = 60.0) -> tuple[str, int]:
