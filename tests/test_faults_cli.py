@@ -85,3 +85,35 @@ def test_launch_without_terminal_cleans_up_on_signal(sig, tmp_path, qemu_process
     assert took < 15  # seconds, not minutes
     assert qemu_processes(token) == []
     assert not any(p.exists() for p in sockets), sockets
+
+
+@pytest.mark.qemu
+def test_interactive_launch_cleans_up_on_sigterm(tmp_path, qemu_processes):
+    """On a terminal: SIGTERM stops QEMU, removes the QMP socket, restores
+    the terminal (pexpect's interact) and says so in one line."""
+    import pexpect
+
+    from pytest_sev.guest.specs import default_guest_spec
+    try:
+        spec = default_guest_spec()
+    except Exception as exc:  # noqa: BLE001 - not provisioned here
+        pytest.skip(f"default guest not available: {exc}")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    child = pexpect.spawn(sys.executable, ["-m", "pytest_sev", "launch", "-kernel", str(spec.kernel),
+                                           "-initrd", str(spec.initrd), "-append", spec.append,
+                                           "-mem", "512", "-smp", "1"],
+                          cwd=str(tmp_path), env=env, timeout=120)
+    try:
+        child.expect(rb"sev-guest# ")
+        assert qemu_processes(str(tmp_path))
+        started = time.monotonic()
+        os.kill(child.pid, signal.SIGTERM)
+        child.expect(rb"launch: SIGTERM: guest stopped")
+        child.expect(pexpect.EOF)
+        took = time.monotonic() - started
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 128 + signal.SIGTERM
+    assert took < 15
+    assert qemu_processes(str(tmp_path)) == []
+    assert list(tmp_path.glob("*.qmp")) == []

@@ -298,3 +298,45 @@ def test_pytest_timeout_thread_method_tears_down_and_prints_the_summary(pytester
     assert proc.returncode == pytest.ExitCode.INTERRUPTED
     assert took < 60
     _nothing_left(tmp_path)
+
+
+FREEZES = """
+import os, pathlib, signal
+
+def test_freezes_its_qemu(guest_factory):
+    g = guest_factory()
+    g.run("true")
+    os.kill(g.process.pid, signal.SIGSTOP)
+    pathlib.Path({flag!r}).write_text("frozen")
+    g.qmp.execute("query-status", timeout=60)  # Ctrl-C arrives while asyncio waits for the reply
+"""
+
+
+@pytest.mark.qemu
+def test_ctrl_c_during_teardown_of_a_frozen_guest_is_clean(pytester, tmp_path):
+    """Ctrl-C while a QMP command waits on a frozen QEMU: QEMU is killed in
+    the teardown and no asyncio "Task exception was never retrieved"
+    traceback follows the summary."""
+    flag = tmp_path / "frozen"
+    pytester.makepyfile(FREEZES.format(flag=str(flag)))
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "--sev-mode=off", "-p", "no:cacheprovider",
+                             "-o", "sev_allure=false", f"--guest-log-dir={tmp_path / 'logs'}"],
+                            cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while not flag.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert flag.exists(), "the guest did not boot"
+        time.sleep(0.5)  # the test now waits for QMP's reply
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0].decode()
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Task exception was never retrieved" not in out, out[-3000:]
+    assert "KeyboardInterrupt" in out
+    assert took < 10  # the frozen guest's teardown: seconds
+    assert qemu_under(tmp_path / "logs") == []

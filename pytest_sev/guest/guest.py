@@ -43,7 +43,7 @@ from pytest_sev.qemu.accel import AccelChoice, choose_accel
 from pytest_sev.qemu.argv import build_argv
 from pytest_sev.qemu.binary import qemu_version, resolve_qemu
 from pytest_sev.qemu.firmware import vars_store
-from pytest_sev.qemu.process import QemuProcess, StopStage
+from pytest_sev.qemu.process import QemuProcess, StopStage, process_state
 from pytest_sev.qemu.qmp import QMP
 
 log = logging.getLogger(__name__)
@@ -273,6 +273,21 @@ class Guest:
         timed out, not dead, the console in step)."""
         return (self.alive and self.boot_seconds is not None and not self._shell_busy
                 and self.unusable is None)
+
+    def healthy(self, qmp_timeout: float = QMP_STOP_TIMEOUT) -> bool:
+        """Responsive, QEMU not stopped, and its monitor answers within
+        *qmp_timeout*: worth asking for evidence or another test.  A QEMU
+        that does not answer is marked unusable (QMP lost)."""
+        if not self.responsive or self.process is None or self.qmp is None:
+            return False
+        if process_state(self.process.pid) == "T":
+            self.mark_unusable("QEMU is stopped (SIGSTOP or a debugger)")
+            return False
+        try:
+            self.qmp.execute("query-status", timeout=qmp_timeout)
+        except Exception:  # noqa: BLE001 - QMPLost or a refusal: not healthy either way
+            return False
+        return self.responsive
 
     # -- teardown ------------------------------------------------------------
     def _stop_stage_seen(self, stage: str, outcome: str) -> None:

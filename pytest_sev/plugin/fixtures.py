@@ -82,7 +82,7 @@ def finish_guest(guest: Guest, keep: bool, sink_failed: SinkFailed = _no_sink_re
     """Collect evidence, attach it, shut down, and drop the logs unless kept."""
     kernel_log = None
     try:
-        if guest.responsive:
+        if guest.healthy():  # a frozen QEMU is not asked (teardown stays within seconds)
             kernel_log = guest.run("dmesg", timeout=30)[0]
     except GuestError:
         pass
@@ -190,7 +190,7 @@ class SharedGuest:
 
     def get(self) -> Guest:
         old = self.current
-        if old is not None and old.responsive:
+        if old is not None and old.healthy():
             return old
         why = None
         if old is not None:

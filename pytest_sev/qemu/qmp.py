@@ -126,6 +126,7 @@ class QMP:
             raise self.lost(f"QMP lost: no answer to {cmd!r} ({why})") from exc
         except BaseException as exc:  # Ctrl-C while waiting: the transcript says so
             self._record(cmd, args, None, f"{type(exc).__name__} while waiting for the reply")
+            self.lost_reason = f"QMP lost: {type(exc).__name__} while waiting for the reply to {cmd!r}"
             raise
         finally:
             if timeout is not None:
