@@ -46,8 +46,6 @@ QUICK_FUNCTION = "__sevq"
 #: where a command's output goes (one at a time: a guest whose command did not
 #: finish is never used again, so nothing else can be writing to it)
 OUT_FILE = "/tmp/.sev-o"
-#: MD5 of no output: an empty result needs neither base64 nor md5sum (two forks)
-EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 
 #: what may change the console shell's own state (end it, move it, set options or
 #: variables, define functions): such a command runs in a subshell.  Anything else
@@ -87,14 +85,15 @@ def define_line() -> str:
     /dev/null (a command can never swallow the next typed line), no
     positional parameters, output to :data:`OUT_FILE`; then they print the
     begin marker with the exit status, the output base64-encoded and the end
-    marker with the MD5 (an empty output needs no base64/md5sum fork).
+    marker with the MD5, or, for no output at all, one ``Q-TOKEN-STATUS``
+    line (no base64/md5sum fork, a few bytes on the wire).
     Typing only ``__sev TOKEN 'CMD'`` per command keeps the round trip short,
     and the markers, built by the shell from the token, never appear in what
     is typed.
     """
     f = OUT_FILE
-    dump = (f'__sevd() {{ echo "B-$1-$2"; if [ -s {f} ]; then base64 <{f}; echo "E-$1-$(md5sum <{f})"; '
-            f'else echo "E-$1-{EMPTY_MD5}"; fi; }}')
+    dump = (f'__sevd() {{ if [ -s {f} ]; then echo "B-$1-$2"; base64 <{f}; echo "E-$1-$(md5sum <{f})"; '
+            f'else echo "Q-$1-$2"; fi; }}')
     sub = (f'{FUNCTION}() {{ __sev_t=$1; __sev_c=$2; ( set --; eval "$__sev_c" ) >{f} 2>&1 </dev/null; '
            f'__sevd "$__sev_t" $?; }}')
     quick = (f'{QUICK_FUNCTION}() {{ __sev_t=$1; __sev_c=$2; set --; eval "$__sev_c" >{f} 2>&1 </dev/null; '
@@ -127,7 +126,9 @@ def strip_ansi(data: bytes) -> bytes:
 
 
 def begin_pattern(token: str) -> bytes:
-    return rb"B-" + token.encode() + rb"-(\d+)\r?\n"
+    """``B-TOKEN-STATUS`` (output follows) or ``Q-TOKEN-STATUS`` (no output):
+    group 1 is the letter, group 2 the exit status."""
+    return rb"([BQ])-" + token.encode() + rb"-(\d+)\r?\n"
 
 
 def end_pattern(token: str, tag: str = "E") -> bytes:

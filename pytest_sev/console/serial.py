@@ -224,7 +224,10 @@ class Console:
         self.sendline(framing.command_line(cmd, token, via_script))
         what = f"command {cmd[:120]!r} to finish"
         self._expect_guarded(framing.begin_pattern(token), timeout, what, cmd)
-        status = int(self.match.group(1))
+        status = int(self.match.group(2))
+        if self.match.group(1) == b"Q":  # no output at all
+            self.transcript.append((cmd, status, time.monotonic() - started))
+            return b"", status
         output = self._read_dump(token, "E", timeout, what, cmd)
         if output is None:  # a printk split a base64 line: read the file again
             self.sendline(framing.dump_line(token, "R"))
