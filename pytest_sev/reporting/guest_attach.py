@@ -29,6 +29,8 @@ def attach_guest(guest: Guest, kernel_log: str | None) -> None:
     attach_file(f"{prefix}: console log", guest.logs["console log"])
     attach_file(f"{prefix}: qemu stderr", guest.logs["qemu stderr"])
     attach_file(f"{prefix}: qmp transcript", guest.logs["qmp transcript"])
+    if "harness log" in guest.logs:  # why it was replaced / unusable, every stop stage
+        attach_file(f"{prefix}: harness log", guest.logs["harness log"])
     if kernel_log:
         attach_text(f"{prefix}: guest kernel log", kernel_log)
     if guest.console is not None and guest.console.transcript:
