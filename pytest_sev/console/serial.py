@@ -29,6 +29,7 @@ import pexpect.fdpexpect
 
 from pytest_sev.console import framing
 from pytest_sev.console.panic import PANIC, panic_line, trace_head
+from pytest_sev.deadline import Deadline
 from pytest_sev.errors import GuestDied, GuestPanicked, GuestProtocolError, GuestTimeout, ShellDied
 
 TAIL_BYTES = 3000
@@ -116,6 +117,7 @@ class Console:
         # the O(n^2) of re-searching the whole buffer on every read (``before`` keeps it all).
         self._child = pexpect.fdpexpect.fdspawn(sock.fileno(), timeout=30, maxread=READ_SIZE,
                                                 searchwindowsize=SEARCH_WINDOW)
+        self._child.delayafterread = None  # no sleep after each read: a round trip is a few ms
         self._child.logfile_read = self._log
         self._context = context
         self.name = name
@@ -174,10 +176,11 @@ class Console:
         detail = "\n".join(p for p in (("--- oops head ---\n" + head) if head else "", extra) if p)
         self.fail(GuestPanicked, f"guest kernel panicked while waiting for {what}: {line}", detail)
 
-    def _expect_guarded(self, pattern: bytes, timeout: float, what: str, cmd: str) -> None:
+    def _expect_guarded(self, pattern: bytes | re.Pattern[bytes], timeout: float, what: str,
+                        cmd: str) -> None:
         """Wait for *pattern* of a running command; a panic or a fresh shell
         prompt ends the wait at once with a named failure."""
-        pats = [pattern, PANIC, *self.dead_shell]
+        pats: list[Any] = [pattern, PANIC, *self.dead_shell]
         idx = self.expect(pats, timeout, what)
         if idx == 1:
             self._fail_panic(what)
@@ -223,8 +226,13 @@ class Console:
                 self.expect(rb"U-" + ack.encode() + rb"-2", 30, "the guest to store a command chunk")
         self.sendline(framing.command_line(cmd, token, via_script))
         what = f"command {cmd[:120]!r} to finish"
-        self._expect_guarded(framing.begin_pattern(token), timeout, what, cmd)
-        status = int(self.match.group(2))
+        deadline = Deadline(timeout)
+        self._expect_guarded(framing.BEGIN_ANY, timeout, what, cmd)
+        while self.match.group(2) != token.encode():  # an earlier command's marker: not ours
+            if deadline.expired:
+                self.fail(GuestTimeout, f"timed out after {timeout:g}s waiting for {what}")
+            self._expect_guarded(framing.BEGIN_ANY, deadline.remaining(), what, cmd)
+        status = int(self.match.group(3))
         if self.match.group(1) == b"Q":  # no output at all
             self.transcript.append((cmd, status, time.monotonic() - started))
             return b"", status
