@@ -168,9 +168,11 @@ class Guest:
         return self.console
 
     def _panicked(self, when: str) -> None:
-        line = self._con.match.group(0).decode(errors="replace")
+        con = self.console
+        assert con is not None, "a panic is only seen on a console"
+        line = con.match.group(0).decode(errors="replace")
         raise GuestError(f"guest kernel panicked during {when}: {line}",
-                         console_tail=self._con.tail(), argv=self.argv, logs=self.logs)
+                         console_tail=con.tail(), argv=self.argv, logs=self.logs)
 
     # -- use -----------------------------------------------------------------
     def run(self, cmd: str, timeout: float = 60.0) -> tuple[str, int]:
