@@ -22,8 +22,9 @@ pytestmark = [pytest.mark.qemu, allure.epic("pytest-sev"), allure.feature("activ
 
 KINDS = ["plain", "sev-es"]
 #: the marker of each kind: the plugin applies the mode table to it before any boot
-PARAMS = [pytest.param("plain", marks=pytest.mark.plain),
-          pytest.param("sev-es", marks=pytest.mark.sev_es)]
+#: and its xdist group, so under ``--dist loadgroup`` each kind's guest boots in one worker only
+PARAMS = [pytest.param("plain", marks=[pytest.mark.plain, pytest.mark.xdist_group("activation-plain")]),
+          pytest.param("sev-es", marks=[pytest.mark.sev_es, pytest.mark.xdist_group("activation-sev-es")])]
 #: what each witness must answer per kind: (memory encrypted, SEV-ES)
 EXPECTED = {"plain": (False, False), "sev-es": (True, True)}
 #: answers recorded by the witness tests, read by the cross-check

@@ -33,3 +33,12 @@ def _qemu_processes(token: str) -> list[int]:
 @pytest.fixture
 def qemu_processes():
     return _qemu_processes
+
+
+@pytest.fixture(autouse=True)
+def private_guest_budget(tmp_path_factory, monkeypatch):
+    """Each self-test (and the pytest runs it starts) gets its own guest-budget
+    directory: tests that run suites in subprocesses must not wait on slots
+    held by another test's session guest (the budget itself is tested in
+    tests/test_guest_budget.py)."""
+    monkeypatch.setenv("PYTEST_SEV_BUDGET_DIR", str(tmp_path_factory.mktemp("budget")))

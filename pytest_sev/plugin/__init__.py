@@ -19,10 +19,12 @@ from pytest_sev.plugin.hooks import (
     pytest_report_header,
     pytest_runtest_makereport,
     pytest_runtest_setup,
+    pytest_xdist_auto_num_workers,
 )
 
 __all__ = [
     "guest", "guest_factory", "host", "pytest_addhooks", "pytest_addoption", "pytest_configure",
-    "pytest_report_header", "pytest_runtest_makereport", "pytest_runtest_setup", "run_config",
+    "pytest_report_header", "pytest_runtest_makereport", "pytest_runtest_setup", "pytest_xdist_auto_num_workers",
+    "run_config",
     "sev_es_guest", "sev_guest",
 ]

@@ -21,11 +21,12 @@ import pytest
 
 from pytest_sev.config import RunConfig
 from pytest_sev.errors import GuestError
+from pytest_sev.guest.budget import Slot, acquire_for, slot_dir
 from pytest_sev.guest.guest import Guest
 from pytest_sev.guest.spec import GuestSpec
 from pytest_sev.guest.specs import cbitpos_of, plain_spec, sev_spec
 from pytest_sev.plugin.mode_table import apply_mode_table
-from pytest_sev.plugin.state import host_report
+from pytest_sev.plugin.state import guest_budget, host_report
 from pytest_sev.plugin.state import run_config as _run_config
 from pytest_sev.reporting.guest_attach import attach_guest
 
@@ -81,13 +82,19 @@ def finish_guest(guest: Guest, keep: bool) -> None:
 class GuestFactory:
     """Callable that starts guests and remembers them for teardown."""
 
-    def __init__(self, cfg: RunConfig, workroot: Path) -> None:
+    def __init__(self, cfg: RunConfig, workroot: Path, config: pytest.Config | None = None) -> None:
         self.cfg = cfg
         self.workroot = workroot
+        self.config = config  # None: no host budget (a factory used outside a session)
         self.guests: list[Guest] = []
+        self.slots: list[Slot] = []
 
     def __call__(self, spec: GuestSpec | None = None, **fields) -> Guest:
         spec = spec or plain_spec(self.cfg, **fields)
+        if self.config is not None:  # wait for room on the host (CPUs, memory, ASIDs)
+            kind = spec.sev.mode if spec.sev is not None else "plain"
+            self.slots += acquire_for(guest_budget(self.config, kind), kind, slot_dir(),
+                                      timeout=self.cfg.guest_timeout)
         workdir = self.workroot / f"{len(self.guests)}-{_slug(spec.name)}-{int(time.time())}"
         guest = Guest(spec, qemu=self.cfg.qemu, accel=self.cfg.accel, workdir=workdir)
         self.guests.append(guest)
@@ -101,6 +108,9 @@ class GuestFactory:
                 finish_guest(guest, keep)
             except BaseException as exc:  # tear every guest down, then report
                 errors.append(exc)
+        for slot in self.slots:
+            slot.release()
+        self.slots.clear()
         if self.workroot.exists() and not any(self.workroot.iterdir()):
             self.workroot.rmdir()
         if errors:
@@ -111,7 +121,7 @@ class GuestFactory:
 def guest_factory(request: pytest.FixtureRequest, run_config: RunConfig) -> Iterator[Callable[..., Guest]]:
     """``guest_factory(spec=None, **GuestSpec fields) -> started Guest``."""
     root = _log_root(run_config, request.config) / _slug(request.node.nodeid)
-    factory = GuestFactory(run_config, root)
+    factory = GuestFactory(run_config, root, request.config)
     yield factory
     factory.finish(keep=_failed(request.node))
 
@@ -121,7 +131,7 @@ def scoped_guest(request: pytest.FixtureRequest, cfg: RunConfig, label: str,
                  spec: GuestSpec | None = None, **fields) -> Iterator[Guest]:
     """A guest for a module- or session-scoped fixture; its logs are kept
     when any test failed while it was up."""
-    factory = GuestFactory(cfg, _log_root(cfg, request.config) / _slug(label))
+    factory = GuestFactory(cfg, _log_root(cfg, request.config) / _slug(label), request.config)
     failed_before = request.session.testsfailed
     try:
         yield factory(spec, **fields)
