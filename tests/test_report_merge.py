@@ -14,8 +14,6 @@ import sys
 import pytest
 from junitparser import JUnitXml
 from test_report_html import CHROMIUM, chromium, report_sh, text_of
-from test_report_html import report_env as report_env_fixture  # noqa: F401  (a fixture: registered by its own name)
-from test_report_html import serve as serve_fixture  # noqa: F401
 
 from pytest_sev.reporting.merge import merge_results, parse_properties, runner_of
 
