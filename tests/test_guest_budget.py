@@ -130,3 +130,13 @@ def test_asid_exhaustion_named_from_qemu_output():
     # captured (AMDESE/AMDSEV#215): EINVAL is another failure, not exhaustion
     assert asid_exhaustion("qemu-system-x86_64: sev_kvm_init: failed to initialize ret=-22 fw_error=0 ''") is None
     assert asid_exhaustion("qemu-system-x86_64: -accel kvm: failed to initialize kvm") is None
+
+
+def test_auto_workers_follow_the_budget(pytester):
+    """``-n auto`` asks the plugin: two guests per worker within --max-guests."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile("def test_one(): pass")
+    for budget, workers in (("1", "1/1 worker"), ("4", "2/2 workers")):
+        result = pytester.runpytest_subprocess("-n", "auto", f"--max-guests={budget}", "--sev-mode=off")
+        assert result.ret == 0
+        result.stdout.fnmatch_lines([f"*created: {workers}*"])

@@ -68,7 +68,7 @@ def check_workers_fit(config: pytest.Config) -> None:
             f"more than the guest budget of {budget} (--max-guests): use -n auto, or fewer workers")
 
 
-@pytest.hookimpl(optionalhook=True)
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own CPU count (firstresult)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: as many workers as the host's guest budget can serve."""
     return max(1, max_guests(config) // GUESTS_PER_WORKER)
