@@ -42,8 +42,11 @@ def test_qemu_configure_args_follow_build_sh(tmp_path):
     src = load_sources(f)["qemu"]
     opts = BuildOptions(prefix="/opt/q")
     configure = QemuRecipe().steps(src, tmp_path, tmp_path / "out", opts)[0]
+    # build.sh's arguments, the source's, then the prefix map (reproducible builds)
     assert configure.argv == ("./configure", "--target-list=x86_64-softmmu", "--prefix=/opt/q",
-                              "--disable-werror", "--firmwarepath=/fw")
+                              "--disable-werror", "--firmwarepath=/fw", f"--extra-cflags=-ffile-prefix-map={tmp_path}/=")
+    # the build path is not an input: two paths, one key
+    assert QemuRecipe().inputs(src, opts) == QemuRecipe().inputs(src, opts)
     assert QemuRecipe().inputs(src, opts)["configure_args"] == ["--firmwarepath=/fw"]
 
 
