@@ -16,6 +16,7 @@ rebuilds outside the cache and compares with an entry's manifest.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -35,6 +36,7 @@ from pytest_sev.build.steps import StepRunner
 from pytest_sev.cache import ContentCache, cache_root, make_key
 
 NAMESPACE = "builds"
+_SEQ = itertools.count(1)  # two builds of one key in one second (verify) keep two logs
 
 
 def logs_dir() -> Path:
@@ -117,7 +119,7 @@ def verify(source: Source, opts: BuildOptions | None = None, recipe: Recipe | No
 def _build_into(out: Path, source: Source, commit: str, key: str, recipe: Recipe,
                 opts: BuildOptions, pins: bool = True) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    log = logs_dir() / f"{source.component}-{key[:12]}-{stamp}-{os.getpid()}.log"
+    log = logs_dir() / f"{source.component}-{key[:12]}-{stamp}-{os.getpid()}-{next(_SEQ)}.log"
     runner = StepRunner(source.component, log, nice=opts.nice)
     runner.note(f"pytest-sev build of {source.component}: {source.url or source.tarball} "
                 f"ref {source.ref or '-'} commit {commit} key {key}")
