@@ -118,7 +118,7 @@ def verify(source: Source, opts: BuildOptions | None = None, recipe: Recipe | No
 
 
 def _what_was_built(m: Manifest) -> tuple:
-    return m.component, m.commit, m.recipe_version, m.inputs
+    return m.component, m.commit, m.recipe_version, m.inputs, m.patches
 
 
 def _build_into(out: Path, source: Source, commit: str, key: str, recipe: Recipe,
@@ -163,7 +163,8 @@ def _build_in(work: Path, out: Path, source: Source, commit: str, key: str, reci
             build_seconds=seconds, recipe_version=recipe.version, key=key,
             inputs=recipe.inputs(source, opts),
             steps=[list(t) for t in runner.timings], notes=built.notes,
-            source_date_epoch=epoch, toolchain=toolchain(), build_dir=str(tree))
+            source_date_epoch=epoch, toolchain=toolchain(), build_dir=str(tree),
+            patches=patches_digest(source.patches))
         write_manifest(out, manifest)
         if pins:
             _check_pins(source, manifest)
