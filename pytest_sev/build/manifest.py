@@ -39,7 +39,7 @@ class Manifest:
     source_date_epoch: int = 0          # the clock every step saw (reproducible builds)
     toolchain: dict[str, str] = field(default_factory=dict)  # gcc/ld/make versions
     build_dir: str = ""                 # where it was built (the prefix map removes it)
-    patches: str = ""                   # digest of the patch directory's patches
+    patches: list = field(default_factory=list)  # (name, sha256) of each patch applied
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
