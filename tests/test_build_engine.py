@@ -285,6 +285,11 @@ def test_verify_cli_reports_a_difference(project, capsys, monkeypatch):
     assert "DIFFERS  clock.txt: reference sha256 " in out and "1 artifact(s) differ" in out
     # against another runner's manifest of the same key
     entry = next(p for p in (project["cache"] / "builds").iterdir() if (p / "manifest.json").exists())
-    assert cli.main(["qemu", "--sources", str(project["sources"]), "--against",
+    assert cli.main(["qemu", "--sources", str(project["sources"]), "--verify", "--against",
                      str(entry / "manifest.json")]) == 1
     assert f"reference {entry / 'manifest.json'}" in capsys.readouterr().out
+    # --against alone: this cache's entry against the other manifest, no rebuild
+    assert cli.main(["qemu", "--sources", str(project["sources"]), "--against",
+                     str(entry / "manifest.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"entry {entry}" in out and "all artifacts bit-identical" in out

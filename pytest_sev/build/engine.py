@@ -94,27 +94,36 @@ def rebuild(source: Source, dest: Path, opts: BuildOptions | None = None,
 
 
 def verify(source: Source, opts: BuildOptions | None = None, recipe: Recipe | None = None,
-           reference: Manifest | None = None) -> tuple[Manifest, Manifest, list[tuple[str, str, str, bool]]]:
-    """Rebuild and compare: ``(reference, rebuilt, rows)``, a row per artifact.
+           reference: Manifest | None = None,
+           rebuild_: bool = True) -> tuple[Manifest, Manifest, list[tuple[str, str, str, bool]]]:
+    """Compare artifacts: ``(reference, candidate, rows)``, a row per artifact.
 
     *reference* is another runner's manifest, or (None) this cache's entry,
-    built first if missing.  The rebuild goes to a temporary directory under
-    ``<cache>/verify`` and is removed afterwards."""
+    built first if missing.  The candidate is a rebuild into a temporary
+    directory under ``<cache>/verify`` (removed afterwards), or, with
+    ``rebuild_=False`` and another runner's *reference*, this cache's entry."""
     if reference is None:
         reference = build(source, opts, recipe)
+        rebuild_ = True
+    if not rebuild_:
+        return _compared(source, reference, build(source, opts, recipe))
     root = cache_root() / "verify"
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{source.component}-", dir=root))
     try:
-        again = rebuild(source, tmp / "entry", opts, recipe)
-        if reference.key and again.key != reference.key and _what_was_built(reference) != _what_was_built(again):
-            # (the key also holds the source's location, which differs between machines)
-            raise BuildError(source.component, "verify",
-                             detail=f"the reference manifest is of key {reference.key[:12]}, this source and "
-                                    f"recipe make key {again.key[:12]} (another commit, recipe or inputs)")
-        return reference, again, compare_artifacts(reference.artifacts, again.artifacts)
+        return _compared(source, reference, rebuild(source, tmp / "entry", opts, recipe))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _compared(source: Source, reference: Manifest,
+              again: Manifest) -> tuple[Manifest, Manifest, list[tuple[str, str, str, bool]]]:
+    if reference.key and again.key != reference.key and _what_was_built(reference) != _what_was_built(again):
+        # (the key also holds the source's location, which differs between machines)
+        raise BuildError(source.component, "verify",
+                         detail=f"the reference manifest is of key {reference.key[:12]}, this source and "
+                                f"recipe make key {again.key[:12]} (another commit, recipe or inputs)")
+    return reference, again, compare_artifacts(reference.artifacts, again.artifacts)
 
 
 def _what_was_built(m: Manifest) -> tuple:

@@ -21,6 +21,14 @@ the moment and the machine, and how each is pinned here:
   or ``__FILE__`` the compiler would record.
 - **the build counter**: ``KBUILD_BUILD_VERSION=1`` (``#1`` in ``uname -v``).
 
+What still depends on the build path (measured: two kernel builds of one
+commit in two cache directories, see :data:`PATH_DEPENDENT`): the kernel's
+``linux-headers`` package ships the ``.cmd`` files of host programs and of
+``scripts/mod`` (the compiler command line, which holds the prefix map and so
+the path) and ``objtool``, whose ``libsubcmd`` is built with ``-ggdb3`` and
+absolute include paths.  It is the same at the same path: set
+``PYTEST_SEV_BUILD_DIR`` to one path on every runner to compare it.
+
 Not pinned, because it is an input, not noise: the toolchain.  A different
 gcc or binutils makes different code; the manifest records the toolchain
 (:func:`toolchain`) so a hash mismatch between two runners can be explained.
@@ -56,6 +64,14 @@ GZIP_SHIM = """#!/bin/sh
 # pytest-sev: gzip(1) without name and timestamp in the header (-n).
 exec {real} -n "$@"
 """
+
+
+#: artifact name prefixes that are reproducible only at the same build path (module doc)
+PATH_DEPENDENT = ("linux-headers-",)
+
+
+def path_dependent(name: str) -> bool:
+    return name.startswith(PATH_DEPENDENT)
 
 
 def commit_epoch(tree: Path) -> int:
