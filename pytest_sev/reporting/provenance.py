@@ -85,7 +85,7 @@ class GuestProvenance:
         return cls(str(data["guest"]), [Artifact(**a) for a in data.get("artifacts", [])])
 
     def text(self) -> str:
-        head = f"guest {self.guest}: artifact set {self.set_id} (taken from its QEMU argv)"
+        head = f"{self.guest}: artifact set {self.set_id} (what its QEMU argv named)"
         return "\n".join([head, *(a.line() for a in self.artifacts)]) + "\n"
 
 
