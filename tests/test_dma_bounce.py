@@ -163,3 +163,21 @@ def test_runner_without_access_platform_is_unproven():
 def test_runner_pool_never_used_is_unproven():
     run = _run(FinishedLoadGuest(dmesg=DMESG_OK, used="0"))
     assert run.outcome == "unproven" and "no sign the pool was used" in run.reason
+
+
+def test_fio_json_without_writes_or_reads_is_not_verified():
+    from pytest_sev.dma.load import parse_result
+    res = parse_result((DMA / "loop-fio-clean.result.txt").read_text())
+    assert res.unverified() is None
+    res.fio.read_bytes = 0
+    assert "verify phase did not run" in res.unverified()
+    k, _ = _recorded("64M")
+    assert classify(k, res, dev="vda").outcome == "io-error"
+
+
+def test_dd_missing_passes_is_not_verified():
+    from pytest_sev.dma.load import parse_result
+    res = parse_result((DMA / "loop-dd-clean.result.txt").read_text())
+    assert res.unverified() is None
+    res.expected_dd_passes = len(res.dd.passes) + 1
+    assert "dd passes reported" in res.unverified()

@@ -131,9 +131,8 @@ def _classify(kernel: KernelReport, result: LoadResult | None, *, stalled: bool,
     if result is not None and result.finished:
         if result.rc:
             return Classification("io-error", f"{result.tool} exited with status {result.rc}")
-        verified = (result.fio is not None) or (result.dd is not None and result.dd.passes)
-        if not verified:
-            why = result.parse_error or "no result files"
+        why = result.unverified()
+        if why is not None:
             return Classification("io-error", f"load finished but left no verifiable result ({why})")
 
     if stalled:

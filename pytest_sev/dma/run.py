@@ -98,6 +98,8 @@ def run_dma_load(guest: Guest, dev: str, *, stall_seconds: float = 20.0,
             features = bounce.parse_features(guest.run(bounce.features_command(), timeout=30)[0])
             if detector.state == FINISHED:
                 result = load.parse_result(guest.run(load.result_command(spec.workdir), timeout=60)[0])
+                if tool == "dd":
+                    result.expected_dd_passes = spec.dd.workers * spec.dd.passes
         except GuestError:
             wedged = True
     if kernel_text is not None:
