@@ -20,6 +20,7 @@ from pathlib import Path
 from pytest_sev.errors import GuestError
 from pytest_sev.guest.protocol import GuestLike as Guest
 from pytest_sev.sev import evidence, guestlog, memview, msr, qmp_sev
+from pytest_sev.sev.evidence import Row
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,8 @@ class Witness:
     def decisive(self) -> bool:
         return self.encrypted is not None
 
-    def row(self) -> evidence.Row:
-        return evidence.Row(self.name, self.encrypted, self.es, self.evidence)
+    def row(self) -> Row:
+        return Row(self.name, self.encrypted, self.es, self.evidence)
 
 
 def _told(guest: Guest, witness: Witness) -> Witness:
