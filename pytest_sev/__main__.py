@@ -6,6 +6,7 @@ Commands:
   launch      launch-qemu.sh options, interactive serial console
   build       build.sh equivalent: build qemu, ovmf, kernel from pinned sources
   measure     expected SEV / SEV-ES launch digest of what would be launched
+  capture     record this runner (host inputs, guest witnesses) as a fixture bundle
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ COMMANDS = {
     "launch": "pytest_sev.cli.launch",
     "build": "pytest_sev.cli.build",
     "measure": "pytest_sev.cli.measure",
+    "capture": "pytest_sev.cli.capture",
 }
 
 
