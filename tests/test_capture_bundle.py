@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from evidence_doubles import FakeExecuteError, ReplayGuest
+
 from pytest_sev.cli.capture import scrub, wire
 from pytest_sev.host.recorded import load_recorded
 from pytest_sev.sev import evidence, witnesses
