@@ -79,7 +79,9 @@ def capture_guest(kind: str, cfg: RunConfig, cbitpos: int | None, dest: Path, me
         summary["dmesg_status"] = status
         msr_out, _ = guest.run(msr.guest_read_command(load_module=True), timeout=60)
         (dest / "msr.txt").write_text(msr_out)
-        replies = {cmd: wire(lambda cmd=cmd: guest.qmp.execute(cmd)) for cmd in QMP_COMMANDS}
+        qmp = guest.qmp
+        assert qmp is not None  # started
+        replies = {cmd: wire(lambda cmd=cmd: qmp.execute(cmd)) for cmd in QMP_COMMANDS}
         (dest / "qmp.json").write_text(json.dumps(replies, indent=1, sort_keys=True) + "\n")
         summary["vcpus"] = spec.vcpus
         console = guest.logs["console log"]  # read now: the run directory goes with the guest
