@@ -23,6 +23,7 @@ import pytest
 sys.path.insert(0, os.environ["REPLAY_TESTS_DIR"])
 
 from evidence_doubles import plain_guest, sev_guest  # noqa: E402
+
 from pytest_sev.host.recorded import load_recorded  # noqa: E402
 from pytest_sev.plugin.state import HOST_REPORT  # noqa: E402
 
