@@ -143,7 +143,9 @@ def test_witnesses_agree(subject, host):
     answers = _gather(subject, host)
     check = evidence.cross_check(subject.kind, [w.row() for w in answers.values()])
     allure.attach(check.table, name=f"{subject.kind}: witness table", attachment_type=allure.attachment_type.TEXT)
-    assert check.ok, check.message()
+    if not check.ok:
+        known = witnesses.diagnose(subject.guest, answers)  # a named field failure goes first
+        pytest.fail((known + "\n" if known else "") + check.message(), pytrace=False)
 
 
 @pytest.mark.sev

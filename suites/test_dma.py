@@ -47,6 +47,7 @@ from pytest_sev.guest.spec import Disk
 from pytest_sev.guest.specs import cbitpos_of, plain_spec, sev_spec
 from pytest_sev.plugin.state import run_config as session_run_config
 from pytest_sev.reporting.runner_name import runner_name
+from pytest_sev.sev import signatures
 
 pytestmark = [pytest.mark.qemu, allure.epic("pytest-sev"), allure.feature("dma")]
 
@@ -144,9 +145,12 @@ def test_dma_under_load(case, request, run_config, host, guest_factory, scratch_
         with FileLock(str(run_config.dma_record_baseline) + ".lock"):
             baseline.record(run_config.dma_record_baseline, mode, bus, size.label, run.outcome,
                             runner=runner_name(), reason=run.reason)
-    assert run.outcome not in ("corruption", "panic", "unproven"), f"{run.outcome}: {run.reason}"
+    known = signatures.explain({"guest dmesg": run.kernel_text, "guest cmdline": guest.spec.append})
+    prefix = known + "\n" if known else ""  # a named field failure goes first
+    if run.outcome in ("corruption", "panic", "unproven"):
+        pytest.fail(f"{prefix}{run.outcome}: {run.reason}", pytrace=False)
     if verdict.fails:
-        pytest.fail(verdict.message, pytrace=False)
+        pytest.fail(prefix + verdict.message, pytrace=False)
     if not verdict.ok:
         print(f"\nDMA expectation differs (unmeasured plain-forced row, reported only): {verdict.message}")
 

@@ -188,3 +188,13 @@ def test_disagreement_fails_even_with_enough_answers():
 def test_sev_kind_rejects_an_sev_es_guest():
     check = _cross("sev", _all(sev_guest("sev-es"), "sev"))
     assert not check.ok and evidence.MSR in check.disagree
+
+
+def test_failure_names_the_known_signature_first():
+    """An SEV-ES guest whose log lacks the SEV-ES line while the MSR says active:
+    the cross-check fails and the failure names the signature with its remedy."""
+    guest = sev_guest("sev-es", dmesg=(recorded("sev-4.19-guest.log"), 0))  # an SEV-only era line
+    answers = {w.name: w for w in _all(guest, "sev-es")}
+    assert not _cross("sev-es", answers.values()).ok
+    known = witnesses.diagnose(guest, answers)
+    assert known.startswith("SEV signature guest-log-without-es: ") and "remedy: " in known

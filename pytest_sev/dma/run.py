@@ -49,6 +49,7 @@ class DmaRun:
     guest_wedged: bool = False
     bounce: bounce.BounceEvidence | None = None
     kernel_log_reason: str = ""  # why dmesg gave no log ("" when it did)
+    kernel_text: str = ""  # dmesg as read (for failure signatures)
 
 
 def run_dma_load(guest: Guest, dev: str, *, stall_seconds: float = 20.0,
@@ -120,4 +121,5 @@ def run_dma_load(guest: Guest, dev: str, *, stall_seconds: float = 20.0,
     return DmaRun(tool=tool, outcome=verdict.outcome, reason=verdict.reason, result=result,
                   kernel=report, counters=counters, peak_used_slots=peak,
                   seconds=deadline.elapsed, samples=samples, guest_wedged=wedged, bounce=proof,
-                  kernel_log_reason="" if kernel_text is not None else kernel_reason)
+                  kernel_log_reason="" if kernel_text is not None else kernel_reason,
+                  kernel_text=kernel_text or "")

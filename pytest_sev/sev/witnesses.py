@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pytest_sev.errors import GuestError
 from pytest_sev.guest.protocol import GuestLike as Guest
-from pytest_sev.sev import evidence, guestlog, memview, msr, qmp_sev
+from pytest_sev.sev import evidence, guestlog, memview, msr, qmp_sev, signatures
 from pytest_sev.sev.evidence import Row
 
 log = logging.getLogger(__name__)
@@ -207,3 +207,19 @@ def host_memory_view(guest: Guest, *, start: int = 0, size: int | None = None,
 def all_witnesses(guest: Guest, kind: str, host_api: str | None) -> list[Witness]:
     return [kernel_log(guest), sev_status_msr(guest), query_sev(guest, kind, host_api),
             host_memory_view(guest), launch_measurement(guest)]
+
+
+def diagnose(guest: Guest, answers: dict[str, Witness] | None = None) -> str:
+    """Known failure signatures in this guest's QEMU stderr, console and dmesg,
+    and between its witnesses ('' when none): for a failure message."""
+    texts: dict[str, str] = {}
+    for label in ("qemu stderr", "console log"):
+        path = guest.logs.get(label) if hasattr(guest, "logs") else None
+        if path is not None and Path(path).exists():
+            texts[label] = Path(path).read_text(errors="replace")[-200_000:]
+    read = read_dmesg(guest) if guest.alive else evidence.LogRead(None, "guest not running")
+    if read.text:
+        texts["guest dmesg"] = read.text
+    answers = answers or {}
+    msr_w, log_w = answers.get(evidence.MSR), answers.get(evidence.KERNEL_LOG)
+    return signatures.explain(texts, msr_es=msr_w.es if msr_w else None, guest_log_es=log_w.es if log_w else None)
