@@ -73,3 +73,10 @@ def test_each_signature_is_an_allure_category(code):
     message = f"Failed: SEV signature {code}: title (in x: 'y'); remedy: z"
     assert categorize("failed", message) is not None
     assert categorize("failed", message).startswith("SEV signature")
+
+
+@pytest.mark.parametrize("slabs,over", [(524288, False), (524289, True), (524290, True), (262144, False),
+                                        (600000, True), (1048576, True)])
+def test_pool_over_1g_boundary(slabs, over):
+    found = signatures.diagnose({"guest cmdline": f"console=ttyS0 swiotlb={slabs},force"})
+    assert bool(found) is over

@@ -98,7 +98,8 @@ SIGNATURES: tuple[Signature, ...] = (
         "AMD SEV README FAQ 5; kernel/dma/swiotlb.c messages"),
     Signature(
         "swiotlb-over-1g", "a SWIOTLB pool over 1 GiB was asked for",
-        (r"\bswiotlb=(?:[5-9]\d{5}|\d{7,})\b",),
+        # slabs > 524288 (1 GiB of 2 KiB slabs)
+        (r"\bswiotlb=(?:5242(?:89|9\d)|524[3-9]\d\d|52[5-9]\d{3}|5[3-9]\d{4}|[6-9]\d{5}|[1-9]\d{6,})\b",),
         "keep swiotlb= at or below 524288 slabs (1 GiB): the kernel clamps SEV pools to 1 GiB and "
         "a larger boot-time pool often fails to allocate",
         "kernel/dma/swiotlb.c (SEV pool clamp), sizes.MAX_POOL_BYTES"),
