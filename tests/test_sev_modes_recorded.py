@@ -11,6 +11,7 @@ DMA kernel lines reconstructed in the recorded SEV logs' format. No QEMU runs.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,7 +24,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _inner(tmp_path, host, mode):
+def _inner(tmp_path, host, mode, *extra):
     work = tmp_path / "suites"
     work.mkdir()
     for name in ("test_activation.py", "test_dma.py"):
@@ -35,7 +36,7 @@ def _inner(tmp_path, host, mode):
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", str(work), "-p", "no:cacheprovider", "-o", "sev_allure=false",
          f"--rootdir={tmp_path}", f"--guest-log-dir={tmp_path / 'logs'}", "-rs", "-q", f"--{mode}",
-         "--dma-sizes=8M 64M auto"],
+         "--dma-sizes=8M 64M auto", *extra],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     return proc, seen.read_text() if seen.exists() else ""
 
@@ -43,7 +44,8 @@ def _inner(tmp_path, host, mode):
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("host", ["epyc-milan-6.8-ready", "epyc-rome-5.15-ready"])
 def test_sev_es_mode_runs_every_kind(tmp_path, host):
-    proc, seen = _inner(tmp_path, host, "sev-es")
+    base = tmp_path / "baseline.json"
+    proc, seen = _inner(tmp_path, host, "sev-es", f"--dma-record-baseline={base}")
     out = proc.stdout
     assert proc.returncode == 0, out[-4000:]
     # activation: 3 kinds x 7 tests + the sev_guest fixture test; DMA: 3 kinds x 3 sizes
@@ -51,6 +53,22 @@ def test_sev_es_mode_runs_every_kind(tmp_path, host):
     for kind, policy in (("sev", "1"), ("sev-es", "5")):
         assert f"{kind}:{kind}:policy={policy}" in seen, seen  # the activation guest
         assert re.search(rf"^{kind}:dma-{kind}-virtio-blk-64M:policy={policy}$", seen, re.M), seen
+    rows = json.loads(base.read_text())["rows"]  # the runner's baseline, for later --dma-baseline runs
+    assert {k: v["outcome"] for k, v in rows.items()} == {
+        f"{kind}/virtio-blk/{size}": outcome for kind in ("sev", "sev-es")
+        for size, outcome in (("8M", "pressure"), ("64M", "clean"), ("auto", "clean"))}
+
+
+@pytest.mark.timeout(600)
+def test_a_recorded_baseline_is_enforced(tmp_path):
+    """A baseline that says sev-es 64M stalls: the (clean) run now fails with both values."""
+    base = tmp_path / "baseline.json"
+    base.write_text(json.dumps({"schema": 1, "rows": {"sev-es/virtio-blk/64M": {
+        "outcome": "stall", "runner": "epyc-test", "recorded": "2026-12-01T00:00:00Z"}}}))
+    proc, _ = _inner(tmp_path, "epyc-milan-6.8-ready", "sev-es", f"--dma-baseline={base}")
+    assert proc.returncode == 1
+    assert "1 failed, 30 passed" in proc.stdout, proc.stdout[-3000:]
+    assert "pool 64M on virtio-blk (sev-es): expected stall, got clean (baseline recorded" in proc.stdout
 
 
 @pytest.mark.timeout(600)
