@@ -198,3 +198,11 @@ def test_failure_names_the_known_signature_first():
     assert not _cross("sev-es", answers.values()).ok
     known = witnesses.diagnose(guest, answers)
     assert known.startswith("SEV signature guest-log-without-es: ") and "remedy: " in known
+
+
+@pytest.mark.parametrize("fault", list(QMP_FAULTS))
+def test_pmemsave_qmp_fault_is_unknown(fault):
+    guest = plain_guest()
+    guest.qmp.replies["pmemsave"] = QMP_FAULTS[fault]
+    w = witnesses.host_memory_view(guest)
+    assert w.answer == "unknown" and "pmemsave failed" in w.evidence
