@@ -13,11 +13,13 @@ vCPU and one host-side witness among them; >= 3 for the plain control.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import allure
 import pytest
 
+from pytest_sev.errors import PytestSevError
 from pytest_sev.guest.specs import cbitpos_of, plain_spec, sev_spec
 from pytest_sev.plugin.fixtures import scoped_guest
 from pytest_sev.sev import evidence, witnesses
@@ -51,8 +53,20 @@ def subject(request, run_config, host):
         spec = plain_spec(run_config, name="plain-control", memory_mib=GUEST_MEMORY_MIB)
     else:
         spec = sev_spec(run_config, kind, cbitpos_of(host), memory_mib=GUEST_MEMORY_MIB)
-    with scoped_guest(request, run_config, f"activation-{kind}", spec) as guest:
+    with _named_failures(), scoped_guest(request, run_config, f"activation-{kind}", spec) as guest:
         yield Subject(kind, guest)
+
+
+@contextlib.contextmanager
+def _named_failures():
+    """A guest that failed to start or died: name a known field failure first."""
+    try:
+        yield
+    except PytestSevError as exc:
+        known = witnesses.diagnose_error(exc)
+        if not known:
+            raise
+        pytest.fail(f"{known}\n{exc}", pytrace=False)
 
 
 def _record(subject: Subject, witness: witnesses.Witness) -> witnesses.Witness:

@@ -43,11 +43,12 @@ from pytest_sev.dma.fio import FioSpec
 from pytest_sev.dma.load import LoadSpec
 from pytest_sev.dma.run import run_dma_load
 from pytest_sev.dma.sizes import default_matrix, parse_size
+from pytest_sev.errors import PytestSevError
 from pytest_sev.guest.spec import Disk
 from pytest_sev.guest.specs import cbitpos_of, plain_spec, sev_spec
 from pytest_sev.plugin.state import run_config as session_run_config
 from pytest_sev.reporting.runner_name import runner_name
-from pytest_sev.sev import signatures
+from pytest_sev.sev import signatures, witnesses
 
 pytestmark = [pytest.mark.qemu, allure.epic("pytest-sev"), allure.feature("dma")]
 
@@ -121,7 +122,13 @@ def _expectations(run_config):
 def test_dma_under_load(case, request, run_config, host, guest_factory, scratch_disk):
     mode, bus, size = case
     allure.dynamic.story(f"{mode} {bus} {size.label}")
-    guest = guest_factory(_guest_spec(run_config, host, mode, bus, size, scratch_disk))
+    try:
+        guest = guest_factory(_guest_spec(run_config, host, mode, bus, size, scratch_disk))
+    except PytestSevError as exc:  # a known field failure (QEMU stderr, console) goes first
+        known = witnesses.diagnose_error(exc)
+        if not known:
+            raise
+        pytest.fail(f"{known}\n{exc}", pytrace=False)
     dev = "/dev/vda" if bus == "virtio-blk" else "/dev/sda"
     run = run_dma_load(guest, dev, stall_seconds=STALL_SECONDS, deadline_seconds=DEADLINE_SECONDS, spec=LOAD,
                        size=size, kind=mode, bus=bus)

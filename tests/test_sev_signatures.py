@@ -80,3 +80,15 @@ def test_each_signature_is_an_allure_category(code):
 def test_pool_over_1g_boundary(slabs, over):
     found = signatures.diagnose({"guest cmdline": f"console=ttyS0 swiotlb={slabs},force"})
     assert bool(found) is over
+
+
+def test_a_guest_that_failed_to_start_is_diagnosed(tmp_path):
+    """GuestLaunchError with QEMU's stderr (AMDESE/AMDSEV#41 text, captured) -> named, remedy given."""
+    from pytest_sev.errors import GuestLaunchError
+    from pytest_sev.sev.witnesses import diagnose_error
+    stderr = tmp_path / "qemu-stderr.log"
+    stderr.write_text("qemu-system-x86_64: sev_launch_update_vmsa: LAUNCH_UPDATE_VMSA ret = -5 fw_error=3 "
+                      "2774 'unknown error'/\n")
+    exc = GuestLaunchError("QEMU's monitor did not answer", logs={"qemu stderr": stderr})
+    assert diagnose_error(exc).startswith("SEV signature vmsa-fw-error-3-naples: ")
+    assert diagnose_error(GuestLaunchError("nothing known")) == ""

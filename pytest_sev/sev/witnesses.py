@@ -223,3 +223,16 @@ def diagnose(guest: Guest, answers: dict[str, Witness] | None = None) -> str:
     answers = answers or {}
     msr_w, log_w = answers.get(evidence.MSR), answers.get(evidence.KERNEL_LOG)
     return signatures.explain(texts, msr_es=msr_w.es if msr_w else None, guest_log_es=log_w.es if log_w else None)
+
+
+def diagnose_error(exc: BaseException) -> str:
+    """Known failure signatures in a guest error (its detail, console tail and
+    QEMU stderr log): '' when none. For a guest that failed to start or died."""
+    texts = {"error": str(getattr(exc, "detail", "") or ""),
+             "console": str(getattr(exc, "console_tail", "") or "")}
+    for label, path in (getattr(exc, "logs", None) or {}).items():
+        try:
+            texts[label] = Path(path).read_text(errors="replace")[-200_000:]
+        except OSError:
+            continue
+    return signatures.explain(texts)
