@@ -7,6 +7,7 @@ Commands:
   build       build.sh equivalent: build qemu, ovmf, kernel from pinned sources
   measure     expected SEV / SEV-ES launch digest of what would be launched
   merge       several runners' Allure results (and JUnit XML) into one report's input
+  capture     record this runner (host inputs, guest witnesses) as a fixture bundle
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ COMMANDS = {
     "build": "pytest_sev.cli.build",
     "measure": "pytest_sev.cli.measure",
     "merge": "pytest_sev.cli.merge",
+    "capture": "pytest_sev.cli.capture",
 }
 
 

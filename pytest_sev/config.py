@@ -41,6 +41,8 @@ class RunConfig:
     dma_sizes: tuple[str, ...] = ()
     #: guests at once on this host (None: pytest_sev.guest.budget.default_max_guests)
     max_guests: int | None = None
+    dma_baseline: Path | None = None
+    dma_record_baseline: Path | None = None
     log_dir: Path = Path("reports/guest-logs")
     extra: dict = field(default_factory=dict)
 
@@ -140,5 +142,7 @@ def build_config(get) -> RunConfig:
         guest_user=get("guest_user") or "root", guest_password=get("guest_password") or "",
         guest_boot_entry=get("guest_boot_entry") or None,
         sev_policy=policy, allow_debug=bool(get("allow_debug")), dma_sizes=sizes_t, max_guests=max_guests,
+        dma_baseline=_existing("--dma-baseline", get("dma_baseline")),
+        dma_record_baseline=Path(get("dma_record_baseline")).resolve() if get("dma_record_baseline") else None,
         log_dir=Path(get("guest_log_dir") or "reports/guest-logs"),
     )
