@@ -2,7 +2,7 @@
 witnesses and DMA rows are selected, evaluated and pass; nothing is silently
 skipped.
 
-The real suites run in an inner pytest (tests/replay_suites/conftest.py)
+The real suites run in an inner pytest (tests/replay_suites/replay_conftest.py, copied in as its conftest)
 against the host report of fixtures/hosts/epyc-*-ready (RECONSTRUCTED hosts,
 see their meta.json) with replay guests: plain witness replies captured, SEV
 and SEV-ES replies reconstructed (fixtures/recorded/guest/provenance.json),
@@ -29,7 +29,7 @@ def _inner(tmp_path, host, mode, *extra):
     work.mkdir()
     for name in ("test_activation.py", "test_dma.py"):
         shutil.copy(REPO / "suites" / name, work / name)
-    shutil.copy(REPO / "tests" / "replay_suites" / "conftest.py", work / "conftest.py")
+    shutil.copy(REPO / "tests" / "replay_suites" / "replay_conftest.py", work / "conftest.py")
     seen = tmp_path / "seen.txt"
     env = dict(os.environ, REPLAY_HOST=str(REPO / "fixtures" / "hosts" / host),
                REPLAY_TESTS_DIR=str(REPO / "tests"), REPLAY_SEEN=str(seen))

@@ -1,5 +1,7 @@
 """Run the real suites against a recorded host and replay guests (no QEMU).
 
+A conftest TEMPLATE (named so pytest never loads it from tests/).
+
 Used by tests/test_sev_modes_recorded.py, which copies suites/test_activation.py
 and suites/test_dma.py next to this file in a scratch directory. The host
 report is the probe of a recorded host (``REPLAY_HOST``, a directory under
