@@ -6,6 +6,8 @@ Commands:
   launch      launch-qemu.sh options, interactive serial console
   build       build.sh equivalent: build qemu, ovmf, kernel from pinned sources
   measure     expected SEV / SEV-ES launch digest of what would be launched
+  merge       several runners' Allure results (and JUnit XML) into one report's input
+  capture     record this runner (host inputs, guest witnesses) as a fixture bundle
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ COMMANDS = {
     "launch": "pytest_sev.cli.launch",
     "build": "pytest_sev.cli.build",
     "measure": "pytest_sev.cli.measure",
+    "merge": "pytest_sev.cli.merge",
+    "capture": "pytest_sev.cli.capture",
 }
 
 

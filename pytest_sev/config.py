@@ -55,6 +55,10 @@ class RunConfig:
     sev_policy: int | None = None
     allow_debug: bool = False
     dma_sizes: tuple[str, ...] = ()
+    #: guests at once on this host (None: pytest_sev.guest.budget.default_max_guests)
+    max_guests: int | None = None
+    dma_baseline: Path | None = None
+    dma_record_baseline: Path | None = None
     log_dir: Path = Path("reports/guest-logs")
     extra: dict = field(default_factory=dict)
 
@@ -321,6 +325,12 @@ def build_config(get) -> RunConfig:
                 parse_size(s)
             except ValueError as exc:
                 raise ConfigError(f"--dma-sizes: {exc}") from None
+    max_guests_text = get("max_guests")
+    max_guests = None
+    if max_guests_text is not None:
+        if not str(max_guests_text).isdigit() or int(max_guests_text) < 1:
+            raise ConfigError(f"--max-guests {max_guests_text!r} is not a positive whole number")
+        max_guests = int(max_guests_text)
     qemu = get("qemu")
     if qemu is not None:
         if not shutil.which(qemu):
@@ -334,6 +344,8 @@ def build_config(get) -> RunConfig:
         guest_firmware=firmware, guest_timeout=timeout,
         guest_user=get("guest_user") or "root", guest_password=get("guest_password") or "",
         guest_boot_entry=boot_entry,
-        sev_policy=policy, allow_debug=bool(get("allow_debug")), dma_sizes=sizes_t,
+        sev_policy=policy, allow_debug=bool(get("allow_debug")), dma_sizes=sizes_t, max_guests=max_guests,
+        dma_baseline=_existing("--dma-baseline", get("dma_baseline")),
+        dma_record_baseline=Path(get("dma_record_baseline")).resolve() if get("dma_record_baseline") else None,
         log_dir=Path(get("guest_log_dir") or "reports/guest-logs"),
     )

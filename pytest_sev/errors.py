@@ -110,6 +110,10 @@ class GuestError(PytestSevError, RuntimeError):
         return "\n".join(parts)
 
 
+class GuestBudgetTimeout(PytestSevError, TimeoutError):
+    """No slot of the host's guest budget (CPUs, memory, SEV/SEV-ES ASIDs) became free in time."""
+
+
 class GuestLaunchError(GuestError):
     """QEMU did not start, or exited before its monitor answered (QEMUMachine's
     ``VMLaunchFailure``): carries argv, exit status and QEMU's own output."""

@@ -8,5 +8,8 @@ bash scripts/setup.sh
 # lint and types first: cheap, and a red one says where without a 7-minute wait
 .venv/bin/ruff check pytest_sev suites tests benchmarks conftest.py
 .venv/bin/mypy
+# the nightly's CI templates against their published schemas (vendored: offline)
+.venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/nightly.yml
+.venv/bin/check-jsonschema --builtin-schema vendor.gitlab-ci .gitlab-ci.yml
 # self-tests keep reports/allure-results for the main job
 exec .venv/bin/python -m pytest tests/ -p no:cacheprovider -o sev_allure=false "$@"

@@ -3,12 +3,20 @@
 For each pool size the guest gets a scratch disk and an fio load (dd when
 the guest has no fio) that writes a pattern and verifies it back; progress
 is sampled and a stall detector ends runs that stop moving.  The outcome
-(clean / pressure / stall / io-error / corruption / panic) is compared to
-``fixtures/dma_expectations.toml``.
+(clean / pressure / unproven / stall / io-error / corruption / panic) is
+compared to ``fixtures/dma_expectations.toml``. Clean and pressure need proof
+that the DMA went through the pool at the requested size (the kernel's pool
+size, io_tlb_used above 0 during the load, VIRTIO_F_ACCESS_PLATFORM
+negotiated; ``pytest_sev.dma.bounce``): without it the run is "unproven", a
+failure in every mode. The evidence is in the summary JSON.
 
-Modes: the plain control (``swiotlb=N,force`` plus ``iommu_platform=on``
-on the virtio device, which bounces every streaming DMA like an SEV guest)
-always runs; the SEV / SEV-ES guest rows run when the mode table allows.
+Modes: the plain control (``swiotlb=N,force`` -- ``swiotlb=force`` for
+``auto`` -- plus ``iommu_platform=on`` on the virtio device, which bounces
+every streaming DMA like an SEV guest) always runs; the SEV / SEV-ES guest
+rows run when the mode table allows (``--sev-es`` runs the SEV rows too) and
+are always enforced: their expected outcome is the runner's baseline
+(``--dma-baseline``), else the plain-forced row; ``--dma-record-baseline
+FILE`` records this run's.
 virtio-scsi runs at the sizes where virtio-blk is expected to stall, to
 check the README's advice.  The disk is throttled in QEMU so requests wait
 in the device with their bounce buffers mapped, as on real storage: the
@@ -21,6 +29,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -28,15 +37,18 @@ import allure
 import pytest
 from filelock import FileLock
 
-from pytest_sev.dma import summary
+from pytest_sev.dma import baseline, summary
 from pytest_sev.dma.expectations import load_expectations
 from pytest_sev.dma.fio import FioSpec
 from pytest_sev.dma.load import LoadSpec
 from pytest_sev.dma.run import run_dma_load
 from pytest_sev.dma.sizes import default_matrix, parse_size
+from pytest_sev.errors import PytestSevError
 from pytest_sev.guest.spec import Disk
 from pytest_sev.guest.specs import cbitpos_of, plain_spec, sev_spec
 from pytest_sev.plugin.state import run_config as session_run_config
+from pytest_sev.reporting.runner_name import runner_name
+from pytest_sev.sev import signatures, witnesses
 
 pytestmark = [pytest.mark.qemu, allure.epic("pytest-sev"), allure.feature("dma")]
 
@@ -46,6 +58,9 @@ DEADLINE_SECONDS = 240.0
 LOAD = LoadSpec(tool="fio", fio=FioSpec(size_mib=16))
 EXPECTATIONS = load_expectations()
 RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex[:12]
+KINDS = ("plain-forced", "sev", "sev-es")
+MARKS = {"plain-forced": pytest.mark.plain, "sev": pytest.mark.sev, "sev-es": pytest.mark.sev_es}
+STALE_RUN_SECONDS = 6 * 3600  # other runs' parts older than this are merged or abandoned
 
 
 def _sizes(config) -> list:
@@ -58,15 +73,14 @@ def pytest_generate_tests(metafunc):
     if "case" not in metafunc.fixturenames:
         return
     cases, ids = [], []
-    for mode in ("plain-forced", "sev-es"):
+    for mode in KINDS:
         for size in _sizes(metafunc.config):
             buses = ["virtio-blk"]
             row = EXPECTATIONS.row(mode, "virtio-blk", size)
             if row is not None and row.outcome == "stall":
                 buses.append("virtio-scsi")  # the README's advice, where blk stalls
             for bus in buses:
-                marks = [pytest.mark.plain] if mode == "plain-forced" else [getattr(pytest.mark, mode.replace("-", "_"))]
-                cases.append(pytest.param((mode, bus, size), marks=marks))
+                cases.append(pytest.param((mode, bus, size), marks=[MARKS[mode]]))
                 ids.append(f"{mode}-{bus}-{size.label}")
     metafunc.parametrize("case", cases, ids=ids)
 
@@ -81,7 +95,8 @@ def _guest_spec(run_config, host, mode, bus, size, disk):
         disks = (Disk(disk, bus=bus, iommu_platform=True, disable_legacy=True, throttle_bps=DEVICE_BPS),)
         return plain_spec(run_config, name=f"dma-{bus}-{size.label}", with_fio=True, memory_mib=memory,
                           append=size.cmdline(force=True), disks=disks)
-    disks = (Disk(disk, bus=bus, throttle_bps=DEVICE_BPS),)  # SEV implies iommu_platform
+    # said explicitly: a QEMU that does not imply it for SEV would leave the device bypassing the pool
+    disks = (Disk(disk, bus=bus, iommu_platform=True, disable_legacy=True, throttle_bps=DEVICE_BPS),)
     return sev_spec(run_config, mode, cbitpos_of(host),
                     name=f"dma-{mode}-{bus}-{size.label}", with_fio=True, memory_mib=memory,
                     append=size.cmdline(force=False), disks=disks)
@@ -98,13 +113,26 @@ def scratch_disk():
     shutil.rmtree(d, ignore_errors=True)
 
 
+def _expectations(run_config):
+    if run_config.dma_baseline is not None:
+        return EXPECTATIONS.with_baseline(baseline.load_baseline(run_config.dma_baseline))
+    return EXPECTATIONS
+
+
 def test_dma_under_load(case, request, run_config, host, guest_factory, scratch_disk):
     mode, bus, size = case
-    allure.dynamic.story(f"{bus} {size.label}")
-    guest = guest_factory(_guest_spec(run_config, host, mode, bus, size, scratch_disk))
+    allure.dynamic.story(f"{mode} {bus} {size.label}")
+    try:
+        guest = guest_factory(_guest_spec(run_config, host, mode, bus, size, scratch_disk))
+    except PytestSevError as exc:  # a known field failure (QEMU stderr, console) goes first
+        known = witnesses.diagnose_error(exc)
+        if not known:
+            raise
+        pytest.fail(f"{known}\n{exc}", pytrace=False)
     dev = "/dev/vda" if bus == "virtio-blk" else "/dev/sda"
-    run = run_dma_load(guest, dev, stall_seconds=STALL_SECONDS, deadline_seconds=DEADLINE_SECONDS, spec=LOAD)
-    verdict = EXPECTATIONS.check(mode, bus, size, run.outcome)
+    run = run_dma_load(guest, dev, stall_seconds=STALL_SECONDS, deadline_seconds=DEADLINE_SECONDS, spec=LOAD,
+                       size=size, kind=mode, bus=bus)
+    verdict = _expectations(run_config).check(mode, bus, size, run.outcome)
     hiwater = run.counters.used_hiwater if run.counters else None
     result = summary.SizeResult(
         size=size.label, bus=bus, mode=mode, outcome=run.outcome, reason=run.reason,
@@ -112,18 +140,39 @@ def test_dma_under_load(case, request, run_config, host, guest_factory, scratch_
         full_messages=run.kernel.full_count, reported_pool_bytes=run.kernel.reported_pool_bytes
         or (run.counters.pool_bytes if run.counters else None),
         peak_used_slots=run.peak_used_slots, hiwater_slots=hiwater, duration_s=round(run.seconds, 1),
-        expected=verdict.expected, verdict=verdict.message)
+        expected=verdict.expected, verdict=verdict.message,
+        bounce=run.bounce.to_json() if run.bounce else None)
     parts = _results_dir(request.config) / "runs" / RUN_ID
     parts.mkdir(parents=True, exist_ok=True)
     (parts / f"{mode}-{bus}-{size.label}.json").write_text(json.dumps(summary.to_json([result])))
-    allure.attach(json.dumps(summary.to_json([result]), indent=1), name=f"dma {bus} {size.label}",
+    allure.attach(json.dumps(summary.to_json([result]), indent=1), name=f"dma {mode} {bus} {size.label}",
                   attachment_type=allure.attachment_type.JSON)
     allure.attach("\n".join(run.samples), name="progress samples", attachment_type=allure.attachment_type.TEXT)
-    assert run.outcome not in ("corruption", "panic"), run.reason
+    if run_config.dma_record_baseline is not None and mode != "plain-forced":
+        with FileLock(str(run_config.dma_record_baseline) + ".lock"):
+            baseline.record(run_config.dma_record_baseline, mode, bus, size.label, run.outcome,
+                            runner=runner_name(), reason=run.reason)
+    known = signatures.explain({"guest dmesg": run.kernel_text, "guest cmdline": guest.spec.append})
+    prefix = known + "\n" if known else ""  # a named field failure goes first
+    if run.outcome in ("corruption", "panic", "unproven"):
+        pytest.fail(f"{prefix}{run.outcome}: {run.reason}", pytrace=False)
     if verdict.fails:
-        pytest.fail(verdict.message, pytrace=False)
+        pytest.fail(prefix + verdict.message, pytrace=False)
     if not verdict.ok:
-        print(f"\nDMA expectation differs (unmeasured row, reported only): {verdict.message}")
+        print(f"\nDMA expectation differs (unmeasured plain-forced row, reported only): {verdict.message}")
+
+
+def _prune_runs(runs: Path, keep: str, now: float | None = None) -> list[str]:
+    """Drop other runs' parts older than STALE_RUN_SECONDS so reports/dma/runs
+    does not grow forever. This run's own parts stay: with xdist every worker
+    merges them all, the last one writing the complete summary."""
+    now = time.time() if now is None else now
+    dropped = []
+    for d in runs.iterdir() if runs.is_dir() else ():
+        if d.is_dir() and d.name != keep and now - d.stat().st_mtime > STALE_RUN_SECONDS:
+            shutil.rmtree(d, ignore_errors=True)
+            dropped.append(d.name)
+    return dropped
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -143,5 +192,6 @@ def dma_summary(request):
         json_path = summary.write_json(results, out)
         png_path = summary.write_plot(
             results, out, title=f"SWIOTLB pool size vs outcome (device throttled to {DEVICE_BPS >> 20} MiB/s)")
+        _prune_runs(out / "runs", keep=RUN_ID)
     allure.attach.file(str(json_path), name="dma summary", attachment_type=allure.attachment_type.JSON)
     allure.attach.file(str(png_path), name="dma plot", attachment_type=allure.attachment_type.PNG)

@@ -25,4 +25,4 @@ def test_host_check(check_name, host, run_config):
         pytest.fail(outcome.reason, pytrace=False)
     if outcome.action == "skip":
         pytest.skip(outcome.reason)
-    assert check.status in ("pass", "info"), check
+    # (check_outcome already turned fail, skip and unknown info rows into a fail or skip)

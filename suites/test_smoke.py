@@ -8,7 +8,9 @@ import pytest
 
 from pytest_sev.images.bzimage import kernel_release
 
-pytestmark = [pytest.mark.qemu, allure.epic("pytest-sev"), allure.feature("smoke")]
+#: one xdist group: the shared session guest boots in one worker only
+pytestmark = [pytest.mark.qemu, pytest.mark.plain, pytest.mark.xdist_group("smoke"),
+              allure.epic("pytest-sev"), allure.feature("smoke")]
 
 
 def test_kernel_version_over_console(guest):

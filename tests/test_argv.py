@@ -95,3 +95,16 @@ def test_impossible_specs_fail_in_one_line(kernel, fields, msg):
     with pytest.raises(SpecError, match=msg) as err:
         GuestSpec(**base)
     assert "\n" not in str(err.value)
+
+
+def test_attested_launch_renders_session_files_and_paused_start(kernel, tmp_path):
+    """The owner's files go on the sev-guest object (QEMU reads them at LAUNCH_START)
+    and -S keeps the guest in state launch-secret until the owner says cont."""
+    sev = SevLaunch("sev-es", 0x5, 51).with_session(tmp_path / "godh.b64", tmp_path / "session.b64")
+    spec = GuestSpec(kernel=kernel, sev=sev, paused=True,
+                     firmware=Firmware("ovmf", Path("/fw/CODE.fd"), Path("/fw/VARS.fd")))
+    argv = _argv(spec)
+    assert "-S" in argv
+    obj = argv[argv.index("-object") + 1]
+    assert obj == (f"sev-guest,id=sev0,policy=0x5,cbitpos=51,reduced-phys-bits=1,"
+                   f"dh-cert-file={tmp_path / 'godh.b64'},session-file={tmp_path / 'session.b64'}")

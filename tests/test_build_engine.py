@@ -191,3 +191,105 @@ def test_concurrent_builders_of_one_key_build_once(project):
 def test_cache_namespace_is_content_cache(project):
     m = _build(project)
     assert ContentCache("builds").get(m.key) == Path(m.entry)
+
+
+# -- reproducibility: the build environment, pins, verify ----------------------------
+
+class StampRecipe(HelloRecipe):
+    """Writes what a build would take from the moment and the machine."""
+
+    component = "stamp"
+
+    def steps(self, source, tree, out, opts):
+        script = ('printf "%s|%s|%s|%s|%s\\n" "$SOURCE_DATE_EPOCH" "$(date +%s)" "$TZ" "$PWD" '
+                  '"$(umask)" > stamp.txt; echo x > f; gzip -c f > f.gz')
+        return [step("stamp", "sh", "-c", script, cwd=tree)]
+
+    def collect(self, source, tree, out, opts):
+        import shutil
+        for name in ("stamp.txt", "f.gz"):
+            shutil.copy2(tree / name, out / name)
+        return Built({"stamp.txt": out / "stamp.txt", "f.gz": out / "f.gz"}, "1")
+
+    def environment(self, source, tree, work, epoch):
+        from pytest_sev.build.reproducible import write_shims
+        return {"PATH": f"{write_shims(work / 'shims')}:/usr/bin:/bin"}
+
+
+def test_steps_see_the_commit_date_and_a_key_named_work_dir(project, monkeypatch):
+    monkeypatch.setenv("GIT_COMMITTER_DATE", "2001-02-03T04:05:06Z")
+    git(project["repo"], "commit", "-q", "--allow-empty", "-m", "dated")
+    project["sources"].write_text(project["sources"].read_text().replace('"v1.0"', '"main"'))
+    src = load_sources(project["sources"])["qemu"]
+    m = build(src, BuildOptions(), recipe=StampRecipe())
+    epoch = 981173106
+    sde, now, tz, pwd, umask = m.artifact("stamp.txt").read_text().strip().split("|")
+    assert (int(sde), int(now), tz, umask) == (epoch, epoch, "UTC", "0022")  # date(1) answers the commit's date
+    assert pwd == str(project["cache"] / "work" / f"qemu-{m.key[:12]}" / "src") == m.build_dir
+    assert m.source_date_epoch == epoch and m.toolchain["gcc"]
+    assert m.artifact("f.gz").read_bytes()[3] == 0  # gzip -n: no name, no mtime in the header
+
+
+def test_pinned_hash_mismatch_fails_naming_artifact_and_both_hashes(project):
+    m = _build(project)
+    good = m.artifacts["hello"]["sha256"]
+    text = project["sources"].read_text()
+    project["sources"].write_text(text + f'[qemu.expect]\nhello = "{good}"\n')
+    assert _build(project).entry == m.entry  # a matching pin: the cache hit stands
+    project["sources"].write_text(text + f'[qemu.expect]\nhello = "{"0" * 64}"\n')
+    with pytest.raises(BuildError) as info:
+        _build(project)  # the cached entry does not match the pin: fails too
+    assert f"hello: built sha256 {good}, pinned {'0' * 64}" in str(info.value)
+    assert info.value.step == "verify artifacts"
+    # a fresh build that differs fails and leaves no entry
+    (project["patches"] / "0001-greet.patch").write_text(_patch("hello", "changed"))
+    with pytest.raises(BuildError, match=r"hello: built sha256 [0-9a-f]{64}, pinned 0{64}"):
+        _build(project)
+    assert ContentCache("builds").get(build_key_of(project)) is None
+
+
+def build_key_of(project) -> str:
+    from pytest_sev.build.engine import build_key
+    from pytest_sev.build.fetch import resolve
+    src = load_sources(project["sources"])["qemu"]
+    return build_key(src, resolve(src), HelloRecipe(), BuildOptions(jobs=2))
+
+
+def test_verify_rebuilds_and_compares(project):
+    from pytest_sev.build.engine import verify
+    src = load_sources(project["sources"])["qemu"]
+    ref, again, rows = verify(src, BuildOptions(jobs=2), recipe=HelloRecipe())
+    assert rows == [("hello", ref.artifacts["hello"]["sha256"], again.artifacts["hello"]["sha256"], True)]
+    assert again.entry != ref.entry and not Path(again.entry).exists()  # rebuilt outside the cache, removed
+    assert len(list((project["cache"] / "build-logs").glob("qemu-*.log"))) == 2  # really built twice
+
+
+class ClockRecipe(HelloRecipe):
+    """Not reproducible on purpose: embeds the real clock."""
+
+    component = "clock"
+
+    def steps(self, source, tree, out, opts):
+        return [step("clock", "sh", "-c", '/usr/bin/date +%s%N > "$1"', "clock", out / "clock.txt")]
+
+    def collect(self, source, tree, out, opts):
+        return Built({"clock.txt": out / "clock.txt"}, "1")
+
+
+def test_verify_cli_reports_a_difference(project, capsys, monkeypatch):
+    from pytest_sev.build import engine
+    from pytest_sev.cli import build as cli
+    monkeypatch.setattr(engine, "RECIPES", {"qemu": ClockRecipe()})
+    assert cli.main(["qemu", "--sources", str(project["sources"]), "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFERS  clock.txt: reference sha256 " in out and "1 artifact(s) differ" in out
+    # against another runner's manifest of the same key
+    entry = next(p for p in (project["cache"] / "builds").iterdir() if (p / "manifest.json").exists())
+    assert cli.main(["qemu", "--sources", str(project["sources"]), "--verify", "--against",
+                     str(entry / "manifest.json")]) == 1
+    assert f"reference {entry / 'manifest.json'}" in capsys.readouterr().out
+    # --against alone: this cache's entry against the other manifest, no rebuild
+    assert cli.main(["qemu", "--sources", str(project["sources"]), "--against",
+                     str(entry / "manifest.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"entry {entry}" in out and "all artifacts bit-identical" in out

@@ -120,3 +120,14 @@ def test_fragments_in_checkout_hold_what_the_default_guest_needs():
                 "EFI_STUB", "DEBUG_FS"):
         assert cfg.get(sym) == "y", sym
     assert shutil.which("bash")
+
+
+def test_nondeterministic_config_notes():
+    from pytest_sev.build.kconfig import nondeterministic_config
+    signed = 'CONFIG_MODULE_SIG=y\nCONFIG_MODULE_SIG_KEY="certs/signing_key.pem"\nCONFIG_RANDSTRUCT_FULL=y\n'
+    notes = nondeterministic_config(signed)
+    assert [n.split(" (")[0] for n in notes] == ["not reproducible: CONFIG_MODULE_SIG_KEY",
+                                               "not reproducible: CONFIG_RANDSTRUCT_FULL"]
+    # the default key path without signing, or a pinned key: nothing to say
+    assert nondeterministic_config('CONFIG_MODULE_SIG_KEY="certs/signing_key.pem"\n') == []
+    assert nondeterministic_config('CONFIG_MODULE_SIG=y\nCONFIG_MODULE_SIG_KEY="/keys/k.pem"\n') == []

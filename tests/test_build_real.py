@@ -14,6 +14,7 @@ scripts/local-sources.sh linux qemu edk2 first) and is a cache hit after:
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -141,3 +142,41 @@ def test_built_qemu_boots_default_guest_with_built_ovmf(qemu_manifest, ovmf_mani
     # AMD's recipe is a DEBUG build with DEBUG_ON_SERIAL_PORT: OVMF's own log
     # precedes the kernel's on the console (the distro OVMF prints none)
     assert "SecCoreStartupWithStack" in console or "Loading driver" in console
+
+
+def test_kernel_build_reproduces_in_another_cache_dir(request, tmp_path):
+    """The same commit, recipe and inputs, built again in another cache
+    directory (another work path, no shared entry): a bit-identical vmlinuz.
+
+    The second build runs in a subprocess with ``PYTEST_SEV_CACHE`` pointing
+    elsewhere (``PYTEST_SEV_SRC`` kept, so the source URL and the key are the
+    same).  ``PYTEST_SEV_REPRO_CACHE`` names a second cache that already
+    holds the build (a manual second run), to skip the ~10 minutes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from pytest_sev.build.reproducible import path_dependent
+    from pytest_sev.build.sources import default_src_root
+    first = _real_build(request, "kernel")
+    other = Path(os.environ.get("PYTEST_SEV_REPRO_CACHE") or tmp_path / "cache2")
+    assert other.resolve() != Path(first.entry).parents[1].resolve()
+    env = {**os.environ, "PYTEST_SEV_CACHE": str(other), "PYTEST_SEV_SRC": str(default_src_root())}
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pytest_sev", "build", "kernel", "--no-install", "--nice", "19",
+                           "-j2"], env=env, capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    entry = next(p for p in (other / "builds").iterdir() if (p / "manifest.json").is_file()
+                 and json.loads((p / "manifest.json").read_text())["key"] == first.key)
+    second = json.loads((entry / "manifest.json").read_text())
+    print(f"second build: {time.monotonic() - start:.0f} s (manifest: {second['build_seconds']} s), "
+          f"first: {first.build_seconds} s")
+    assert second["build_dir"] != first.build_dir  # really another path
+    assert second["artifacts"]["vmlinuz"]["sha256"] == first.artifacts["vmlinuz"]["sha256"]
+    differ = {n for n, rec in first.artifacts.items()
+              if second["artifacts"].get(n, {}).get("sha256") != rec["sha256"]}
+    for name in sorted(first.artifacts):
+        print(f"{'DIFFERS' if name in differ else 'same'}  {first.artifacts[name]['sha256']}  {name}")
+    # only what the kernel's packaging ties to the build path (reproducible.PATH_DEPENDENT)
+    assert all(path_dependent(n) for n in differ), f"artifacts that differ: {sorted(differ)}"

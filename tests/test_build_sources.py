@@ -42,8 +42,11 @@ def test_qemu_configure_args_follow_build_sh(tmp_path):
     src = load_sources(f)["qemu"]
     opts = BuildOptions(prefix="/opt/q")
     configure = QemuRecipe().steps(src, tmp_path, tmp_path / "out", opts)[0]
+    # build.sh's arguments, the source's, then the prefix map (reproducible builds)
     assert configure.argv == ("./configure", "--target-list=x86_64-softmmu", "--prefix=/opt/q",
-                              "--disable-werror", "--firmwarepath=/fw")
+                              "--disable-werror", "--firmwarepath=/fw", f"--extra-cflags=-ffile-prefix-map={tmp_path}/=")
+    # the build path is not an input: two paths, one key
+    assert QemuRecipe().inputs(src, opts) == QemuRecipe().inputs(src, opts)
     assert QemuRecipe().inputs(src, opts)["configure_args"] == ["--firmwarepath=/fw"]
 
 
@@ -56,6 +59,8 @@ def test_qemu_configure_args_follow_build_sh(tmp_path):
     ('[qemu]\nurl="x"\nref="y"\nconfigure_args="--x"\n', "list of strings"),
     ('[ovmf]\nurl="x"\nref="y"\nconfigure_args=["--x"]\n', "qemu key"),
     ('[qemu\n', "sources file"),
+    ('[kernel]\nurl="x"\nref="y"\n[kernel.expect]\nvmlinuz="abc"\n', "expect must map artifact names to sha256"),
+    ('[kernel]\nurl="x"\nref="y"\nexpect="abc"\n', "expect must map"),
 ])
 def test_bad_sources_one_line(tmp_path, text, message):
     f = tmp_path / "s.toml"
@@ -186,3 +191,12 @@ def test_run_config_overrides_only_for_non_system(tmp_path):
     over = run_config_overrides(parse_components(f"qemu=prefix:{tmp_path},ovmf=prefix:{tmp_path}"), comps)
     assert over == {"qemu": str(tmp_path / "q"), "ovmf_code": tmp_path / "c", "ovmf_vars": tmp_path / "v"}
     assert {f.name for f in dataclasses.fields(RunConfig)} >= set(over) | {"guest_kernel", "guest_initrd"}
+
+
+def test_expected_hashes_are_pins_not_key_inputs(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('[kernel]\nurl="x"\nref="y"\n[kernel.expect]\nvmlinuz="%s"\n' % ("ab" * 32))
+    pinned = load_sources(f)["kernel"]
+    assert pinned.expect == {"vmlinuz": "ab" * 32}
+    f.write_text('[kernel]\nurl="x"\nref="y"\n')
+    assert load_sources(f)["kernel"] == pinned  # a pin does not change what is built

@@ -29,7 +29,7 @@ FIO_VERIFY = res("loop-fio-tamper.result.txt")
 
 
 def test_order():
-    assert OUTCOMES == ("clean", "pressure", "stall", "io-error", "corruption", "panic")
+    assert OUTCOMES == ("clean", "pressure", "unproven", "stall", "io-error", "corruption", "panic")
     assert severity("panic") > severity("corruption") > severity("io-error") > severity("stall")
 
 

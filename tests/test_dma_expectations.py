@@ -43,10 +43,39 @@ def test_measured_difference_fails_with_both_values(exp):
     assert v.fails and "expected pressure" in v.message and "got clean" in v.message
 
 
-def test_unmeasured_difference_is_reported_only(exp):
-    v = exp.check("sev-es", "virtio-scsi", S("8M"), "stall")
+def test_unmeasured_plain_difference_is_reported_only(exp):
+    v = exp.check("plain-forced", "virtio-scsi", S("8M"), "stall")
     assert not v.ok and not v.fails
     assert "expected pressure, got stall" in v.message and "reported only" in v.message
+
+
+@pytest.mark.parametrize("mode", ["sev", "sev-es"])
+def test_sev_rows_default_to_plain_forced_and_are_enforced(exp, mode):
+    for bus, size, want in (("virtio-blk", "1M", "stall"), ("virtio-blk", "8M", "pressure"),
+                            ("virtio-blk", "64M", "clean"), ("virtio-scsi", "8M", "pressure")):
+        row = exp.row(mode, bus, S(size))
+        assert row.outcome == want == exp.row("plain-forced", bus, S(size)).outcome
+        v = exp.check(mode, bus, S(size), "io-error")
+        assert v.fails and f"expected {want}" in v.message and "got io-error" in v.message  # both values
+
+
+def test_baseline_recorded_then_compared(tmp_path, exp):
+    from pytest_sev.dma import baseline
+    path = tmp_path / "base.json"
+    baseline.record(path, "sev-es", "virtio-blk", "8M", "stall", runner="epyc-01", reason="r")
+    baseline.record(path, "sev-es", "virtio-blk", "1M", "unproven", runner="epyc-01")  # never recorded
+    with_base = exp.with_baseline(baseline.load_baseline(path))
+    assert with_base.check("sev-es", "virtio-blk", S("8M"), "stall").ok
+    v = with_base.check("sev-es", "virtio-blk", S("8M"), "pressure")
+    assert v.fails and "expected stall, got pressure" in v.message and "baseline recorded" in v.message
+    assert with_base.row("sev-es", "virtio-blk", S("1M")).outcome == "stall"  # from plain-forced
+    assert with_base.check("sev", "virtio-blk", S("8M"), "pressure").ok  # other kinds untouched
+
+
+@pytest.mark.parametrize("mode", ["plain-forced", "sev", "sev-es"])
+def test_unproven_never_acceptable(exp, mode):
+    v = exp.check(mode, "virtio-blk", S("8M"), "unproven")
+    assert v.fails and "never acceptable" in v.message
 
 
 @pytest.mark.parametrize("mode", ["plain-forced", "sev", "sev-es"])
@@ -103,5 +132,5 @@ def test_accept_list():
 
 def test_toml_marks_unmeasured_rows():
     data = tomllib.loads(DEFAULT_PATH.read_text())
-    assert data["sev"]["virtio-blk"]["1M"]["status"] == "unmeasured"
+    assert "sev" not in data and "sev-es" not in data  # they default to plain-forced
     assert data["plain-forced"]["virtio-scsi"]["256K"]["status"] == "unmeasured"

@@ -34,7 +34,7 @@ def test_auto():
     s = parse_size("auto")
     assert s is AUTO or s == AUTO
     assert s.slabs is None and s.bytes is None and s.label == "auto"
-    assert s.cmdline(force=True) == "" and s.cmdline(force=False) == ""
+    assert s.cmdline(force=True) == "swiotlb=force" and s.cmdline(force=False) == ""
 
 
 def test_cmdline():

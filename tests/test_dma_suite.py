@@ -28,6 +28,9 @@ def test_two_sizes_in_parallel_merge_into_one_summary(tmp_path, qemu_processes):
                         ("virtio-blk", "64M"): "clean"}
     clean = next(r for r in data["results"] if r["size"] == "64M")
     assert clean["full_messages"] == 0 and clean["reported_pool_bytes"] == 64 << 20
+    for r in data["results"]:  # every row carries its bounce evidence; clean ones must be proven
+        assert r["bounce"]["access_platform"] is True, r
+    assert clean["bounce"]["proven"] and clean["peak_used_slots"] > 0, clean["bounce"]
     assert (tmp_path / "reports" / "dma" / "dma-summary.png").stat().st_size > 10_000
     assert qemu_processes("dma-") == []
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith("sev-")]

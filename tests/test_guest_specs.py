@@ -1,5 +1,6 @@
 """SEV guests are specified from the host report exactly as they will be
-launched on an EPYC runner: tested here on recorded ready hosts."""
+launched on an EPYC runner: tested here on the recorded ready hosts, which
+are RECONSTRUCTED (fixtures/hosts/*/meta.json says from what), not captures."""
 
 from pathlib import Path
 

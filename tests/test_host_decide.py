@@ -95,6 +95,13 @@ def test_decide_rejects_unknown_modes():
         decide("auto", READY, "snp")
 
 
+def test_check_outcome_info_rows_with_unknown_value_skip():
+    for value in ("unknown", "unknown (no /proc/cpuinfo)", "n/a (no SEV)", ""):
+        d = check_outcome(Check("microcode", "info", value), "sev-es")
+        assert d.action == "skip" and "not determined" in d.reason
+    assert check_outcome(Check("microcode", "info", "0xa0011d1"), "sev-es").action == "run"
+
+
 @pytest.mark.parametrize("status, needed, mode, action", [
     ("pass", FOR_SEV, "sev-es", "run"),
     ("info", FOR_NONE, "sev-es", "run"),

@@ -1,5 +1,9 @@
 """Every recorded host under fixtures/hosts/ is probed from its recording and
-must give exactly its expected.txt, and the verdict its real machine gets."""
+must give exactly its expected.txt, and the verdict its real machine gets.
+
+Which are captures: dev-machine-no-sev and capture-* (this project's
+development machines); every epyc-* and intel-* host is RECONSTRUCTED (two of
+them around a captured dmesg): each meta.json says so and from what."""
 
 from pathlib import Path
 
@@ -21,6 +25,8 @@ VERDICTS = {
     "epyc-milan-sev-es-param-off": (None, "kvm_amd_sev_es"),
     "intel-xeon-icelake": ("cpu_vendor", "cpu_vendor"),
     "dev-machine-no-sev": ("cpu_vendor", "cpu_vendor"),
+    # captured with python -m pytest_sev capture (an Intel Xeon VM, TCG)
+    "capture-devbox-2026-12-01": ("cpu_vendor", "cpu_vendor"),
     # dmesg from real captures (enarx#1315, AMDSEV#189); the rest reconstructed (see meta.json).
     "epyc-milan-snp-combined-ready": (None, None),
     "epyc-milan-r7515-init-0x1-api": ("sev_firmware", "sev_firmware"),

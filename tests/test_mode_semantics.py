@@ -33,15 +33,16 @@ def _run(tmp_path, *args):
 def test_sev_es_mode_fails_fast_and_keeps_the_plain_control(tmp_path, first_failure):
     proc = _run(tmp_path, "--sev-es")
     assert proc.returncode == 1, proc.stdout[-3000:]
-    assert "6 failed, 6 passed" in proc.stdout
+    # plain control: 7 pass; SEV (7 + the sev_guest fixture test) and SEV-ES (7) fail fast
+    assert "15 failed, 7 passed" in proc.stdout
     assert f"--sev-es but host not ready for sev-es: host check {first_failure.name} failed" in proc.stdout
     # only the plain control booted: the SEV-ES subject never made a guest
     booted = [d.name for d in (tmp_path / "logs").glob("*") if d.is_dir()]
-    assert not any("sev-es" in name for name in booted), booted
+    assert not any("sev" in name for name in booted), booted
 
 
 def test_auto_mode_skips_naming_the_check(tmp_path, first_failure):
     proc = _run(tmp_path, "-rs")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "6 passed, 6 skipped" in proc.stdout
+    assert "7 passed, 15 skipped" in proc.stdout
     assert f"host not ready for sev-es: host check {first_failure.name} failed" in proc.stdout

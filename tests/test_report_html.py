@@ -21,15 +21,11 @@ import re
 import shutil
 import signal
 import subprocess
-import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.request import urlopen
 
 import pytest
 
-from pytest_sev.cache import cache_root
 from pytest_sev.reporting.categories import categorize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,16 +51,6 @@ def test_boots_a_guest(guest_factory):
     out, status = guest.run("uname -r")
     assert status == 0 and out.strip()
 '''
-
-
-@pytest.fixture
-def report_env(tmp_path, monkeypatch):
-    """Environment for inner runs and report.sh: a fixed runner name, the
-    history beside the test's report, Allure installed once per machine."""
-    monkeypatch.setenv("SEV_RUNNER", "selftest-runner")
-    monkeypatch.setenv("SEV_ALLURE_HISTORY", str(tmp_path / "history.jsonl"))
-    monkeypatch.setenv("SEV_TOOLS_DIR", str(cache_root() / "allure-tools"))
-    return tmp_path
 
 
 def checkout(pytester: pytest.Pytester) -> Path:
@@ -93,30 +79,6 @@ def report_results(report: Path) -> dict[str, dict]:
 
 
 # -- loopback HTTP and Chromium ------------------------------------------------
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def serve():
-    """``serve(directory) -> base URL`` on 127.0.0.1; stopped after the test."""
-    servers = []
-
-    def start(directory: Path) -> str:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(directory)))
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{server.server_address[1]}/"
-
-    yield start
-    for server, thread in servers:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-
 
 def _pids_with(token: str) -> list[int]:
     found = []

@@ -37,12 +37,12 @@ def test_sev_es_running_ok_and_bare_form():
 
 def test_sev_es_reply_judged_as_sev_is_wrong():
     v = Q.evaluate_query_sev(rec("sev-es-qemu7.2-query-sev-running.json"), expect="sev")
-    assert not v.ok and any("sets ES" in p for p in v.problems)
+    assert not v.ok and any("sets the ES bit" in p for p in v.problems)
 
 
 def test_sev_reply_judged_as_sev_es_is_wrong():
     v = Q.evaluate_query_sev(rec("sev-qemu7.2-query-sev-running.json"), expect="sev-es")
-    assert not v.ok and any("lacks ES" in p for p in v.problems)
+    assert not v.ok and any("lacks the ES bit" in p for p in v.problems)
     assert Q.evaluate_query_sev(rec("sev-qemu7.2-query-sev-running.json"), expect="sev").ok
 
 

@@ -147,7 +147,7 @@ def _locate_kernel(choice: Choice) -> Manifest:
 
 
 _LOCATE = {"qemu": _locate_qemu, "ovmf": _locate_ovmf, "kernel": _locate_kernel}
-_MAIN_ARTIFACT = {"qemu": ("qemu-system-x86_64",), "ovmf": ("OVMF_CODE.fd", "OVMF_VARS.fd"),
+MAIN_ARTIFACTS = {"qemu": ("qemu-system-x86_64",), "ovmf": ("OVMF_CODE.fd", "OVMF_VARS.fd"),
                   "kernel": ("vmlinuz",)}
 
 
@@ -165,7 +165,7 @@ def resolve_components(plan: dict[str, Choice], sources: dict[str, Source] | Non
         else:
             manifests[comp] = _LOCATE[comp](choice)
             record_used(manifests[comp])
-    art = {c: [manifests[c].artifact(n) for n in _MAIN_ARTIFACT[c]] for c in COMPONENTS}
+    art = {c: [manifests[c].artifact(n) for n in MAIN_ARTIFACTS[c]] for c in COMPONENTS}
     return Components(qemu=art["qemu"][0], ovmf_code=art["ovmf"][0], ovmf_vars=art["ovmf"][1],
                       kernel=art["kernel"][0], manifests=tuple(manifests[c] for c in COMPONENTS))
 

@@ -2,7 +2,10 @@
 
 The manifest answers "which QEMU/OVMF/kernel did this run use, built from
 what": component, URL, ref, resolved commit, version string, every artifact
-with its sha256, and how long the build took.  The report lists the ones a
+with its sha256, how long the build took, and what a rebuild needs to
+reproduce it (the ``SOURCE_DATE_EPOCH`` it used, the toolchain).  Another
+runner's entry is checked against these hashes with
+``python -m pytest_sev build --verify --against MANIFEST``.  The report lists the ones a
 session used with :func:`session_manifests`.
 """
 
@@ -33,6 +36,10 @@ class Manifest:
     inputs: dict = field(default_factory=dict)
     steps: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    source_date_epoch: int = 0          # the clock every step saw (reproducible builds)
+    toolchain: dict[str, str] = field(default_factory=dict)  # gcc/ld/make versions
+    build_dir: str = ""                 # where it was built (the prefix map removes it)
+    patches: list = field(default_factory=list)  # (name, sha256) of each patch applied
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)

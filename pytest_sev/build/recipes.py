@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_sev.build.errors import BuildError
-from pytest_sev.build.kconfig import missing_required, resolve_base, scripts_config_args, unhonoured
+from pytest_sev.build.kconfig import missing_required, nondeterministic_config, resolve_base, scripts_config_args, unhonoured
 from pytest_sev.build.packaging import host_os_release, package_target
+from pytest_sev.build.reproducible import kernel_env, write_shims
 from pytest_sev.build.sources import Source
 from pytest_sev.build.steps import Step, bash_step, step
 
@@ -62,6 +63,11 @@ class Recipe:
     def inputs(self, source: Source, opts: BuildOptions) -> dict:
         return {}
 
+    def environment(self, source: Source, tree: Path, work: Path, epoch: int) -> dict[str, str]:
+        """Environment of every step beyond :func:`.reproducible.base_env`
+        (``SOURCE_DATE_EPOCH``, ``TZ``, ``LC_ALL``), which the engine sets."""
+        return {}
+
     def steps(self, source: Source, tree: Path, out: Path, opts: BuildOptions) -> list[Step]:
         raise NotImplementedError
 
@@ -81,7 +87,7 @@ class QemuRecipe(Recipe):
     ``--firmwarepath`` for Debian's firmware-less dfsg source)."""
 
     component = "qemu"
-    version = 1
+    version = 2  # 2: SOURCE_DATE_EPOCH, -ffile-prefix-map (reproducible builds)
 
     def inputs(self, source, opts):
         return {"prefix": opts.prefix, "target_list": "x86_64-softmmu",
@@ -89,8 +95,12 @@ class QemuRecipe(Recipe):
 
     def steps(self, source, tree, out, opts):
         return [
+            # the prefix map keeps the build path out of the debug info (QEMU
+            # builds with -g and installs unstripped); it is path-derived, so
+            # it is not an input (the recipe version stands for it)
             step("configure", "./configure", "--target-list=x86_64-softmmu",
-                 f"--prefix={opts.prefix}", "--disable-werror", *source.configure_args, cwd=tree),
+                 f"--prefix={opts.prefix}", "--disable-werror", *source.configure_args,
+                 f"--extra-cflags=-ffile-prefix-map={tree}/=", cwd=tree),
             step("make", "make", f"-j{opts.jobs}", cwd=tree),
             step("make install", "make", "install", f"DESTDIR={out / 'root'}", cwd=tree),
         ]
@@ -118,7 +128,7 @@ class OvmfRecipe(Recipe):
     OVMF_CODE.fd and OVMF_VARS.fd installed under PREFIX/share/qemu."""
 
     component = "ovmf"
-    version = 1
+    version = 2  # 2: SOURCE_DATE_EPOCH, fixed work path (see README: reproducibility)
 
     def inputs(self, source, opts):
         return {"prefix": opts.prefix, "toolchain": "GCC5", "dsc": "OvmfPkg/OvmfPkgX64.dsc",
@@ -148,7 +158,9 @@ class KernelRecipe(Recipe):
     ``make olddefconfig``, ``make -jN``, then ``bindeb-pkg``/``binrpm-pkg``."""
 
     component = "kernel"
-    version = 2  # 2: LOCALVERSION= on make, as build.sh (no "+" from setlocalversion)
+    # 2: LOCALVERSION= on make, as build.sh (no "+" from setlocalversion)
+    # 3: reproducible: KBUILD_BUILD_TIMESTAMP/USER/HOST/VERSION, prefix map, date/gzip shims
+    version = 3
 
     def _package(self, source, opts) -> str | None:
         wanted = source.package if opts.package is None else opts.package
@@ -163,6 +175,9 @@ class KernelRecipe(Recipe):
             "edits": scripts_config_args(),
             "package": self._package(source, opts),
         }
+
+    def environment(self, source, tree, work, epoch):
+        return kernel_env(epoch, tree, write_shims(work / "shims"))
 
     @staticmethod
     def _fragment_key(frag: Path) -> list[str]:
@@ -201,7 +216,17 @@ class KernelRecipe(Recipe):
         if missing:
             raise BuildError("kernel", "check config",
                              detail="make olddefconfig dropped " + ", ".join(missing))
-        return [f"not in final config: {m}" for m in unhonoured(text)]
+        return [f"not in final config: {m}" for m in unhonoured(text)] + nondeterministic_config(text)
+
+    @staticmethod
+    def build_path_leaks(tree: Path) -> list[str]:
+        """Notes when the build path is in the image's uncompressed payload
+        (``-ffile-prefix-map`` should keep it out)."""
+        payload = tree / "arch" / "x86" / "boot" / "compressed" / "vmlinux.bin"
+        if not payload.is_file():
+            return []
+        n = payload.read_bytes().count(str(tree).encode())
+        return [f"not reproducible across build paths: {payload.name} holds the build path {n} time(s)"] if n else []
 
     def collect(self, source, tree, out, opts):
         notes = self.check_config(tree)
@@ -224,7 +249,7 @@ class KernelRecipe(Recipe):
         for p in map(Path, pkgs):
             shutil.copy2(p, kdir / p.name)
             arts[p.name] = kdir / p.name
-        return Built(arts, release, notes)
+        return Built(arts, release, notes + self.build_path_leaks(tree))
 
 
 RECIPES: dict[str, Recipe] = {r.component: r for r in (QemuRecipe(), OvmfRecipe(), KernelRecipe())}

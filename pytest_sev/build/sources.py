@@ -11,6 +11,9 @@ One table per component (``qemu``, ``ovmf``, ``kernel``)::
     submodules = false                       # tree already holds them (default true)
     configure_args = ["--firmwarepath=..."]  # qemu only: after build.sh's arguments
 
+    [kernel.expect]                          # optional: sha256 per artifact name
+    vmlinuz = "3f1c..."                      # a build (or cache hit) that differs fails
+
 or, instead of ``url``/``ref``, a source tarball pinned by its digest::
 
     tarball = "/srv/qemu-9.0.0.tar.xz"
@@ -37,7 +40,7 @@ from pytest_sev.cache import cache_root
 COMPONENTS = ("qemu", "ovmf", "kernel")
 
 _KEYS = {"url", "ref", "patches", "tarball", "sha256", "base_config", "fragments",
-         "package", "submodules", "configure_args"}
+         "package", "submodules", "configure_args", "expect"}
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/]+@[^/:]+:")
 
 
@@ -56,6 +59,8 @@ class Source:
     package: bool = True           # kernel only: bindeb-pkg / binrpm-pkg
     submodules: bool = True
     configure_args: tuple[str, ...] = ()  # qemu only: appended to build.sh's ./configure
+    #: artifact name -> the sha256 a reproducible build must give (not part of the key)
+    expect: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     origin: Path | None = field(default=None, compare=False)  # the TOML file
 
     @property
@@ -114,6 +119,10 @@ def parse_source(component: str, table: dict, base: Path, origin: Path | None = 
         raise SourcesError(f"{where}: configure_args must be a list of strings")
     if cargs and component != "qemu":
         raise SourcesError(f"{where}: configure_args is a qemu key")
+    expect = table.get("expect", {})
+    if not isinstance(expect, dict) or not all(
+            isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for v in expect.values()):
+        raise SourcesError(f"{where}: expect must map artifact names to sha256 (64 lowercase hex digits)")
     patches = table.get("patches")
     return Source(
         component=component,
@@ -127,6 +136,7 @@ def parse_source(component: str, table: dict, base: Path, origin: Path | None = 
         package=bool(table.get("package", True)),
         submodules=bool(table.get("submodules", True)),
         configure_args=tuple(cargs),
+        expect=dict(expect),
         origin=origin,
     )
 

@@ -88,7 +88,8 @@ class StepRunner:
             with open(self.log, "ab") as out:
                 stdin_file = open(s.stdin, "rb") if s.stdin else None
                 try:
-                    proc = subprocess.run(argv, cwd=s.cwd, env=env,
+                    # umask 022: file modes that end up in packages do not depend on the caller's
+                    proc = subprocess.run(argv, cwd=s.cwd, env=env, umask=0o022,
                                           stdin=stdin_file if stdin_file is not None else subprocess.DEVNULL,
                                           stdout=out, stderr=subprocess.STDOUT, timeout=s.timeout)
                 finally:

@@ -7,6 +7,15 @@ OVMF_VARS.fd under PREFIX/share/qemu, and the kernel packages (.deb/.rpm)
 are copied to ``--output`` (default: the current directory, where build.sh
 leaves them).  Builds go through the same cache as the ``components``
 fixture, so a component already built by a test session installs at once.
+
+``--verify`` rebuilds each component outside the cache and compares every
+artifact's sha256 with the cache entry (built first when missing), or with
+another runner's ``manifest.json`` given by ``--against``; ``--against``
+alone compares that manifest with this cache's entry, without a rebuild.
+Any difference exits 1 and names the artifact and both hashes (an artifact
+known to record the build path, when the paths differ, is listed but
+expected: see :mod:`pytest_sev.build.reproducible`).  Pins in the sources file
+(``[kernel.expect]``) are checked on every build and cache hit.
 """
 
 from __future__ import annotations
@@ -17,10 +26,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from pytest_sev.build.engine import build
+from pytest_sev.build.engine import build, verify
 from pytest_sev.build.errors import BuildError, SourcesError
 from pytest_sev.build.manifest import Manifest
 from pytest_sev.build.recipes import DEFAULT_PREFIX, BuildOptions
+from pytest_sev.build.reproducible import path_dependent
 from pytest_sev.build.sources import COMPONENTS, default_sources_file, load_sources
 
 
@@ -45,7 +55,69 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="make -jN (default: nproc)")
     p.add_argument("--nice", type=int, default=None, help="run build steps under nice -n N")
     p.add_argument("--no-install", action="store_true", help="build into the cache only")
+    p.add_argument("--verify", action="store_true",
+                   help="rebuild outside the cache and compare every artifact's sha256 with the cache entry")
+    p.add_argument("--against", metavar="MANIFEST", default=None,
+                   help="compare with this manifest.json (another runner's cache entry): alone, this "
+                        "cache's entry (built if missing); with --verify, a fresh rebuild")
     return p
+
+
+def _reference(path: str | None) -> Manifest | None:
+    if path is None:
+        return None
+    import json
+    try:
+        return Manifest.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise SourcesError(f"--against {path}: not a build manifest ({exc})") from None
+
+
+def verify_main(comps: list[str], sources: dict, opts: BuildOptions, against: str | None,
+                rebuild: bool = True) -> int:
+    """``--verify`` / ``--against``: 0 when every artifact is bit-identical."""
+    try:
+        reference = _reference(against)
+    except SourcesError as exc:
+        print(f"build: {exc}", file=sys.stderr)
+        return 2
+    if reference is not None:
+        comps = [c for c in comps if c == reference.component] or [reference.component]
+    differ = expected = 0
+    for comp in comps:
+        how = "rebuilding" if rebuild else "comparing the cache entry of"
+        print(f"build: verify {comp}: {how} {sources[comp].url or sources[comp].tarball} "
+              f"{sources[comp].ref}", flush=True)
+        try:
+            ref, again, rows = verify(sources[comp], opts, reference=reference, rebuild_=rebuild)
+        except (BuildError, SourcesError) as exc:
+            print(f"build: {exc}", file=sys.stderr)
+            return 1
+        where = against or ref.entry
+        what = f"rebuilt in {again.build_seconds} s" if rebuild else f"entry {again.entry}"
+        print(f"build: {comp} commit {again.commit[:12]} {what}; reference {where}")
+        other_path = bool(ref.build_dir) and ref.build_dir != again.build_dir
+        mine = "rebuilt" if rebuild else "here"
+        for name, a, b, same in rows:
+            if same:
+                print(f"  same     {a}  {name}")
+            elif other_path and path_dependent(name):
+                # known: reproducible only at one build path (see build/reproducible.py)
+                expected += 1
+                print(f"  differs  {name}: reference sha256 {a}, {mine} {b} (expected: it records the "
+                      f"build path, {ref.build_dir} vs {again.build_dir}; use one PYTEST_SEV_BUILD_DIR)")
+            else:
+                differ += 1
+                print(f"  DIFFERS  {name}: reference sha256 {a}, {mine} {b}")
+        if ref.toolchain and ref.toolchain != again.toolchain:
+            print(f"  toolchain differs: reference {ref.toolchain}, here {again.toolchain}")
+    if differ:
+        print(f"build: verify: {differ} artifact(s) differ")
+    elif expected:
+        print(f"build: verify: bit-identical except {expected} artifact(s) that record the build path (expected)")
+    else:
+        print("build: verify: all artifacts bit-identical")
+    return 1 if differ else 0
 
 
 def install_tree(manifest: Manifest, prefix: Path) -> list[Path]:
@@ -79,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     comps = [c for c in COMPONENTS if c in args.component] if args.component else list(COMPONENTS)
     prefix = Path(args.install).resolve()
-    if not args.no_install and not prefix.is_dir():
+    if not (args.no_install or args.verify or args.against) and not prefix.is_dir():
         print(f"build: install dir {prefix} does not exist (create it first, as build.sh requires)",
               file=sys.stderr)
         return 2
@@ -93,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # the configured prefix is part of the key: build for where it will live
     opts = BuildOptions(jobs=args.jobs, nice=args.nice, prefix=str(prefix))
+    if args.verify or args.against:
+        return verify_main(comps, sources, opts, args.against, rebuild=args.verify)
     for comp in comps:
         print(f"build: {comp} from {sources[comp].url or sources[comp].tarball} "
               f"{sources[comp].ref}", flush=True)
@@ -104,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build: {comp} {m.version} commit {m.commit[:12]} ({m.build_seconds} s), entry {m.entry}")
         for name, rec in m.artifacts.items():
             print(f"  {rec['sha256']}  {name}")
+        for note in m.notes:
+            print(f"  note: {note}")
         if args.no_install:
             continue
         if comp in ("qemu", "ovmf"):

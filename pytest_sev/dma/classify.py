@@ -5,7 +5,7 @@ in I/O errors, a panic after a storm of "buffer is full"); the suite and the
 nightly history need exactly one outcome per run, and the worst symptom is the
 one a person must see first:
 
-    panic > corruption > io-error > stall > pressure > clean
+    panic > corruption > io-error > stall > unproven > pressure > clean
 
 - panic: a ``Kernel panic - not syncing`` line (incl. the README FAQ-5 text).
 - corruption: fio verify failures or dd checksum mismatches.
@@ -14,18 +14,26 @@ one a person must see first:
   SWIOTLB buffer earlier" printed as a warning (6.x) instead of a panic.
 - stall: the stall detector fired, the load never finished, or the kernel
   reported a hung task.
+- unproven: it would be clean or pressure, but nothing proves the DMA went
+  through the pool at the requested size (:mod:`.bounce`): a failure in
+  every mode, never an expected outcome.
 - pressure: completed and verified, but "swiotlb buffer is full" was seen.
 - clean: completed, verified, no "buffer is full".
+
+The kernel's SWIOTLB allocation failures (``alloc_failures``: "swiotlb:
+failed to allocate ...", a dynamic pool that could not grow) are an
+io-error: the pool under test is not what was asked for.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pytest_sev.dma.bounce import BounceEvidence
 from pytest_sev.dma.kmsg import KernelReport, io_errors_for
 from pytest_sev.dma.load import LoadResult
 
-OUTCOMES = ("clean", "pressure", "stall", "io-error", "corruption", "panic")  # mild -> severe
+OUTCOMES = ("clean", "pressure", "unproven", "stall", "io-error", "corruption", "panic")  # mild -> severe
 
 
 def severity(outcome: str) -> int:
@@ -71,6 +79,7 @@ def classify(
     stalled: bool = False,
     stall_reason: str = "",
     dev: str | None = None,
+    bounce: BounceEvidence | None = None,
 ) -> Classification:
     """Classify one run.
 
@@ -78,7 +87,19 @@ def classify(
     parsed result files, or None if they could not be read (guest dead or
     shell hung). ``stalled``/``stall_reason``: from the stall detector.
     ``dev``: the disk under test, to ignore I/O errors of other disks.
+    ``bounce``: the proof that the pool was used; a clean or pressure run
+    without it is ``unproven`` (None: not judged, for callers that only
+    parse).
     """
+    c = _classify(kernel, result, stalled=stalled, stall_reason=stall_reason, dev=dev)
+    if bounce is not None and c.outcome in ("clean", "pressure") and not bounce.proven:
+        return Classification("unproven", f"would be {c.outcome} ({c.reason}), but bouncing is not proven: "
+                              + "; ".join(bounce.problems))
+    return c
+
+
+def _classify(kernel: KernelReport, result: LoadResult | None, *, stalled: bool, stall_reason: str,
+              dev: str | None) -> Classification:
     if kernel.panics:
         msg = kernel.panics[0]
         faq5 = " (README FAQ 5: set an explicit swiotlb=)" if kernel.early_alloc_failure else ""
@@ -102,15 +123,16 @@ def classify(
         return Classification(
             "io-error", "kernel has no SWIOTLB pool ('Can not allocate SWIOTLB buffer earlier', README FAQ 5)"
         )
+    if kernel.alloc_failures:
+        return Classification("io-error", f"the kernel failed a SWIOTLB allocation: {kernel.alloc_failures[0]}")
     if result is not None and result.io_errors:
         first = (result.error_lines or ["no detail"])[0]
         return Classification("io-error", f"{result.tool} reported {result.io_errors} I/O error(s): {first}")
     if result is not None and result.finished:
         if result.rc:
             return Classification("io-error", f"{result.tool} exited with status {result.rc}")
-        verified = (result.fio is not None) or (result.dd is not None and result.dd.passes)
-        if not verified:
-            why = result.parse_error or "no result files"
+        why = result.unverified()
+        if why is not None:
             return Classification("io-error", f"load finished but left no verifiable result ({why})")
 
     if stalled:

@@ -9,6 +9,13 @@ clean. A table row that contradicts a rule is rejected when the file loads.
 Rows are ``measured`` (a difference fails) or ``unmeasured`` (a difference is
 reported with both values, and the test does not fail); the suite calls
 :meth:`Expectations.check` and fails only when ``verdict.fails``.
+
+SEV and SEV-ES rows are always enforced. Their expected outcome is, in order:
+the runner's recorded baseline (``--dma-baseline FILE``, written by an
+earlier run with ``--dma-record-baseline FILE``, see :mod:`.baseline`), an
+explicit ``[sev.*]``/``[sev-es.*]`` row of the table, else the plain-forced
+row (same pool, same bouncing). ``unproven`` (no proof that the pool was used,
+:mod:`.bounce`) is never acceptable, like corruption and panic.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from pytest_sev.dma.sizes import PoolSize, parse_size
 ROW_KINDS = ("plain-forced", "sev", "sev-es")
 BUSES = ("virtio-blk", "virtio-scsi")
 STATUSES = ("measured", "unmeasured")
-NEVER = ("corruption", "panic")
+NEVER = ("unproven", "corruption", "panic")
+SEV_ROW_KINDS = ("sev", "sev-es")
 CLEAN_FROM_BYTES = 64 << 20
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "fixtures" / "dma_expectations.toml"
@@ -64,11 +72,30 @@ def must_be_clean(size: PoolSize) -> bool:
 
 
 class Expectations:
-    def __init__(self, rows: list[Row]):
+    def __init__(self, rows: list[Row], baseline: dict[tuple[str, str, str], Row] | None = None):
         self.rows = {(r.mode, r.bus, r.size.label): r for r in rows}
+        self.baseline = dict(baseline or {})
+
+    def with_baseline(self, baseline: dict[tuple[str, str, str], Row]) -> Expectations:
+        return Expectations(list(self.rows.values()), baseline)
 
     def row(self, mode: str, bus: str, size: PoolSize) -> Row | None:
-        return self.rows.get((mode, bus, size.label))
+        key = (mode, bus, size.label)
+        if mode in SEV_ROW_KINDS:
+            if key in self.baseline:
+                return self.baseline[key]
+            if key in self.rows:
+                return self.rows[key]
+            src = self.rows.get(("plain-forced", bus, size.label))
+            if src is None:
+                return None
+            return Row(mode, bus, size, src.outcome, src.status, src.accept,
+                       f"as plain-forced ({src.status} there): {src.note}")
+        return self.rows.get(key)
+
+    @staticmethod
+    def enforced(mode: str, row: Row) -> bool:
+        return mode in SEV_ROW_KINDS or row.measured
 
     def check(self, mode: str, bus: str, size: PoolSize, outcome: str) -> Verdict:
         if outcome not in OUTCOMES:
@@ -82,12 +109,14 @@ class Expectations:
             return Verdict(False, True, "clean", outcome, f"{where}: expected clean (pools >= 64M and auto must be clean), got {outcome}")
         if row is None:
             return Verdict(False, False, None, outcome, f"{where}: no expectation in the table, got {outcome}")
+        enforced = self.enforced(mode, row)
+        source = row.status if mode not in SEV_ROW_KINDS else row.note.split(":")[0] or row.status
         if outcome == row.outcome or outcome in row.accept:
-            return Verdict(True, row.measured, row.outcome, outcome, f"{where}: {outcome} as expected ({row.status})")
+            return Verdict(True, enforced, row.outcome, outcome, f"{where}: {outcome} as expected ({source})")
         return Verdict(
-            False, row.measured, row.outcome, outcome,
-            f"{where}: expected {row.outcome}, got {outcome} ({row.status} row"
-            + ("" if row.measured else ", reported only") + ")",
+            False, enforced, row.outcome, outcome,
+            f"{where}: expected {row.outcome}, got {outcome} ({source} row"
+            + ("" if enforced else ", reported only") + ")",
         )
 
 

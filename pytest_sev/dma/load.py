@@ -267,6 +267,28 @@ class LoadResult:
     parse_error: str | None = None
     fio: FioResult | None = None
     dd: DdResult | None = None
+    expected_dd_passes: int | None = None  # workers x passes, set by the runner that started dd
+
+    def unverified(self) -> str | None:
+        """Why this finished load does not count as verified, or None when it does.
+
+        fio: its JSON must show bytes written and read back (the verify reads
+        of ``--verify --do_verify=1``); dd: every pass of every worker must
+        have been reported (a missing one never compared its checksum).
+        """
+        if self.fio is not None:
+            if self.fio.write_bytes <= 0:
+                return "fio wrote no bytes"
+            if self.fio.read_bytes <= 0:
+                return "fio read nothing back: the verify phase did not run"
+            return None
+        if self.dd is not None:
+            if not self.dd.passes:
+                return "dd reported no pass"
+            if self.expected_dd_passes is not None and len(self.dd.passes) < self.expected_dd_passes:
+                return f"only {len(self.dd.passes)} of {self.expected_dd_passes} dd passes reported"
+            return None
+        return self.parse_error or "no result files"
 
 
 def _uptime(text: str | None) -> float | None:

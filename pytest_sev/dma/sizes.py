@@ -74,15 +74,16 @@ class PoolSize:
         return format_bytes(self.slabs * SLAB_BYTES)
 
     def cmdline(self, force: bool) -> str:
-        """The guest kernel argument: ``swiotlb=N`` / ``swiotlb=N,force``; '' for auto.
+        """The guest kernel argument: ``swiotlb=N`` / ``swiotlb=N,force``.
 
         ``force`` is for the plain control (bounce every streaming DMA without
-        SEV). SEV guests bounce anyway and get no ``force``. For ``auto`` there
-        is nothing to add even when forcing: the plain control's ``auto`` run
-        bounces nothing, the SEV one lets the kernel size the pool.
+        SEV). SEV guests bounce anyway and get no ``force``. ``auto`` keeps
+        the kernel's own size: ``swiotlb=force`` for the plain control (the
+        default 64 MiB pool, every streaming DMA bounced through it), nothing
+        for SEV guests (the kernel sizes the pool itself).
         """
         if self.slabs is None:
-            return ""
+            return "swiotlb=force" if force else ""
         return f"swiotlb={self.slabs}" + (",force" if force else "")
 
     def __str__(self) -> str:

@@ -23,6 +23,7 @@ BUS_ORDER = ("virtio-blk", "virtio-scsi")
 OUTCOME_COLOURS = {
     "clean": "#2e7d32",
     "pressure": "#f9a825",
+    "unproven": "#9e9e9e",
     "stall": "#6a1b9a",
     "io-error": "#e65100",
     "corruption": "#c62828",
@@ -47,6 +48,7 @@ class SizeResult:
     duration_s: float | None = None
     expected: str | None = None
     verdict: str = ""
+    bounce: dict | None = None  # bounce.BounceEvidence.to_json(): what proves the pool was used
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:

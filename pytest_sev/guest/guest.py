@@ -38,6 +38,7 @@ from pytest_sev.console.protocol import ConsoleLike
 from pytest_sev.console.serial import Console
 from pytest_sev.deadline import Deadline
 from pytest_sev.errors import GuestError, GuestLaunchError, GuestPanicked, GuestTimeout, GuestUnusable, QMPLost
+from pytest_sev.guest.budget import asid_exhaustion
 from pytest_sev.guest.spec import GuestSpec
 from pytest_sev.qemu.accel import AccelChoice, choose_accel
 from pytest_sev.qemu.argv import build_argv
@@ -164,6 +165,10 @@ class Guest:
             self.qmp.connect(timeout=30)
         except Exception as exc:
             self.process.wait(0.2)
+            exhausted = asid_exhaustion(self.process.output_tail(4000))
+            if exhausted:
+                raise GuestLaunchError(exhausted, argv=self.argv, logs=self.logs,
+                                       detail=self.process.output_tail()) from None
             raise GuestLaunchError(f"QEMU's monitor did not answer: {exc!r}",
                                    argv=self.argv, logs=self.logs,
                                    detail=self._context().get("exit", "") or self.process.output_tail()) from None

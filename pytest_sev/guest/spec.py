@@ -75,6 +75,13 @@ class SevLaunch:
     policy: int
     cbitpos: int
     reduced_phys_bits: int = 1
+    #: the guest owner's LAUNCH_START files (pytest_sev.attest.owner.prepare), or None
+    dh_cert_file: Path | None = None
+    session_file: Path | None = None
+
+    def with_session(self, dh_cert_file: Path, session_file: Path) -> SevLaunch:
+        """This launch with the owner's DH certificate and session (an attested launch)."""
+        return replace(self, dh_cert_file=Path(dh_cert_file), session_file=Path(session_file))
 
     def __post_init__(self) -> None:
         if self.mode not in ("sev", "sev-es"):
@@ -117,6 +124,9 @@ class GuestSpec:
     #: regex of a boot-menu entry to pick (GRUB over serial), or None
     boot_entry: str | None = None
     boot_timeout: float = 180.0
+    #: start QEMU with ``-S``: the guest waits (SEV state ``launch-secret``) until
+    #: the guest owner has measured it; the launcher's before-boot step sends ``cont``
+    paused: bool = False
 
     def __post_init__(self) -> None:
         if self.memory_mib < 64:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pytest_sev.host.report import Check, HostReport
+from pytest_sev.host.report import UNKNOWN, Check, HostReport
 from pytest_sev.modes import RUN_MODES, SEV_KINDS
 
 WANTS = SEV_KINDS
@@ -58,9 +58,17 @@ def mode_needs(mode: str) -> str | None:
     return mode if mode in ("sev", "sev-es") else None
 
 
+def _unknown(value: str) -> bool:
+    v = (value or "").strip().lower()
+    return not v or v.startswith(UNKNOWN) or v.startswith("n/a")
+
+
 def check_outcome(check: Check, mode: str) -> Decision:
     """One row of suites/test_host.py: pass, or skip/fail with value and remedy."""
     needs = mode_needs(mode)
+    if check.status == "info" and _unknown(check.value):
+        # an info row whose value could not be read is not a pass: say so
+        return Decision("skip", f"{check.name} not determined: {check.value}")
     if check.status in ("pass", "info"):
         return Decision("run", f"{check.name}: {check.value}")
     if check.status == "skip":

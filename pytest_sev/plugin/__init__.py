@@ -31,11 +31,13 @@ from pytest_sev.plugin.hooks import (
     pytest_terminal_summary,
     pytest_timeout_set_timer,
     pytest_unconfigure,
+    pytest_xdist_auto_num_workers,
 )
 
 __all__ = [
     "_sev_shared_guest", "guest", "guest_factory", "host", "pytest_addhooks", "pytest_addoption", "pytest_configure",
-    "pytest_keyboard_interrupt", "pytest_report_header", "pytest_runtest_makereport", "pytest_runtest_setup", "pytest_terminal_summary",
-    "pytest_timeout_set_timer", "pytest_unconfigure", "run_config",
+    "pytest_keyboard_interrupt", "pytest_report_header", "pytest_runtest_makereport", "pytest_runtest_setup",
+    "pytest_terminal_summary", "pytest_timeout_set_timer", "pytest_unconfigure", "pytest_xdist_auto_num_workers",
+    "run_config",
     "sev_es_guest", "sev_guest",
 ]

@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from pytest_sev.build.components import Choice, Components, parse_components, resolve_components, run_config_overrides
+from pytest_sev.build.components import (
+    MAIN_ARTIFACTS,
+    Choice,
+    Components,
+    parse_components,
+    resolve_components,
+    run_config_overrides,
+)
 from pytest_sev.build.errors import SourcesError
 from pytest_sev.build.recipes import BuildOptions
 from pytest_sev.build.sources import Source, default_sources_file, load_sources
@@ -112,7 +119,8 @@ def pytest_sev_config_overrides(request: pytest.FixtureRequest) -> dict[str, Any
 
 
 def pytest_sev_report_environment(config: pytest.Config) -> dict[str, str] | None:
-    """Component sources and commits for the Allure environment table."""
+    """Component sources, commits and artifact hashes for the Allure environment table
+    (what was *built*; what each guest ran is in ``ran.*``, from the argv)."""
     from pytest_sev.build.manifest import session_manifests
     from pytest_sev.reporting.environment import component_entries
     used = [m for m in session_manifests() if m.commit]  # system components have no commit
@@ -120,4 +128,11 @@ def pytest_sev_report_environment(config: pytest.Config) -> dict[str, str] | Non
         return None
     entries = component_entries({m.component: m.commit for m in used})
     entries.update({f"component.{m.component}.source": f"{m.source} {m.ref}".strip() for m in used})
+    for m in used:
+        entries[f"component.{m.component}.build"] = (f"{m.version} recipe {m.recipe_version} key {m.key[:12]} "
+                                                     f"SOURCE_DATE_EPOCH={m.source_date_epoch}")
+        for name in MAIN_ARTIFACTS.get(m.component, ()):
+            if name in m.artifacts:
+                entries[f"component.{m.component}.{name}"] = m.artifacts[name]["sha256"]
     return entries
+

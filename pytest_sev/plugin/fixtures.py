@@ -28,12 +28,13 @@ import pytest
 
 from pytest_sev.config import RunConfig
 from pytest_sev.errors import GuestError
+from pytest_sev.guest.budget import Slot, acquire_for, slot_dir
 from pytest_sev.guest.guest import Guest
 from pytest_sev.guest.spec import GuestSpec
 from pytest_sev.guest.specs import cbitpos_of, plain_spec, sev_spec
 from pytest_sev.plugin import sinks
 from pytest_sev.plugin.mode_table import apply_mode_table
-from pytest_sev.plugin.state import host_report
+from pytest_sev.plugin.state import guest_budget, host_report
 from pytest_sev.plugin.state import run_config as _run_config
 from pytest_sev.reporting.guest_attach import attach_guest
 
@@ -103,14 +104,20 @@ class GuestFactory:
     """Callable that starts guests and remembers them for teardown.
 
     ``sink_failed(directory, why)`` hears about log directories that cannot
-    be written; the guest then runs in a temporary directory instead."""
+    be written; the guest then runs in a temporary directory instead.
+    ``config``: the session's, for the host budget (None: a factory used
+    outside a session, no budget)."""
 
-    def __init__(self, cfg: RunConfig, workroot: Path, sink_failed: SinkFailed = _no_sink_report) -> None:
+    def __init__(self, cfg: RunConfig, workroot: Path, config: pytest.Config | None = None,
+                 sink_failed: SinkFailed = _no_sink_report) -> None:
         self.cfg = cfg
         self.workroot = workroot
+        self.config = config
         # every failure is the log directory's (one warning for the run, not one per test)
         self.sink_failed: SinkFailed = lambda directory, why: sink_failed(workroot.parent, why)
         self.guests: list[Guest] = []
+        self.slots: list[Slot] = []
+        self._slots_of: dict[int, list[Slot]] = {}
         self._made = 0
 
     def _workdir(self, spec: GuestSpec) -> Path | None:
@@ -126,7 +133,14 @@ class GuestFactory:
 
     def __call__(self, spec: GuestSpec | None = None, **fields) -> Guest:
         spec = spec or plain_spec(self.cfg, **fields)
+        slots: list[Slot] = []
+        if self.config is not None:  # wait for room on the host (CPUs, memory, ASIDs)
+            kind = spec.sev.mode if spec.sev is not None else "plain"
+            slots = list(acquire_for(guest_budget(self.config, kind), kind, slot_dir(),
+                                     timeout=self.cfg.guest_timeout))
+            self.slots += slots
         guest = Guest(spec, qemu=self.cfg.qemu, accel=self.cfg.accel, workdir=self._workdir(spec))
+        self._slots_of[id(guest)] = slots
         self._made += 1
         self.guests.append(guest)
         guest.start()  # on failure the fixture's teardown still closes it
@@ -135,7 +149,12 @@ class GuestFactory:
     def retire(self, guest: Guest) -> None:
         """Tear one guest down now (logs kept: something made it unusable)."""
         self.guests.remove(guest)
-        finish_guest(guest, keep=True, sink_failed=self.sink_failed)
+        try:
+            finish_guest(guest, keep=True, sink_failed=self.sink_failed)
+        finally:
+            for slot in self._slots_of.pop(id(guest), []):  # its room on the host is free again
+                slot.release()
+                self.slots.remove(slot)
 
     def finish(self, keep: bool) -> None:
         errors = []
@@ -144,6 +163,9 @@ class GuestFactory:
                 finish_guest(guest, keep, self.sink_failed)
             except BaseException as exc:  # tear every guest down, then report
                 errors.append(exc)
+        for slot in self.slots:
+            slot.release()
+        self.slots.clear()
         try:
             if self.workroot.exists() and not any(self.workroot.iterdir()):
                 self.workroot.rmdir()
@@ -161,7 +183,7 @@ def _sink_reporter(config: pytest.Config) -> SinkFailed:
 def guest_factory(request: pytest.FixtureRequest, run_config: RunConfig) -> Iterator[Callable[..., Guest]]:
     """``guest_factory(spec=None, **GuestSpec fields) -> started Guest``."""
     root = _log_root(run_config, request.config) / _slug(request.node.nodeid)
-    factory = GuestFactory(run_config, root, _sink_reporter(request.config))
+    factory = GuestFactory(run_config, root, request.config, _sink_reporter(request.config))
     yield factory
     factory.finish(keep=_failed(request.node))
 
@@ -171,7 +193,7 @@ def scoped_guest(request: pytest.FixtureRequest, cfg: RunConfig, label: str,
                  spec: GuestSpec | None = None, **fields) -> Iterator[Guest]:
     """A guest for a module- or session-scoped fixture; its logs are kept
     when any test failed while it was up."""
-    factory = GuestFactory(cfg, _log_root(cfg, request.config) / _slug(label),
+    factory = GuestFactory(cfg, _log_root(cfg, request.config) / _slug(label), request.config,
                            _sink_reporter(request.config))
     failed_before = request.session.testsfailed
     try:
@@ -211,7 +233,7 @@ class SharedGuest:
 @pytest.fixture(scope="session")
 def _sev_shared_guest(request: pytest.FixtureRequest, run_config: RunConfig) -> Iterator[SharedGuest]:
     factory = GuestFactory(run_config, _log_root(run_config, request.config) / "session-guest",
-                           _sink_reporter(request.config))
+                           request.config, _sink_reporter(request.config))
     failed_before = request.session.testsfailed
     shared = SharedGuest(factory)
     try:

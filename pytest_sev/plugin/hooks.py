@@ -34,7 +34,7 @@ from pytest_sev.modes import SEV_KINDS
 from pytest_sev.plugin import hookspecs, sinks
 from pytest_sev.plugin.mode_table import apply_to_item
 from pytest_sev.plugin.options import add_options, read_config
-from pytest_sev.plugin.state import RUN_CONFIG, run_config, verdict_line
+from pytest_sev.plugin.state import RUN_CONFIG, max_guests, run_config, verdict_line
 from pytest_sev.qemu.accel import choose_accel
 
 MARKERS = (
@@ -103,7 +103,33 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RUN_CONFIG] = read_config(config)
     for line in MARKERS:
         config.addinivalue_line("markers", line)
+    if not config.pluginmanager.hasplugin("xdist"):  # suites group their guests for --dist loadgroup
+        config.addinivalue_line("markers", "xdist_group(name): tests that share a guest run in one xdist worker")
+    check_workers_fit(config)
     _install_sigterm(config)
+
+
+#: guests one xdist worker may hold at once: the session's shared guest and a test's own
+GUESTS_PER_WORKER = 2
+
+
+def check_workers_fit(config: pytest.Config) -> None:
+    """An explicit ``-n N`` whose workers could together need more guests than
+    the budget allows would wait on itself: a one-line error at start-up."""
+    workers = getattr(config.option, "numprocesses", None)
+    if not isinstance(workers, int) or workers < 2 or hasattr(config, "workerinput"):
+        return
+    budget = max_guests(config)
+    if workers * GUESTS_PER_WORKER > budget:
+        raise pytest.UsageError(
+            f"pytest-sev: -n {workers} workers may hold {workers * GUESTS_PER_WORKER} guests at once, "
+            f"more than the guest budget of {budget} (--max-guests): use -n auto, or fewer workers")
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own CPU count (firstresult)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: as many workers as the host's guest budget can serve."""
+    return max(1, max_guests(config) // GUESTS_PER_WORKER)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

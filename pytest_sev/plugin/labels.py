@@ -25,6 +25,8 @@ from allure_commons.types import LabelType
 from allure_pytest.utils import ALLURE_LABEL_MARK, allure_label
 
 SUITES_DIR = "suites"
+#: label naming the runner a result came from; a merged report makes one environment per value
+RUNNER_LABEL = "runner"
 EPIC = "pytest-sev"
 
 #: suite -> severity. Host checks and activation are the product's promise
@@ -78,6 +80,7 @@ def apply_labels(item: pytest.Item, rootpath: Path, runner: str) -> list[tuple[s
     if suite is not None:
         wanted.extend(suite_labels(suite, story_of(item)))
     wanted.append((LabelType.PARENT_SUITE, runner))
+    wanted.append((RUNNER_LABEL, runner))  # Allure 3 environments: one per runner (fixtures/allure/allurerc.mjs)
     added = []
     for label_type, value in wanted:
         if allure_label(item, label_type):

@@ -34,6 +34,10 @@ OPTIONS = (
     ("--sev-policy", "sev_policy", "explicit SEV guest policy (e.g. 0x5); must agree with the mode", False),
     ("--allow-debug", "allow_debug", "clear NODBG in the computed policy, as launch-qemu.sh -allow-debug", True),
     ("--dma-sizes", "dma_sizes", "SWIOTLB pool sizes for the DMA matrix, e.g. '1M 8M 64M 512M auto'", False),
+    ("--max-guests", "max_guests", "guests at once on this host across xdist workers and runs "
+     "(default: what its CPUs and memory hold; SEV/SEV-ES guests are also bounded by free ASIDs)", False),
+    ("--dma-baseline", "dma_baseline", "JSON baseline of SEV/SEV-ES DMA outcomes to compare to", False),
+    ("--dma-record-baseline", "dma_record_baseline", "write this run's SEV/SEV-ES DMA outcomes to FILE", False),
     ("--guest-log-dir", "guest_log_dir", "where logs of failed guests are kept (default reports/guest-logs)", False),
 )
 

@@ -11,7 +11,11 @@ Separate from :mod:`pytest_sev.plugin` so reporting can be switched off
   from two runners has two history ids instead of looking like retries;
 - ``pytest_runtest_call``: the host report on host-suite tests;
 - ``pytest_sessionfinish``: ``environment.properties`` and
-  ``categories.json`` (controller only under xdist).
+  ``categories.json`` (controller only under xdist); the guests' provenance
+  (what each guest's argv ran, :mod:`pytest_sev.reporting.provenance`) is
+  merged into the environment: an xdist worker writes its guests' records to
+  ``<results>/.sev-provenance/<worker>.json``, the controller reads and
+  removes them.
 
 The results directory is a sink that never stops the run: one that cannot
 be written is a one-line usage error at start-up; one that fills up mid-run
@@ -21,7 +25,9 @@ skipped from then on, so the tests keep running and every guest is torn down.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,12 +35,14 @@ import pytest
 from pytest_sev.config import ConfigError, check_writable_dir
 from pytest_sev.plugin import hookspecs, labels, sinks
 from pytest_sev.plugin.host_attach import attach_host_report
-from pytest_sev.reporting import categories, environment, resultsdir
+from pytest_sev.reporting import categories, environment, provenance, resultsdir
 from pytest_sev.reporting.runner_name import runner_name
 
 INI_ENABLE = "sev_allure"
 RESULTS = pytest.StashKey[Path | None]()
 CHOSE_DEFAULT = pytest.StashKey[bool]()
+#: per-worker guest provenance files, under the results directory
+PROVENANCE_DIR = ".sev-provenance"
 RUNNER = pytest.StashKey[str]()
 
 
@@ -83,6 +91,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RESULTS] = Path(os.path.abspath(directory)) if directory else None
     if directory and not chose and not option.collectonly:
         _check_results_dir(Path(os.path.abspath(directory)), "--alluredir")
+    if directory and not _is_worker(config):  # records of an earlier run that died
+        shutil.rmtree(Path(directory) / PROVENANCE_DIR, ignore_errors=True)
 
 
 def _check_results_dir(directory: Path, what: str) -> None:
@@ -157,7 +167,30 @@ def pytest_runtest_call(item: pytest.Item) -> None:
         attach_host_report(item.config)
 
 
-def _environment(config: pytest.Config) -> dict[str, object]:
+def _write_worker_provenance(config: pytest.Config, directory: Path) -> None:
+    records = provenance.session_records()
+    if not records:
+        return
+    out = directory / PROVENANCE_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    worker = config.workerinput.get("workerid", str(os.getpid()))  # type: ignore[attr-defined]
+    (out / f"{worker}.json").write_text(json.dumps(records))
+
+
+def _merged_provenance(directory: Path) -> list[dict]:
+    """This process's guests, then every worker's (in worker order)."""
+    records = provenance.session_records()
+    merged = directory / PROVENANCE_DIR
+    for path in sorted(merged.glob("*.json")):
+        try:
+            records.extend(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    shutil.rmtree(merged, ignore_errors=True)
+    return records
+
+
+def _environment(config: pytest.Config, ran: list[dict] | None = None) -> dict[str, object]:
     from pytest_sev.plugin.state import RUN_CONFIG, host_report
     from pytest_sev.qemu.accel import choose_accel
     cfg = config.stash.get(RUN_CONFIG, None)  # None with -p no:sev
@@ -170,18 +203,24 @@ def _environment(config: pytest.Config) -> dict[str, object]:
             extra.append({"host.probe": f"failed: {type(exc).__name__}: {exc}"})
         accel = choose_accel(cfg.accel)
     extra.extend(config.pluginmanager.hook.pytest_sev_report_environment(config=config))
-    return environment.collect(cfg, report, config.stash[RUNNER], accel, extra)
+    return environment.collect(cfg, report, config.stash[RUNNER], accel, extra, ran or [])
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     directory = results_dir(config)
-    if directory is None or _is_worker(config) or config.option.collectonly:
+    if directory is None or config.option.collectonly:
+        return
+    if _is_worker(config):
+        try:
+            _write_worker_provenance(config, directory)
+        except OSError as exc:
+            sinks.sink_failed(config, directory, sinks.why(exc))
         return
     try:
         directory.mkdir(parents=True, exist_ok=True)
         categories.write_categories(directory)
-        environment.write_environment(directory, _environment(config))
+        environment.write_environment(directory, _environment(config, _merged_provenance(directory)))
     except OSError as exc:
         sinks.sink_failed(config, directory, sinks.why(exc))
 

@@ -6,9 +6,15 @@ one report, so the header line and every skip/fail reason agree.
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
+
 import pytest
 
 from pytest_sev.config import RunConfig
+
+if TYPE_CHECKING:
+    from pytest_sev.guest.budget import Budget
 
 RUN_CONFIG = pytest.StashKey[RunConfig]()
 HOST_REPORT = pytest.StashKey[object]()
@@ -41,3 +47,22 @@ def verdict_line(config: pytest.Config) -> str:
         first = report.first_failure(wants)
         parts.append(f"{wants}: " + ("READY" if first is None else f"NOT READY ({first.name}: {first.value})"))
     return "; ".join(parts)
+
+
+def max_guests(config: pytest.Config) -> int:
+    """``--max-guests``, else what this host's CPUs and memory hold."""
+    from pytest_sev.guest.budget import default_max_guests
+    # read the option itself: xdist asks for -n auto before pytest_configure made the RunConfig
+    given = config.getoption("max_guests", None) or config.getini("max_guests") or None
+    if given is not None and str(given).isdigit() and int(given) >= 1:
+        return int(given)
+    mem_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+    return default_max_guests(os.cpu_count() or 1, mem_mib)
+
+
+def guest_budget(config: pytest.Config, kind: str) -> Budget:
+    """The host's guest budget; SEV kinds read ASID counts from the host report."""
+    from pytest_sev.guest.budget import budget_for, read_misc_current
+    facts = host_report(config).facts if kind != "plain" else {}
+    return budget_for(facts, max_guests=max_guests(config),
+                      in_use=read_misc_current() if kind != "plain" else None)

@@ -45,9 +45,13 @@ def pflash_args(fw: Firmware, vars_path: Path | None) -> list[str]:
 
 
 def sev_object(sev: SevLaunch, policy: str) -> str:
-    """The ``sev-guest`` object; *policy* is its rendered ``,policy=...`` (or "")."""
+    """The ``sev-guest`` object; *policy* is its rendered ``,policy=...`` (or "").
+    An attested launch adds the owner's ``dh-cert-file`` and ``session-file``."""
+    session = ""
+    if sev.dh_cert_file is not None and sev.session_file is not None:
+        session = f",dh-cert-file={sev.dh_cert_file},session-file={sev.session_file}"
     return (f"sev-guest,id=sev0{policy},cbitpos={sev.cbitpos},"
-            f"reduced-phys-bits={sev.reduced_phys_bits}")
+            f"reduced-phys-bits={sev.reduced_phys_bits}{session}")
 
 
 def virtio_flags(disk: Disk, sev: bool, on: str = "on") -> str:
@@ -116,6 +120,8 @@ def build_argv(spec: GuestSpec, *, qemu: str, accel: str, qemu_version: tuple[in
             "-smp", str(spec.vcpus), "-m", str(spec.memory_mib)]
     if spec.no_reboot:
         argv.append("-no-reboot")
+    if spec.paused:
+        argv.append("-S")
     argv += pflash_args(spec.firmware, vars_path)
     if spec.kernel is not None:
         argv += ["-kernel", str(spec.kernel)]

@@ -33,6 +33,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_sev.sev import signatures as _signatures
+
 FILENAME = "categories.json"
 FAILED_OR_BROKEN = ("failed", "broken")
 
@@ -66,7 +68,18 @@ class Category:
         return message is not None and re.search(self.message_regex, message) is not None
 
 
+def _signature_categories() -> tuple[Category, ...]:
+    """One category per known field failure (sev/signatures.py): the message
+    names it as ``SEV signature <code>: <title> (...); remedy: ...``."""
+    sigs = (*_signatures.SIGNATURES, _signatures.LOG_WITHOUT_ES)
+    return tuple(Category(f"SEV signature: {s.title}", f"{s.title}. Remedy: {s.remedy}. Source: {s.source}",
+                          first_line(rf"SEV signature {re.escape(s.code)}:")) for s in sigs)
+
+
 CATEGORIES: tuple[Category, ...] = (
+    # sev/signatures.py Match.message(): "SEV signature init-0x13-smee-off: ... remedy: ..."
+    # (first: a named field failure is more specific than any symptom below)
+    *_signature_categories(),
     # host/decide.py: decide() "--sev-es but host not ready for sev-es: host check ..."
     # and check_outcome() "--sev-es needs it: host check sev_firmware failed: ..."
     Category("Host not ready for the mode",

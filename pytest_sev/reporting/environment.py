@@ -9,12 +9,23 @@ written in Java properties syntax, which Allure 2 and 3 both read.
 
 Other code adds entries through the ``pytest_sev_report_environment`` hook
 (see :mod:`.hookspecs`), e.g. component commits from a build manifest.
+
+What guests *ran* comes from their QEMU argv (:mod:`.provenance`), not from
+configuration: ``ran.*`` names QEMU, OVMF, kernel, initrd and disks with
+path and sha256, one block per distinct set when guests differ, and
+``guest.kernel``/``ovmf`` say what booted.  Only a run in which no guest
+started falls back to the configured values, and says so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from pytest_sev.reporting.provenance import Artifact, distinct_sets
+
+#: guest names listed per set before "and N more"
+MAX_GUEST_NAMES = 8
 
 FILENAME = "environment.properties"
 UNKNOWN = "unknown"
@@ -115,6 +126,56 @@ def ovmf_entry(configured: Path | None, facts: Mapping[str, str]) -> str:
     return str(found[0]) if found else "not found"
 
 
+def _artifact_value(a: Artifact) -> str:
+    extra = "; ".join(x for x in (a.detail, a.origin) if x)
+    return f"{a.sha256} {a.path}" + (f" ({extra})" if extra else "")
+
+
+def _names(guests: Sequence[str]) -> str:
+    shown = ", ".join(guests[:MAX_GUEST_NAMES])
+    more = len(guests) - MAX_GUEST_NAMES
+    return f"{len(guests)}: {shown}" + (f" and {more} more" if more > 0 else "")
+
+
+def kernel_summary(a: Artifact) -> str:
+    """``6.1.187-sev-es (sha256 3f1c..., /path/vmlinuz)``: the release from the
+    bzImage header, the exact file."""
+    release = a.detail.split(";")[0].removeprefix("release ").strip() if a.detail.startswith("release ") else "?"
+    return f"{release} (sha256 {a.sha256}, {a.path})"
+
+
+def ran_entries(records: Sequence[Mapping]) -> dict[str, str]:
+    """``ran.*`` entries from the guests' provenance records (see module doc). Pure.
+
+    One set: ``ran.<role>``; several: ``ran.sets`` lists them and each has
+    ``ran.<set>.<role>`` and ``ran.<set>.guests``.  Also ``guest.kernel`` and
+    ``ovmf``: every distinct kernel / OVMF code that ran, ``; ``-separated."""
+    sets = distinct_sets(records)
+    if not sets:
+        return {}
+    entries: dict[str, str] = {}
+    kernels: dict[str, str] = {}
+    ovmfs: dict[str, str] = {}
+    for _sid, _guests, arts in sets:
+        for a in arts:
+            if a.role == "kernel":
+                kernels.setdefault(a.sha256, kernel_summary(a))
+            elif a.role == "ovmf.code":
+                ovmfs.setdefault(a.sha256, f"{a.path} (sha256 {a.sha256})")
+    entries["guest.kernel"] = "; ".join(kernels.values()) or "none (no guest booted a -kernel)"
+    entries["ovmf"] = "; ".join(ovmfs.values()) or "none (no guest used OVMF)"
+    if len(sets) == 1:
+        sid, guests, arts = sets[0]
+        entries["ran.set"] = f"{sid} (guests {_names(guests)})"
+        entries.update({f"ran.{a.role}": _artifact_value(a) for a in arts})
+        return entries
+    entries["ran.sets"] = f"{len(sets)} distinct sets: " + ", ".join(sid for sid, _, _ in sets)
+    for sid, guests, arts in sets:
+        entries[f"ran.{sid}.guests"] = _names(guests)
+        entries.update({f"ran.{sid}.{a.role}": _artifact_value(a) for a in arts})
+    return entries
+
+
 def safely(what: Callable[[], object]) -> object:
     """A fact that cannot be read is written as unknown with the reason,
     never an exception that loses the whole file."""
@@ -124,9 +185,12 @@ def safely(what: Callable[[], object]) -> object:
         return f"{UNKNOWN} ({type(exc).__name__}: {exc})"
 
 
-def collect(cfg, report, runner: str, accel, extra: Sequence[Mapping[str, str]] = ()) -> dict[str, object]:
+def collect(cfg, report, runner: str, accel, extra: Sequence[Mapping[str, str]] = (),
+            ran: Sequence[Mapping] = ()) -> dict[str, object]:
     """Every entry, in the order a person reads them. ``cfg`` is the
-    RunConfig, ``report`` the HostReport (or None), ``accel`` an AccelChoice."""
+    RunConfig, ``report`` the HostReport (or None), ``accel`` an AccelChoice,
+    ``ran`` the guests' provenance records (:func:`.provenance.session_records`,
+    merged over xdist workers)."""
     facts = dict(report.facts) if report is not None else {}
     entries: dict[str, object] = {"runner": runner}
     if cfg is not None:
@@ -136,9 +200,14 @@ def collect(cfg, report, runner: str, accel, extra: Sequence[Mapping[str, str]] 
     entries.update(host_entries(facts))
     if report is not None:
         entries.update(readiness_entries(report))
-    if cfg is not None:
-        entries["ovmf"] = safely(lambda: ovmf_entry(cfg.ovmf_code, facts))
-        entries["guest.kernel"] = safely(lambda: guest_kernel_entry(cfg.guest_kernel))
+    ran_ = safely(lambda: ran_entries(ran)) if ran else {}
+    if isinstance(ran_, dict) and ran_:
+        entries.update(ran_)
+    elif cfg is not None:
+        if isinstance(ran_, str):  # describing what ran failed: say so
+            entries["ran"] = ran_
+        entries["ovmf"] = safely(lambda: f"{ovmf_entry(cfg.ovmf_code, facts)} (configured; no guest ran)")
+        entries["guest.kernel"] = safely(lambda: f"{guest_kernel_entry(cfg.guest_kernel)} (configured; no guest ran)")
     for more in extra:
         entries.update(more or {})
     return entries

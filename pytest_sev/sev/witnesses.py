@@ -1,10 +1,12 @@
 """Gather the SEV activation witnesses from a running guest.
 
 Each function asks one independent party whether the guest's memory is
-encrypted and returns its answer (True, False, or None for "cannot tell")
-with the evidence, so a suite can record every answer and then check that
-they all agree with what was requested.  The parsing lives in
-:mod:`pytest_sev.sev`; this module only does the I/O.
+encrypted and returns a :class:`Witness`: ``encrypted``/``es`` are True
+(yes), False (no) or None (unknown), and an unknown answer always says why
+in ``evidence``. A read that failed, came back empty, was denied or could
+not reach its party is unknown, never "not encrypted" (see
+:mod:`pytest_sev.sev.evidence`). The parsing lives in :mod:`pytest_sev.sev`;
+this module only does the I/O.
 """
 
 from __future__ import annotations
@@ -15,82 +17,222 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_sev.errors import GuestError
 from pytest_sev.guest.protocol import GuestLike as Guest
-from pytest_sev.qemu.qmp import ExecuteError
-from pytest_sev.sev import guestlog, memview, msr, qmp_sev
+from pytest_sev.sev import evidence, guestlog, memview, msr, qmp_sev, signatures
+from pytest_sev.sev.evidence import Row
 
 log = logging.getLogger(__name__)
+
+#: errors that mean "the party could not be asked" (QMP socket lost, timeout, ...)
+_ASK_ERRORS = (Exception,)
 
 
 @dataclass
 class Witness:
     name: str
-    encrypted: bool | None  # memory encryption active per this witness
+    encrypted: bool | None  # memory encryption active per this witness (None: unknown)
     es: bool | None  # SEV-ES (encrypted register state) per this witness
-    evidence: str
+    evidence: str  # for an unknown answer: why it could not tell
     details: dict = field(default_factory=dict)
+    host_side: bool = False
+
+    @property
+    def answer(self) -> str:
+        return evidence.answer_of(self.encrypted)
+
+    @property
+    def decisive(self) -> bool:
+        return self.encrypted is not None
+
+    def row(self) -> Row:
+        return Row(self.name, self.encrypted, self.es, self.evidence)
 
 
 def _told(guest: Guest, witness: Witness) -> Witness:
-    log.info("%s: witness %s: encrypted=%s es=%s (%s)", guest.spec.name, witness.name,
-             witness.encrypted, witness.es, witness.evidence[:200])
+    log.info("%s: witness %s: %s es=%s (%s)", guest.spec.name, witness.name,
+             witness.answer, evidence.answer_of(witness.es), witness.evidence[:200])
     return witness
 
 
+def read_dmesg(guest: Guest, timeout: float = 60) -> evidence.LogRead:
+    """``dmesg`` through the guest shell with its exit status checked.
+
+    (``guest.kernel_log()`` returns dmesg's text whatever its status; this
+    one turns a failed, empty or denied read into a reason.)
+    """
+    try:
+        out, status = guest.run("dmesg", timeout=timeout)
+    except GuestError as exc:
+        return evidence.LogRead(None, f"dmesg could not run: {type(exc).__name__}: {str(exc)[:160]}")
+    return evidence.judge_dmesg(out, status)
+
+
+def judge_kernel_log(read: evidence.LogRead) -> tuple[bool | None, bool | None, str, dict]:
+    """(encrypted, es, evidence, details) from a dmesg read (pure)."""
+    if read.text is None:
+        return None, None, f"unknown: {read.reason}", {}
+    result = guestlog.parse_guest_log(read.text)
+    details = {"features": sorted(result.features), "eras": sorted(result.eras), "boots": result.boots}
+    if result.disagreements:
+        return None, None, "unknown: " + result.describe(), details
+    if result.tdx:
+        return None, None, "unknown: the guest log names Intel TDX, not SEV", details
+    if not result.found and not result.boots:
+        # the ring buffer no longer holds the boot: absence of the line proves nothing
+        return None, None, "unknown: no SEV line, but the log does not reach back to 'Linux version'", details
+    return result.sev, result.sev_es if result.sev else False, result.describe(), details
+
+
 def kernel_log(guest: Guest) -> Witness:
-    text = guest.kernel_log()
-    result = guestlog.parse_guest_log(text)
-    decisive = not result.disagreements
-    return _told(guest, Witness("guest kernel log", result.sev if decisive else None,
-                   result.sev_es if decisive else None, result.describe(),
-                   {"features": sorted(result.features), "eras": sorted(result.eras)}))
+    enc, es, ev, details = judge_kernel_log(read_dmesg(guest))
+    return _told(guest, Witness(evidence.KERNEL_LOG, enc, es, ev, details))
 
 
 def sev_status_msr(guest: Guest) -> Witness:
-    out, _ = guest.run(msr.guest_read_command(load_module=True), timeout=60)
+    try:
+        out, _ = guest.run(msr.guest_read_command(load_module=True), timeout=60)
+    except GuestError as exc:
+        return _told(guest, Witness(evidence.MSR, None, None,
+                                    f"SEV_STATUS unknown: the read did not return ({type(exc).__name__})"))
     w = msr.parse_guest_read_output(out, expected_cpus=guest.spec.vcpus)
-    return _told(guest, Witness("MSR 0xC0010131", w.sev, w.sev_es, w.describe(),
+    return _told(guest, Witness(evidence.MSR, w.sev, w.sev_es, w.describe(),
                    {"per_cpu": {str(k): v for k, v in w.per_cpu.items()}, "raw": out}))
+
+
+def judge_query_sev(reply: object, kind: str, host_api: str | None) -> Witness:
+    """``query-sev``'s reply, or the exception it raised, judged (pure)."""
+    if isinstance(reply, BaseException):
+        f = evidence.classify_qmp_failure(reply)
+        if f.answer == evidence.NO:
+            return Witness(evidence.QUERY_SEV, False, False, f.reason, {"reply": str(reply), "problems": []},
+                           host_side=True)
+        return Witness(evidence.QUERY_SEV, None, None, f"unknown: {f.reason}",
+                       {"reply": str(reply), "problems": [f.reason]}, host_side=True)
+    v = qmp_sev.evaluate_query_sev(reply, expect=kind, host_api=host_api)
+    es = None if v.enabled is None else bool(v.enabled and v.es_bit)
+    return Witness(evidence.QUERY_SEV, v.enabled, es, v.describe(),
+                   {"reply": reply, "problems": list(v.problems)}, host_side=True)
 
 
 def query_sev(guest: Guest, expect: str, host_api: str | None) -> Witness:
     try:
-        reply = guest.qmp.execute("query-sev")
-    except ExecuteError as exc:  # QEMU without SEV support at all
+        reply: object = guest.qmp.execute("query-sev")
+    except _ASK_ERRORS as exc:
         reply = exc
-    v = qmp_sev.evaluate_query_sev(reply, expect=expect, host_api=host_api)
-    es = None if v.enabled is None else bool(v.enabled and v.es_bit)
-    return _told(guest, Witness("QMP query-sev", v.enabled, es, v.describe(),
-                   {"reply": reply if isinstance(reply, dict) else str(reply), "problems": v.problems}))
+    return _told(guest, judge_query_sev(reply, expect, host_api))
+
+
+def judge_launch_measure(reply: object) -> Witness:
+    """``query-sev-launch-measure``'s reply or exception, judged (pure)."""
+    name = evidence.MEASUREMENT
+    if isinstance(reply, BaseException):
+        f = evidence.classify_qmp_failure(reply)
+        enc = False if f.answer == evidence.NO else None
+        ev = f.reason if enc is False else f"unknown: {f.reason}"
+        return Witness(name, enc, None, ev, {"present": False, "length": None}, host_side=True)
+    m = qmp_sev.evaluate_launch_measure(reply)
+    if m.present:
+        return Witness(name, True, None, f"present={m.present} length={m.length}",
+                       {"present": True, "length": m.length}, host_side=True)
+    if m.not_available:
+        return Witness(name, False, None, f"QEMU says SEV is not active: {m.problem}",
+                       {"present": False, "length": None}, host_side=True)
+    return Witness(name, None, None, f"unknown: {m.problem}", {"present": False, "length": m.length},
+                   host_side=True)
 
 
 def launch_measurement(guest: Guest) -> Witness:
     try:
-        reply = guest.qmp.execute("query-sev-launch-measure")
-    except ExecuteError as exc:
+        reply: object = guest.qmp.execute("query-sev-launch-measure")
+    except _ASK_ERRORS as exc:
         reply = exc
-    m = qmp_sev.evaluate_launch_measure(reply)
-    return _told(guest, Witness("launch measurement", m.present, None,
-                   f"present={m.present} length={m.length}" + (f" problem={m.problem}" if m.problem else ""),
-                   {"present": m.present, "length": m.length}))
+    return _told(guest, judge_launch_measure(reply))
 
 
-def host_memory_view(guest: Guest) -> Witness:
-    """Write a random marker in guest RAM, dump guest memory from the host."""
+def judge_dump(dump: Path, expected_size: int, marker: str, written: bool) -> memview.MemViewWitness:
+    """The dump file judged: a dump of the wrong size is unknown (pure but for reading it)."""
+    got = dump.stat().st_size if dump.exists() else 0
+    if got != expected_size:
+        return memview.MemViewWitness(0, None, 0.0, None,
+                                      f"unknown: dump holds {got} bytes, {expected_size} asked for "
+                                      "(wrong range or pmemsave failed)")
+    return memview.evaluate_dump(dump, memview.marker_bytes(marker), marker_written=written)
+
+
+def host_memory_view(guest: Guest, *, start: int = 0, size: int | None = None,
+                     decoy: bool = False) -> Witness:
+    """Write a random marker in guest RAM, dump guest memory from the host.
+
+    ``start``/``size`` default to all of guest RAM (a test may pass a wrong
+    range to show the witness then cannot tell). ``decoy``: search the dump
+    for a fresh marker the guest never wrote, as if it had been written (the
+    discrimination self-test: plaintext memory must then be unknown). A
+    cleanup failure is logged,
+    never raised over the witness's own answer or error.
+    """
     marker = memview.new_marker()
-    out, _ = guest.run(memview.guest_marker_command(marker), timeout=120)
+    name = evidence.MEMORY
+    try:
+        out, _ = guest.run(memview.guest_marker_command(marker), timeout=120)
+    except GuestError as exc:
+        return _told(guest, Witness(name, None, None, f"unknown: marker command did not return ({exc})",
+                                    {"marker_written": False, "found": 0}, host_side=True))
     written = memview.parse_marker_ack(out) is not None
     scratch = Path(tempfile.mkdtemp(prefix="sev-memdump-"))  # 0700
     dump = scratch / "guest-memory.bin"
+    size = (guest.spec.memory_mib << 20) if size is None else size
     try:
-        size = guest.spec.memory_mib << 20
-        guest.qmp.execute("pmemsave", val=0, size=size, filename=str(dump))
-        w = memview.evaluate_dump(dump, memview.marker_bytes(marker), marker_written=written)
+        try:
+            guest.qmp.execute("pmemsave", val=start, size=size, filename=str(dump))
+        except _ASK_ERRORS as exc:
+            f = evidence.classify_qmp_failure(exc)
+            w = memview.MemViewWitness(0, None, 0.0, None, f"unknown: pmemsave failed: {f.reason}")
+        else:
+            w = judge_dump(dump, size, memview.new_marker() if decoy else marker, written)
     finally:
         if dump.exists():
             os.unlink(dump)
         scratch.rmdir()
-        guest.run(memview.guest_marker_cleanup_command(), timeout=60)
-    return _told(guest, Witness("host memory view", w.encrypted, None, w.evidence,
+        try:
+            guest.run(memview.guest_marker_cleanup_command(), timeout=60)
+        except Exception as exc:  # noqa: BLE001 - the witness's answer matters more
+            log.warning("%s: marker cleanup failed: %s", guest.spec.name, exc)
+    return _told(guest, Witness(name, w.encrypted, None, w.evidence,
                    {"found": w.found, "entropy_at_marker": w.entropy_at_marker,
-                    "sampled_entropy": w.sampled_entropy, "marker_written": written}))
+                    "sampled_entropy": w.sampled_entropy, "samples": w.samples,
+                    "marker_written": written, "range": [start, size], "decoy": decoy}, host_side=True))
+
+
+def all_witnesses(guest: Guest, kind: str, host_api: str | None) -> list[Witness]:
+    return [kernel_log(guest), sev_status_msr(guest), query_sev(guest, kind, host_api),
+            host_memory_view(guest), launch_measurement(guest)]
+
+
+def diagnose(guest: Guest, answers: dict[str, Witness] | None = None) -> str:
+    """Known failure signatures in this guest's QEMU stderr, console and dmesg,
+    and between its witnesses ('' when none): for a failure message."""
+    texts: dict[str, str] = {}
+    for label in ("qemu stderr", "console log"):
+        path = guest.logs.get(label) if hasattr(guest, "logs") else None
+        if path is not None and Path(path).exists():
+            texts[label] = Path(path).read_text(errors="replace")[-200_000:]
+    read = read_dmesg(guest) if guest.alive else evidence.LogRead(None, "guest not running")
+    if read.text:
+        texts["guest dmesg"] = read.text
+    answers = answers or {}
+    msr_w, log_w = answers.get(evidence.MSR), answers.get(evidence.KERNEL_LOG)
+    return signatures.explain(texts, msr_es=msr_w.es if msr_w else None, guest_log_es=log_w.es if log_w else None)
+
+
+def diagnose_error(exc: BaseException) -> str:
+    """Known failure signatures in a guest error (its detail, console tail and
+    QEMU stderr log): '' when none. For a guest that failed to start or died."""
+    texts = {"error": str(getattr(exc, "detail", "") or ""),
+             "console": str(getattr(exc, "console_tail", "") or "")}
+    for label, path in (getattr(exc, "logs", None) or {}).items():
+        try:
+            texts[label] = Path(path).read_text(errors="replace")[-200_000:]
+        except OSError:
+            continue
+    return signatures.explain(texts)

@@ -1,0 +1,135 @@
+"""Known field failure signatures: name the cause and the remedy (pure).
+
+Why: a red nightly on an EPYC runner usually fails in one of a dozen known
+ways, each with one fix (a BIOS setting, a firmware file, a kvm_amd option,
+a QEMU option). Text in (QEMU's stderr, the guest console, host or guest
+dmesg), matches out; the failure message and the Allure category name the
+signature (``SEV signature <code>: ...``) so a person knows what to do
+without reading the log.
+
+Every pattern is written against real captured text; the source of each is
+in :data:`SIGNATURES` (``source``), and ``tests/test_sev_signatures.py``
+feeds that text (verbatim excerpts, or the project's captured host logs under
+``fixtures/host-logs``) through :func:`diagnose`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Signature:
+    code: str
+    title: str
+    patterns: tuple[str, ...]  # regexes, searched line by line (any one matches)
+    remedy: str
+    source: str
+
+    def search(self, text: str) -> str | None:
+        for line in text.replace("\r", "").splitlines():
+            for p in self.patterns:
+                if re.search(p, line):
+                    return line.strip()
+        return None
+
+
+@dataclass(frozen=True)
+class Match:
+    signature: Signature
+    line: str
+    where: str
+
+    def message(self) -> str:
+        s = self.signature
+        return (f"SEV signature {s.code}: {s.title} (in {self.where}: {self.line[:200]!r}); "
+                f"remedy: {s.remedy}")
+
+
+SIGNATURES: tuple[Signature, ...] = (
+    Signature(
+        "sev-es-asids-zero", "no SEV-ES ASIDs: the BIOS SEV-ES ASID space limit / minimum SEV ASID is 1",
+        (r"SEV-ES disabled \(ASIDs 0 - 0\)", r"SEV-ES supported: 0 ASIDs",
+         r"SEV-ES disabled \(ASIDs 1 - 4294967295\)", r"CPUID 0x8000001F EDX=1\b"),
+        "raise 'SEV-ES ASID Space Limit' (minimum SEV non-ES ASID) in the BIOS above 1, so ASIDs "
+        "1..N-1 are left for SEV-ES",
+        "AMD SEV README (BIOS settings); kvm_amd 'SEV-ES disabled (ASIDs 0 - 0)' wording of 6.x; "
+        "host report fixture epyc-milan-sev-only (reconstructed)"),
+    Signature(
+        "init-0x13-smee-off", "PSP INIT failed with error 0x13: SMEE (memory encryption) is off",
+        (r"SEV: failed to INIT error 0x13", r"sev command 0x1 failed \(0x00000013\)",
+         r"failed to INIT.*\b(?:error|rc) 0x13\b"),
+        "enable SMEE ('Memory Encryption'/'SMEE') in the BIOS, and SEV-ES/SNP options if used",
+        "fixtures/host-logs/sevtool-43-milan-7313-init-0x13.txt (captured, AMDESE/sev-tool#43)"),
+    Signature(
+        "init-0x8004-ret-25", "PSP INIT failed (0x8004 / QEMU ret=-25): firmware missing or unusable",
+        (r"failed to INIT error 0x8004", r"\(0x00008004\)", r"\bret\s*=\s*-25\b"),
+        "install the SEV firmware (amd_sev_fam17h_model*.sbin under /lib/firmware/amd), reload ccp, "
+        "and keep QEMU and the host kernel in lock-step",
+        "fixtures/host-logs/sevtool-6-init-0x8004.txt (captured, AMDESE/sev-tool#6); "
+        "AMDESE/AMDSEV#216 'SNP_LAUNCH_START ret=-25 fw_error=0'"),
+    Signature(
+        "no-dev-sev", "/dev/sev is missing or cannot be opened",
+        (r"Failed to open /dev/sev", r"/dev/sev: No such file or directory"),
+        "load ccp with the PSP initialised (dmesg 'SEV API'), make /dev/sev exist and be rw for the user",
+        "QEMU sev_kvm_init error text (fixtures/recorded/guest/qmp/query-sev-capabilities-errors.json)"),
+    Signature(
+        "vmsa-fw-error-3-naples", "LAUNCH_UPDATE_VMSA fw_error=3: the CPU/firmware has no SEV-ES (Naples)",
+        (r"LAUNCH_UPDATE_VMSA ret\s*=\s*-?\d+ fw_error=3\b",),
+        "SEV-ES needs EPYC 7002 (Rome) or later: run --sev (policy 0x1) on Naples",
+        "AMDESE/AMDSEV#41 (EPYC 7251, 'LAUNCH_UPDATE_VMSA ret = -5 fw_error=3')"),
+    Signature(
+        "kvm-run-einval", "KVM refused to run the vCPU ('kvm run failed Invalid argument')",
+        (r"kvm run failed Invalid argument",),
+        "mismatched QEMU / host kernel / OVMF builds (keep them in lock-step), or an SEV-ES guest "
+        "reset: launch SEV-ES guests with -no-reboot",
+        "AMDESE/AMDSEV#58 (SEV-ES), #100, #138"),
+    Signature(
+        "sev-es-reboot", "the SEV-ES guest stopped at a reboot: QEMU cannot reset an SEV-ES vCPU",
+        (r"reboot: Restarting system", r"\breset request\b.*sev", r"Guest requested reboot"),
+        "expected with -no-reboot: an SEV-ES guest must be re-launched, not reset; do not reboot it in a test",
+        "AMDESE/AMDSEV#47 and #61 (tlendacky: reboot via reset is not possible)"),
+    Signature(
+        "swiotlb-alloc-failure", "the guest could not allocate its SWIOTLB bounce pool",
+        (r"Can not allocate SWIOTLB buffer earlier", r"swiotlb\S*:? .*[Ff]ailed to allocate",
+         r"software IO TLB: .*(?:Cannot|Can't) allocate"),
+        "give the guest an explicit swiotlb= that fits its memory (README FAQ 5), or more memory",
+        "AMD SEV README FAQ 5; kernel/dma/swiotlb.c messages"),
+    Signature(
+        "swiotlb-over-1g", "a SWIOTLB pool over 1 GiB was asked for",
+        # slabs > 524288 (1 GiB of 2 KiB slabs)
+        (r"\bswiotlb=(?:5242(?:89|9\d)|524[3-9]\d\d|52[5-9]\d{3}|5[3-9]\d{4}|[6-9]\d{5}|[1-9]\d{6,})\b",),
+        "keep swiotlb= at or below 524288 slabs (1 GiB): the kernel clamps SEV pools to 1 GiB and "
+        "a larger boot-time pool often fails to allocate",
+        "kernel/dma/swiotlb.c (SEV pool clamp), sizes.MAX_POOL_BYTES"),
+)
+
+BY_CODE = {s.code: s for s in SIGNATURES}
+
+#: the cross-witness signature: the MSR says SEV-ES but the guest never said so
+LOG_WITHOUT_ES = Signature(
+    "guest-log-without-es", "SEV_STATUS says SEV-ES is active but the guest log has no SEV-ES line",
+    (), "the guest kernel predates SEV-ES support in its log line (or the ring buffer lost the boot): "
+    "use a 5.10+ guest kernel, or read the log from the console capture",
+    "AMDESE/AMDSEV README FAQ 2a/2b (dmesg line vs rdmsr)")
+
+
+def diagnose(texts: dict[str, str], *, msr_es: bool | None = None,
+             guest_log_es: bool | None = None) -> list[Match]:
+    """Every known signature found in ``texts`` ({where: text}), first hit each."""
+    found: list[Match] = []
+    for sig in SIGNATURES:
+        for where, text in texts.items():
+            line = sig.search(text or "")
+            if line is not None:
+                found.append(Match(sig, line, where))
+                break
+    if msr_es is True and guest_log_es is False:
+        found.append(Match(LOG_WITHOUT_ES, "MSR SEV-ES=1, guest log SEV-ES absent", "witnesses"))
+    return found
+
+
+def explain(texts: dict[str, str], **kw: bool | None) -> str:
+    """One paragraph for a failure message ('' when nothing is known)."""
+    return "\n".join(m.message() for m in diagnose(texts, **kw))

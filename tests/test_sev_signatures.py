@@ -1,0 +1,94 @@
+"""Known failure signatures recognised in real text, named with their remedy.
+
+Inputs, with provenance:
+- captured host logs of this project (fixtures/host-logs, see corpus.toml);
+- short verbatim excerpts of public issue threads (source in each case id);
+- reconstructed lines are labelled ``(reconstructed)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_sev.reporting.categories import categorize
+from pytest_sev.sev import signatures
+
+LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "host-logs"
+
+CASES = [
+    # (code, where, text, provenance)
+    ("init-0x13-smee-off", "host dmesg", (LOGS / "sevtool-43-milan-7313-init-0x13.txt").read_text(),
+     "captured: AMDESE/sev-tool#43"),
+    ("init-0x8004-ret-25", "host dmesg", (LOGS / "sevtool-6-init-0x8004.txt").read_text(),
+     "captured: AMDESE/sev-tool#6"),
+    ("init-0x8004-ret-25", "qemu stderr",
+     "qemu-system-x86_64: sev_snp_launch_start: SNP_LAUNCH_START ret=-25 fw_error=0 ''\n"
+     "qemu-system-x86_64: sev_kvm_init: failed to create encryption context\n",
+     "captured: AMDESE/AMDSEV#216 (verbatim)"),
+    ("vmsa-fw-error-3-naples", "qemu stderr",
+     "qemu-system-x86_64: sev_guest_init: using :KVM_SEV_ES_INIT\n"
+     "qemu-system-x86_64: sev_launch_update_vmsa: LAUNCH_UPDATE_VMSA ret = -5 fw_error=3 2774 'unknown error'/\n",
+     "captured: AMDESE/AMDSEV#41 (verbatim, EPYC 7251)"),
+    ("kvm-run-einval", "qemu stderr",
+     "SetUefiImageMemoryAttributes - 0x000000007F2B3000 - 0x0000000000004000 (0x0000000000000008)\n"
+     "error: kvm run failed Invalid argument\nEAX=00800f12 EBX=00000000 ECX=004003f1 EDX=2fd3fbff\n",
+     "captured: AMDESE/AMDSEV#58 (verbatim)"),
+    ("no-dev-sev", "qemu stderr", "qemu-system-x86_64: SEV: Failed to open /dev/sev: Permission denied\n",
+     "QEMU 6.2+ error text (fixtures/recorded/guest/qmp/query-sev-capabilities-errors.json)"),
+    ("sev-es-asids-zero", "host dmesg", "[    7.114429] kvm_amd: SEV-ES disabled (ASIDs 0 - 0)\n",
+     "(reconstructed) from the 6.x kvm_amd format 'SEV-ES %s (ASIDs %u - %u)' with min_sev_asid=1"),
+    ("sev-es-reboot", "console", "[   42.101010] reboot: Restarting system\n",
+     "(reconstructed) kernel reboot line; AMDESE/AMDSEV#61 describes the exit"),
+    ("swiotlb-alloc-failure", "guest dmesg",
+     "[    1.9] software IO TLB: Can not allocate SWIOTLB buffer earlier and can't now provide you with "
+     "the DMA bounce buffer\n", "AMD SEV README FAQ 5 text"),
+    ("swiotlb-over-1g", "guest cmdline", "Command line: console=ttyS0 swiotlb=1048576\n",
+     "(reconstructed) a 2 GiB request"),
+]
+
+
+@pytest.mark.parametrize("code,where,text,prov", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_signature_found_with_remedy(code, where, text, prov):
+    found = signatures.diagnose({where: text})
+    assert [m.signature.code for m in found] == [code], (prov, [m.message() for m in found])
+    msg = found[0].message()
+    assert msg.startswith(f"SEV signature {code}: ") and "remedy: " in msg
+
+
+def test_guest_log_without_es_while_msr_says_active():
+    found = signatures.diagnose({}, msr_es=True, guest_log_es=False)
+    assert [m.signature.code for m in found] == ["guest-log-without-es"]
+    assert signatures.diagnose({}, msr_es=True, guest_log_es=True) == []
+
+
+def test_a_healthy_log_has_no_signature():
+    ready = (Path(__file__).resolve().parents[1] / "fixtures" / "hosts" / "epyc-milan-6.8-ready" / "dmesg.txt")
+    assert signatures.diagnose({"host dmesg": ready.read_text()}) == []
+
+
+@pytest.mark.parametrize("code", [s.code for s in signatures.SIGNATURES] + ["guest-log-without-es"])
+def test_each_signature_is_an_allure_category(code):
+    message = f"Failed: SEV signature {code}: title (in x: 'y'); remedy: z"
+    assert categorize("failed", message) is not None
+    assert categorize("failed", message).startswith("SEV signature")
+
+
+@pytest.mark.parametrize("slabs,over", [(524288, False), (524289, True), (524290, True), (262144, False),
+                                        (600000, True), (1048576, True)])
+def test_pool_over_1g_boundary(slabs, over):
+    found = signatures.diagnose({"guest cmdline": f"console=ttyS0 swiotlb={slabs},force"})
+    assert bool(found) is over
+
+
+def test_a_guest_that_failed_to_start_is_diagnosed(tmp_path):
+    """GuestLaunchError with QEMU's stderr (AMDESE/AMDSEV#41 text, captured) -> named, remedy given."""
+    from pytest_sev.errors import GuestLaunchError
+    from pytest_sev.sev.witnesses import diagnose_error
+    stderr = tmp_path / "qemu-stderr.log"
+    stderr.write_text("qemu-system-x86_64: sev_launch_update_vmsa: LAUNCH_UPDATE_VMSA ret = -5 fw_error=3 "
+                      "2774 'unknown error'/\n")
+    exc = GuestLaunchError("QEMU's monitor did not answer", logs={"qemu stderr": stderr})
+    assert diagnose_error(exc).startswith("SEV signature vmsa-fw-error-3-naples: ")
+    assert diagnose_error(GuestLaunchError("nothing known")) == ""
