@@ -23,9 +23,10 @@ def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def test_unknown_command_is_named():
     run = _cli("nonsense")
     assert run.returncode == 2
+    from pytest_sev.__main__ import COMMANDS
     assert run.stderr.strip().splitlines() == [
-        "python -m pytest_sev: unknown command 'nonsense' (commands: provision, host, launch, build, "
-        "measure; --help for what each does)"]
+        f"python -m pytest_sev: unknown command 'nonsense' (commands: {', '.join(COMMANDS)}; "
+        "--help for what each does)"]
 
 
 @pytest.mark.parametrize("args,line", [
