@@ -20,6 +20,8 @@ apt_packages=(
   build-essential bc bison flex libelf-dev libssl-dev rsync dpkg-dev patch
   ninja-build meson pkg-config libglib2.0-dev libpixman-1-dev zlib1g-dev libslirp-dev libfdt-dev
   nasm acpica-tools uuid-dev python3-distutils
+  # --launcher=libvirt: the daemon, virsh/virt-host-validate, libvirt-python's build, virt-xml-validate's xmllint
+  libvirt-daemon-system libvirt-clients libvirt-dev libxml2-utils
 )
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -35,6 +37,23 @@ if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# libvirtd for --launcher=libvirt and the virsh_sev host check. Where systemd is PID 1 it
+# starts the daemon; in a container without it, virtlogd (QEMU's log handler) and
+# libvirtd are started by hand, daemonized, when nothing answers on the system socket.
+if command -v libvirtd >/dev/null || [ -x /usr/sbin/libvirtd ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  if ! timeout 15 virsh -c qemu:///system version >/dev/null 2>&1; then
+    if [ -d /run/systemd/system ]; then
+      $sudo systemctl start virtlogd libvirtd || echo "setup: systemctl start libvirtd failed"
+    else
+      timeout 15 $sudo /usr/sbin/virtlogd -d 2>/dev/null || true   # already running is fine
+      $sudo /usr/sbin/libvirtd -d || echo "setup: libvirtd -d failed"
+    fi
+    for _ in $(seq 50); do timeout 5 virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.2; done
+  fi
+  timeout 15 virsh -c qemu:///system version >/dev/null 2>&1 || echo "setup: libvirtd does not answer: --launcher=libvirt will fail"
 fi
 
 python=${PYTHON:-python3}

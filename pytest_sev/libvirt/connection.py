@@ -166,7 +166,7 @@ def owner_pid(xml_text: str) -> int | None:
 def sweep_orphans(conn: Any, prefix: str = "pytest-sev-") -> list[str]:
     """Destroy our transient domains whose harness process is gone; their names."""
     libvirt = libvirt_module()
-    swept = []
+    swept: list[str] = []
     try:
         domains = conn.listAllDomains(0)
     except libvirt.libvirtError:

@@ -177,7 +177,7 @@ class LibvirtGuest(Guest):
             return "(not readable)"
 
     # -- libvirt calls -----------------------------------------------------------
-    def _lost(self, what: str, exc: Exception) -> LibvirtConnectionLost:
+    def _lost(self, what: str, exc: Exception) -> lv.LibvirtConnectionLost:
         return lv.LibvirtConnectionLost(
             f"libvirtd stopped answering while {what}: {exc}", argv=self.argv, logs=self.logs,
             console_tail=self.console.tail() if self.console is not None else "",

@@ -78,6 +78,14 @@ def finish_guest(guest: Guest, keep: bool) -> None:
             shutil.rmtree(guest.workdir, ignore_errors=True)
 
 
+def make_guest(cfg: RunConfig, spec: GuestSpec, workdir: Path) -> Guest:
+    """A not yet started guest from the run's launcher (``--launcher``)."""
+    if cfg.launcher == "libvirt":
+        from pytest_sev.libvirt.guest import LibvirtGuest  # libvirt-python only when asked for
+        return LibvirtGuest(spec, qemu=cfg.qemu, accel=cfg.accel, workdir=workdir)
+    return Guest(spec, qemu=cfg.qemu, accel=cfg.accel, workdir=workdir)
+
+
 class GuestFactory:
     """Callable that starts guests and remembers them for teardown."""
 
@@ -89,7 +97,7 @@ class GuestFactory:
     def __call__(self, spec: GuestSpec | None = None, **fields) -> Guest:
         spec = spec or plain_spec(self.cfg, **fields)
         workdir = self.workroot / f"{len(self.guests)}-{_slug(spec.name)}-{int(time.time())}"
-        guest = Guest(spec, qemu=self.cfg.qemu, accel=self.cfg.accel, workdir=workdir)
+        guest = make_guest(self.cfg, spec, workdir)
         self.guests.append(guest)
         guest.start()  # on failure the fixture's teardown still closes it
         return guest
