@@ -1,0 +1,129 @@
+"""Real guests through a real libvirtd: the libvirt launcher boots, answers on
+its console and over QMP passthrough, launches what launch-qemu.sh would,
+honours no_reboot, and ends in a named failure and a clean libvirt when its
+QEMU or libvirtd itself is killed.
+
+The daemon is started here when none answers (tests never assume one runs);
+each test names its guest with a fresh token so the leak checks look only
+at what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+
+import pytest
+
+from pytest_sev.errors import GuestDied
+from pytest_sev.guest.spec import Disk
+from pytest_sev.guest.specs import default_guest_spec
+from pytest_sev.qemu.argv import launch_argv
+from pytest_sev.qemu.binary import qemu_version, resolve_qemu
+from pytest_sev.qemu.qmp import ExecuteError
+
+pytestmark = pytest.mark.qemu
+
+
+@pytest.fixture(scope="module")
+def libvirtd():
+    pytest.importorskip("libvirt", reason="libvirt-python is not installed (pip install -e '.[test]')")
+    from pytest_sev.libvirt import connection
+    if not os.path.exists("/usr/sbin/libvirtd"):
+        pytest.skip("libvirtd is not installed (scripts/setup.sh installs libvirt-daemon-system)")
+    connection.ensure_daemon()
+    return connection
+
+
+@pytest.fixture
+def token():
+    return "lv" + secrets.token_hex(4)
+
+
+@pytest.fixture
+def leftovers(libvirtd, qemu_processes):
+    """``leftovers(token)``: domains libvirt still knows and QEMU processes still running."""
+    def check(token: str, wait: float = 20.0) -> tuple[list[str], list[int]]:
+        deadline = time.monotonic() + wait
+        while True:
+            conn = libvirtd.connect()
+            try:
+                doms = [n for n in libvirtd.our_domains(conn) if token in n]
+            finally:
+                conn.close()
+            procs = qemu_processes(token)
+            if (not doms and not procs) or time.monotonic() > deadline:
+                return doms, procs
+            time.sleep(0.5)
+    return check
+
+
+def _guest(spec, tmp_path):
+    from pytest_sev.libvirt.guest import LibvirtGuest
+    return LibvirtGuest(spec, workdir=tmp_path / "g", keep_workdir=True)
+
+
+def test_plain_guest_through_libvirt(tmp_path, token, libvirtd, leftovers):
+    """OVMF, a virtio disk with iommu_platform (the DMA plain-forced shape):
+    console, QMP, launch-qemu.sh parity of libvirt's QEMU argv, and a guest
+    reboot that ends the domain as -no-reboot would."""
+    from pytest_sev.libvirt import parity
+    disk = tmp_path / "scratch.img"
+    disk.write_bytes(b"\0" * (1 << 20))
+    spec = default_guest_spec(name=token, firmware="ovmf", memory_mib=512,
+                              disks=(Disk(disk, iommu_platform=True, disable_legacy=True),))
+    with _guest(spec, tmp_path) as g:
+        assert g.run("cat /proc/cmdline")[0].strip() == spec.append
+        assert g.check("cat /sys/block/vda/size").strip() == "2048"
+        assert g.qmp.execute("query-status")["status"] == "running"
+        with pytest.raises(ExecuteError) as err:
+            g.qmp.execute("no-such-command")
+        assert err.value.error_class == "CommandNotFound"
+        assert g.argv and "guest=" + g.domain_name in " ".join(g.argv)
+        qemu = resolve_qemu("qemu-system-x86_64")
+        script = launch_argv(spec, qemu=qemu, accel="tcg", qemu_version=qemu_version(qemu)[:2])
+        assert parity.compare(g.argv, script, ovmf_code=str(spec.firmware.code)) == []
+        g.console.sendline("reboot -f")  # no_reboot: the domain ends instead of rebooting
+        deadline = time.monotonic() + 60
+        while g.alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not g.alive, "the guest rebooted instead of ending (on_reboot=destroy)"
+    assert g.shutdown_stage == "exited by itself"
+    assert "qmp transcript" in g.logs and '"via": "libvirt"' in g.logs["qmp transcript"].read_text()
+    assert leftovers(token) == ([], [])
+
+
+def test_qemu_killed_from_outside_fails_clearly(tmp_path, token, leftovers):
+    with _guest(default_guest_spec(name=token), tmp_path) as g:
+        os.kill(g.qemu_pid, signal.SIGKILL)
+        with pytest.raises(GuestDied, match="QEMU exited while waiting for command 'true'") as err:
+            g.run("true", timeout=30)
+        assert f"libvirt domain {g.domain_name}: QEMU (pid {g.qemu_pid}) is gone" in str(err.value)
+        with pytest.raises(GuestDied):
+            g.qmp.execute("query-status")
+    assert g.shutdown_stage == "exited by itself"
+    assert leftovers(token) == ([], [])
+
+
+def test_libvirtd_killed_mid_test_fails_clearly_and_leaves_nothing(tmp_path, token, libvirtd, leftovers):
+    from pytest_sev.libvirt.connection import LibvirtConnectionLost
+    try:
+        with _guest(default_guest_spec(name=token), tmp_path) as g:
+            daemon = libvirtd.daemon_pid()
+            assert daemon is not None, "libvirtd keeps no pid file: cannot kill it by id"
+            os.kill(daemon, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while libvirtd.pid_alive(daemon) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert g.run("echo still-here") == ("still-here\n", 0)  # QEMU outlives its daemon
+            with pytest.raises(LibvirtConnectionLost, match="libvirtd stopped answering while QMP") as err:
+                g.qmp.execute("query-status")
+            assert "does not answer on /run/libvirt/libvirt-sock" in str(err.value)
+        assert g.shutdown_stage == "SIGKILL"  # no daemon to destroy it: the recorded QEMU pid
+        assert not g.alive
+        assert ("virDomainDestroy (reconnected)", "failed: libvirtd does not answer") in g.stop_log
+    finally:
+        libvirtd.ensure_daemon()  # the next test (and the next run) needs the daemon back
+    assert leftovers(token) == ([], [])  # the restarted daemon found the dead QEMU and dropped the domain
