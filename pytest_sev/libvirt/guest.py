@@ -20,6 +20,7 @@ libvirt's per-domain QEMU log.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -69,6 +70,23 @@ class PtyEnd:
             except OSError:
                 pass
             self._fd = -1
+
+
+class PtyConsole(Console):
+    """The serial console on the domain's pty.
+
+    One difference from a socketpair: once QEMU has closed the pty's master,
+    a write fails with EIO instead of vanishing into a socket buffer. The
+    bytes have nowhere to go either way; the wait that follows sees the end
+    of the console and raises GuestDied naming what it waited for."""
+
+    def send(self, data: str | bytes) -> None:
+        try:
+            super().send(data)
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            log.info("console: QEMU closed the pty; the next wait reports it")
 
 
 class LibvirtQmp:
@@ -242,7 +260,7 @@ class LibvirtGuest(Guest):
             raise GuestLaunchError(f"domain {self.domain_name} has no serial pty in its live XML",
                                    argv=self.argv, logs=self.logs)
         self._pty = PtyEnd(pty)
-        self.console = Console(cast(Any, self._pty), self.logs["console log"], self._context,
+        self.console = PtyConsole(cast(Any, self._pty), self.logs["console log"], self._context,
                                name=self.spec.name)
         self.qmp = cast(Any, LibvirtQmp(self, self.logs["qmp transcript"], self.spec.name))
         assert self.qmp is not None
@@ -308,6 +326,22 @@ class LibvirtGuest(Guest):
         self.stop_log.append(("SIGKILL", "ended it" if not self.alive else "still running"))
         return "SIGKILL"
 
+    def _wait_forgotten(self, grace: float = 15.0) -> None:
+        """Wait until libvirt has dropped the transient domain (it reaps QEMU
+        and cleans up after the process is gone), so a run ends with none."""
+        if self.conn is None or self.dom is None or not self._connection_alive():
+            return
+        libvirt = lv.libvirt_module()
+        deadline = Deadline(grace)
+        while not deadline.expired:
+            try:
+                self.conn.lookupByName(self.domain_name)
+            except libvirt.libvirtError:
+                return
+            time.sleep(0.1)
+        self.stop_log.append(("libvirt cleanup", f"domain still known to libvirt after {grace:g}s"))
+        log.warning("%s: libvirt still knows domain %s after %gs", self.spec.name, self.domain_name, grace)
+
     def close(self) -> None:
         """Destroy the domain in stages and release everything; safe to call twice."""
         if self._closed:
@@ -322,6 +356,7 @@ class LibvirtGuest(Guest):
                     lv.kill_pid(self.qemu_pid, signal.SIGKILL)
                     stage = "SIGKILL"
                 self._stop_stage = stage
+                self._wait_forgotten()
                 log.info("%s: domain %s stopped (%s)", self.spec.name, self.domain_name, stage)
         finally:
             for part in (self.console, self.qmp):

@@ -102,7 +102,8 @@ def facts(argv: list[str], ovmf_code: str | None = None) -> dict[str, Any]:
         elif opt == "-m":
             f["memory_mib"] = _mib(val)
         elif opt == "-smp":
-            f["vcpus"] = int(re.match(r"(?:cpus=)?(\d+)", val).group(1)) if re.match(r"(?:cpus=)?(\d+)", val) else -1
+            m = re.match(r"(?:cpus=)?(\d+)", val)
+            f["vcpus"] = int(m.group(1)) if m else -1
         elif opt in ("-kernel", "-initrd", "-append"):
             f[opt[1:]] = val
         elif opt == "-object":
