@@ -127,3 +127,54 @@ def test_libvirtd_killed_mid_test_fails_clearly_and_leaves_nothing(tmp_path, tok
     finally:
         libvirtd.ensure_daemon()  # the next test (and the next run) needs the daemon back
     assert leftovers(token) == ([], [])  # the restarted daemon found the dead QEMU and dropped the domain
+
+
+def _libvirt_argv(native: str) -> list[str]:
+    """``domxml-to-native qemu-argv`` text -> argv (its leading VAR=value environment dropped)."""
+    import shlex
+    words = shlex.split(native)
+    while words and "=" in words[0] and not words[0].startswith("-"):
+        words.pop(0)
+    return words
+
+
+@pytest.mark.parametrize("mode", ["sev", "sev-es"])
+def test_sev_domain_as_libvirt_would_launch_it(tmp_path, mode, libvirtd):
+    """What libvirt would run for the SEV/SEV-ES domain, compared with
+    launch-qemu.sh's argv; where libvirt has no SEV it says why, and that is
+    the skip reason (this TCG container: "SEV launch security is not
+    supported with this QEMU binary")."""
+    import libvirt
+
+    from pytest_sev.guest.spec import SevLaunch
+    from pytest_sev.libvirt import parity
+    from pytest_sev.libvirt.domain_xml import DomainOptions, domain_name, domain_xml
+    from pytest_sev.sev.policy import policy_for
+    spec = default_guest_spec(name="parity", firmware="ovmf",
+                              sev=SevLaunch(mode, policy_for(mode), cbitpos=51))  # type: ignore[arg-type]
+    xml = domain_xml(spec, DomainOptions(domain_name(spec, "n"), domain_type="kvm", nvram=tmp_path / "V.fd"))
+    conn = libvirtd.connect()
+    try:
+        native = conn.domainXMLToNative("qemu-argv", xml, 0)
+    except libvirt.libvirtError as exc:
+        pytest.skip(f"libvirt would not launch an {mode} domain here: {exc}")
+    finally:
+        conn.close()
+    qemu = resolve_qemu("qemu-system-x86_64")
+    script = launch_argv(spec, qemu=qemu, accel="kvm", qemu_version=qemu_version(qemu)[:2])
+    assert parity.compare(_libvirt_argv(native), script, ovmf_code=str(spec.firmware.code)) == []
+
+
+def test_virsh_sev_check_is_determined_with_a_real_daemon(libvirtd):
+    """With libvirtd up, the virsh_sev check is decided (pass or fail), never
+    skipped; when libvirt has no SEV the check says why in virt-host-validate's words."""
+    from pytest_sev.host.checks_tools import virsh_check
+    from pytest_sev.host.commands import SubprocessRunner
+    from pytest_sev.host.evidence import Evidence
+    runner = SubprocessRunner()
+    ev = Evidence(virsh=runner.run(["virsh", "domcapabilities"]),
+                  virt_host_validate=runner.run(["virt-host-validate", "qemu"]))
+    check = virsh_check(ev, None)
+    assert check.status in ("pass", "fail"), check.value
+    if check.status == "fail" and "svm" not in open("/proc/cpuinfo").read():
+        assert "virt-host-validate qemu: hardware virtualization: FAIL" in check.value, check.value
