@@ -364,8 +364,9 @@ class LibvirtGuest(Guest):
                     part.close()
             if self._pty is not None:
                 self._pty.close()
-            try:
+            try:  # the workdir keeps the copy (and the report attaches it), like QEMU's stderr log
                 shutil.copyfile(lv.qemu_log(self.domain_name), self.logs["qemu stderr"])
+                lv.qemu_log(self.domain_name).unlink()
             except OSError:
                 pass
             if self.conn is not None:
