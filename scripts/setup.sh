@@ -44,6 +44,12 @@ fi
 # libvirtd are started by hand, daemonized, when nothing answers on the system socket.
 if command -v libvirtd >/dev/null || [ -x /usr/sbin/libvirtd ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  # No udev in a container: /dev/kvm may be root-only (0600). libvirt then finds KVM "enabled when
+  # probing, but not available now" for its qemu user and probes QEMU again on every call (measured
+  # here: 70 s per domain start instead of 0.4 s). Debian's udev rule gives it group kvm, mode 0660.
+  if [ -c /dev/kvm ] && [ "$(stat -c %G:%a /dev/kvm)" = "root:600" ] && getent group kvm >/dev/null; then
+    $sudo chgrp kvm /dev/kvm && $sudo chmod 0660 /dev/kvm
+  fi
   if ! timeout 15 virsh -c qemu:///system version >/dev/null 2>&1; then
     if [ -d /run/systemd/system ]; then
       $sudo systemctl start virtlogd libvirtd || echo "setup: systemctl start libvirtd failed"

@@ -178,3 +178,31 @@ def test_virsh_sev_check_is_determined_with_a_real_daemon(libvirtd):
     assert check.status in ("pass", "fail"), check.value
     if check.status == "fail" and "svm" not in open("/proc/cpuinfo").read():
         assert "virt-host-validate qemu: hardware virtualization: FAIL" in check.value, check.value
+
+
+def test_domain_of_a_harness_killed_outright_is_swept(tmp_path, token, libvirtd, leftovers):
+    """QEMU's PDEATHSIG has no libvirt equivalent: a harness killed with
+    SIGKILL leaves its transient domain running. The owner pid in the domain's
+    <metadata> lets the next libvirt run destroy it (and only it)."""
+    import subprocess
+
+    from pytest_sev.libvirt.domain_xml import DomainOptions, domain_name, domain_xml
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    spec = default_guest_spec(name=token)
+    conn = libvirtd.connect()
+    try:
+        names = {}
+        for who, pid in (("orphan", dead.pid), ("owned", os.getpid())):
+            names[who] = domain_name(spec, who)
+            xml = domain_xml(spec, DomainOptions(names[who], owner_pid=pid))
+            conn.createXML(xml, libvirtd.libvirt_module().VIR_DOMAIN_START_PAUSED)
+        swept = libvirtd.sweep_orphans(conn)
+        assert names["orphan"] in swept and names["owned"] not in swept
+        assert names["owned"] in libvirtd.our_domains(conn)
+    finally:
+        for dom in conn.listAllDomains(0):
+            if token in dom.name():
+                dom.destroy()
+        conn.close()
+    assert leftovers(token) == ([], [])

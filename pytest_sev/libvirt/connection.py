@@ -180,11 +180,12 @@ def sweep_orphans(conn: Any, prefix: str = "pytest-sev-") -> list[str]:
             if pid is None or pid_alive(pid):
                 continue
             log.warning("libvirt: destroying %s, left by harness pid %d which is gone", name, pid)
+            persistent = dom.isPersistent()  # a transient domain is gone once destroyed
             if dom.isActive():
                 dom.destroy()
-            if dom.isPersistent():
-                dom.undefineFlags(_undefine_flags(libvirt))
             swept.append(name)
+            if persistent:
+                dom.undefineFlags(_undefine_flags(libvirt))
         except libvirt.libvirtError as exc:
             log.info("libvirt: could not sweep a leftover domain: %s", exc)
     return swept

@@ -175,7 +175,14 @@ class LibvirtGuest(Guest):
 
     @property
     def alive(self) -> bool:
-        return self.qemu_pid is not None and lv.pid_alive(self.qemu_pid)
+        if self.qemu_pid is not None:
+            return lv.pid_alive(self.qemu_pid)
+        if self.dom is None:  # never created
+            return False
+        try:  # no pid file to read (another URI): ask libvirt
+            return bool(self.dom.isActive())
+        except Exception:
+            return False
 
     def _context(self, exited: bool = False) -> dict[str, Any]:
         ctx: dict[str, Any] = {"argv": self.argv, "logs": self.logs}
@@ -287,7 +294,7 @@ class LibvirtGuest(Guest):
 
     def _stop(self) -> str:
         libvirt = lv.libvirt_module()
-        if self.qemu_pid is None:
+        if self.dom is None:
             return "never started"
         if not self.alive:
             self.stop_log.append((STOPPED, "QEMU had already exited"))
@@ -321,7 +328,8 @@ class LibvirtGuest(Guest):
                     self.stop_log.append((attempt, "ended it (libvirt reported it gone)"))
                     return attempt
                 self.stop_log.append((attempt, f"failed: {exc}"))
-        lv.kill_pid(self.qemu_pid, signal.SIGKILL)  # libvirtd is gone: QEMU must not outlive the test
+        if self.qemu_pid is not None:  # libvirtd is gone: QEMU must not outlive the test
+            lv.kill_pid(self.qemu_pid, signal.SIGKILL)
         self._gone(10)
         self.stop_log.append(("SIGKILL", "ended it" if not self.alive else "still running"))
         return "SIGKILL"
