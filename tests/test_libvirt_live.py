@@ -55,6 +55,8 @@ def leftovers(libvirtd, qemu_processes):
                 conn.close()
             procs = qemu_processes(token)
             if (not doms and not procs) or time.monotonic() > deadline:
+                for stale in libvirtd.QEMU_LOG_DIR.glob(f"*{token}*.log"):  # libvirt's own, per domain
+                    stale.unlink()
                 return doms, procs
             time.sleep(0.5)
     return check
