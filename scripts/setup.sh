@@ -20,8 +20,8 @@ apt_packages=(
   build-essential bc bison flex libelf-dev libssl-dev rsync dpkg-dev patch
   ninja-build meson pkg-config libglib2.0-dev libpixman-1-dev zlib1g-dev libslirp-dev libfdt-dev
   nasm acpica-tools uuid-dev python3-distutils
-  # --launcher=libvirt: the daemon, virsh/virt-host-validate, libvirt-python's build, virt-xml-validate's xmllint
-  libvirt-daemon-system libvirt-clients libvirt-dev libxml2-utils
+  # --launcher=libvirt: the daemon, virsh/virt-host-validate, libvirt-python's C build (libvirt-dev, python3-dev), xmllint for virt-xml-validate
+  libvirt-daemon-system libvirt-clients libvirt-dev python3-dev libxml2-utils
 )
 missing=()
 for p in "${apt_packages[@]}"; do
