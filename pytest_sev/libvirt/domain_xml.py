@@ -152,6 +152,7 @@ def launch_security(spec: GuestSpec, kernel_hashes: bool | None) -> ET.Element |
 
 def domain_element(spec: GuestSpec, opts: DomainOptions) -> ET.Element:
     ET.register_namespace("qemu", QEMU_NS)
+    ET.register_namespace("pytestsev", META_NS)
     root = ET.Element("domain", type=opts.domain_type)
     ET.SubElement(root, "name").text = opts.name
     if opts.owner_pid is not None:
