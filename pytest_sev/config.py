@@ -35,6 +35,7 @@ from pytest_sev.sev.policy import es_mismatch
 
 ACCELS = ("auto", "kvm", "tcg")
 FIRMWARES = ("seabios", "ovmf")
+LAUNCHERS = ("qemu", "libvirt")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class RunConfig:
     mode: str = "auto"
     qemu: str = "qemu-system-x86_64"
     accel: str = "auto"
+    launcher: str = "qemu"  # "libvirt": guests are transient libvirtd domains
     ovmf_code: Path | None = None
     ovmf_vars: Path | None = None
     guest_kernel: Path | None = None
@@ -290,6 +292,9 @@ def build_config(get) -> RunConfig:
     accel = get("accel") or "auto"
     if accel not in ACCELS:
         raise ConfigError(f"--accel {accel!r} is not one of {', '.join(ACCELS)}")
+    launcher = get("launcher") or "qemu"
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"--launcher {launcher!r} is not one of {', '.join(LAUNCHERS)}")
     firmware = get("guest_firmware") or "seabios"
     if firmware not in FIRMWARES:
         raise ConfigError(f"--guest-firmware {firmware!r} is not one of {', '.join(FIRMWARES)}")
@@ -338,7 +343,7 @@ def build_config(get) -> RunConfig:
         check_qemu(shutil.which(qemu) or qemu)
     check_accel(accel)
     return RunConfig(
-        mode=mode, qemu=qemu or "qemu-system-x86_64", accel=accel,
+        mode=mode, qemu=qemu or "qemu-system-x86_64", accel=accel, launcher=launcher,
         ovmf_code=ovmf_code, ovmf_vars=ovmf_vars,
         guest_kernel=kernel, guest_initrd=initrd, guest_image=image,
         guest_firmware=firmware, guest_timeout=timeout,

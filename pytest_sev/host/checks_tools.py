@@ -17,6 +17,7 @@ from pytest_sev.host.parse_tools import (
     parse_domcapabilities,
     parse_memlock,
     parse_qemu_version,
+    sev_validate_reason,
 )
 from pytest_sev.host.report import FOR_NONE, FOR_SEV, FOR_SEV_ES, UNKNOWN, Check
 
@@ -69,13 +70,15 @@ def virsh_check(ev: Evidence, sev: SevCpuid | None) -> Check:
     if status == NOT_FOUND:
         return Check(name, "skip", "virsh not installed", "", FOR_NONE)
     if status != 0:
-        return Check(name, "skip", f"virsh domcapabilities failed (exit {status})", "", FOR_NONE)
+        return Check(name, "skip", f"virsh domcapabilities failed (exit {status}): is libvirtd running?", "", FOR_NONE)
     caps = parse_domcapabilities(out)
     if caps is None:
         return Check(name, "skip", "no <sev> element (libvirt < 4.15?)", "", FOR_NONE)
     if not caps.supported:
-        return Check(name, "fail", "<sev supported='no'>", "libvirt sees no SEV: same causes as the checks above",
-                     FOR_NONE)
+        vstatus, vout = ev.virt_host_validate
+        why = sev_validate_reason(vout) if vstatus != NOT_FOUND else ""
+        return Check(name, "fail", "<sev supported='no'>" + (f"; virt-host-validate qemu: {why}" if why else ""),
+                     "libvirt sees no SEV: same causes as the checks above", FOR_NONE)
     value = (f"cbitpos {caps.cbitpos}, reducedPhysBits {caps.reduced_phys_bits}, "
              f"maxGuests {caps.max_guests}, maxESGuests {caps.max_es_guests}")
     if sev is not None and caps.cbitpos != sev.cbitpos:

@@ -62,6 +62,7 @@ class Evidence:
     qemu_version_text: str | None = None
     qmp: QmpAnswer = QmpAnswer("tcg", error_desc="not probed", launched=False)
     virsh: tuple[int, str] = (127, "")
+    virt_host_validate: tuple[int, str] = (127, "")  # `virt-host-validate qemu`: its SEV lines say why not
     ovmf_code: str | None = None  # host path, when the file exists
     ovmf_vars: str | None = None
     ovmf_missing: list[str] = field(default_factory=list)
@@ -211,6 +212,7 @@ def gather(root: Path, runner: Runner, qemu: str, ovmf_code: str | None,
     ev.qemu_version_text = out if status == 0 else None
     ev.qmp = (qmp or query_sev_capabilities)(qemu, "kvm" if ev.kvm_usable() else "tcg")
     ev.virsh = runner.run(["virsh", "domcapabilities"])
+    ev.virt_host_validate = runner.run(["virt-host-validate", "qemu"])
     ev.ovmf_code, ev.ovmf_vars, ev.ovmf_missing = _ovmf(root, ovmf_code, ovmf_vars)
     ev.limits = _read(under(root, "/proc/self/limits"))
     return ev

@@ -78,6 +78,41 @@ def parse_domcapabilities(xml_text: str) -> VirshSev | None:
     )
 
 
+@dataclass(frozen=True)
+class ValidateLine:
+    """One ``virt-host-validate`` line: ``QEMU: Checking for X : WARN (why)``."""
+
+    driver: str
+    check: str
+    result: str  # PASS, WARN, FAIL (or NOTE)
+    note: str = ""
+
+    def describe(self) -> str:
+        return f"{self.check}: {self.result}" + (f" ({self.note})" if self.note else "")
+
+
+_VALIDATE_LINE = re.compile(r"^\s*(\w+): Checking (?:for |if )?(.*?)\s+:\s+([A-Z]+)(?: \((.*)\))?\s*$")
+#: the lines that bear on SEV: libvirt's own SEV test, and KVM (no SEV without it)
+_SEV_CHECKS = re.compile(r"secure guest|Secure Encrypted|hardware virtualization", re.IGNORECASE)
+
+
+def parse_virt_host_validate(text: str) -> list[ValidateLine]:
+    """Every check line of ``virt-host-validate`` output (other lines skipped)."""
+    lines = []
+    for raw in text.splitlines():
+        m = _VALIDATE_LINE.match(raw)
+        if m:
+            lines.append(ValidateLine(m.group(1), m.group(2), m.group(3), (m.group(4) or "").strip()))
+    return lines
+
+
+def sev_validate_reason(text: str) -> str:
+    """Why libvirt has no SEV, in ``virt-host-validate``'s words: its secure-guest
+    line (AMD SEV: kernel parameter, firmware, /dev/sev) and KVM's, when not PASS."""
+    return "; ".join(v.describe() for v in parse_virt_host_validate(text)
+                     if _SEV_CHECKS.search(v.check) and v.result != "PASS")
+
+
 def parse_memlock(limits_text: str) -> str | None:
     """The soft ``Max locked memory`` limit from ``/proc/<pid>/limits``:
     a byte count or ``unlimited``."""

@@ -100,6 +100,14 @@ def finish_guest(guest: Guest, keep: bool, sink_failed: SinkFailed = _no_sink_re
             shutil.rmtree(guest.workdir, ignore_errors=True)
 
 
+def make_guest(cfg: RunConfig, spec: GuestSpec, workdir: Path | None) -> Guest:
+    """A not yet started guest from the run's launcher (``--launcher``)."""
+    if cfg.launcher == "libvirt":
+        from pytest_sev.libvirt.guest import LibvirtGuest  # libvirt-python only when asked for
+        return LibvirtGuest(spec, qemu=cfg.qemu, accel=cfg.accel, workdir=workdir)
+    return Guest(spec, qemu=cfg.qemu, accel=cfg.accel, workdir=workdir)
+
+
 class GuestFactory:
     """Callable that starts guests and remembers them for teardown.
 
@@ -139,7 +147,7 @@ class GuestFactory:
             slots = list(acquire_for(guest_budget(self.config, kind), kind, slot_dir(),
                                      timeout=self.cfg.guest_timeout))
             self.slots += slots
-        guest = Guest(spec, qemu=self.cfg.qemu, accel=self.cfg.accel, workdir=self._workdir(spec))
+        guest = make_guest(self.cfg, spec, self._workdir(spec))
         self._slots_of[id(guest)] = slots
         self._made += 1
         self.guests.append(guest)

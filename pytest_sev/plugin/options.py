@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sev.config import ACCELS, FIRMWARES, ConfigError, RunConfig, build_config, check_writable_dir
+from pytest_sev.config import ACCELS, FIRMWARES, LAUNCHERS, ConfigError, RunConfig, build_config, check_writable_dir
 from pytest_sev.modes import RUN_MODES
 
 #: (flag, dest, help, is_flag)
@@ -20,6 +20,7 @@ OPTIONS = (
     ("--sev", "sev", "expect an SEV capable host: boot SEV guests, fail if the host cannot", True),
     ("--sev-mode", "sev_mode", f"host expectation: {'|'.join(RUN_MODES)} (default auto)", False),
     ("--qemu", "qemu", "QEMU binary (default qemu-system-x86_64 on PATH)", False),
+    ("--launcher", "launcher", f"who starts guests: {'|'.join(LAUNCHERS)} (libvirt: transient libvirtd domains)", False),
     ("--accel", "accel", f"accelerator: {'|'.join(ACCELS)} (auto: KVM only if usable)", False),
     ("--ovmf-code", "ovmf_code", "OVMF_CODE.fd (default: a build prefix, then the distro's)", False),
     ("--ovmf-vars", "ovmf_vars", "OVMF_VARS.fd template copied per guest", False),
