@@ -86,10 +86,19 @@ def test_panic_during_a_command_is_named_with_the_oops_head(booted):
     assert "QEMU exit status" not in first
 
 
+def _until_stopped(pid: int, seconds: float = 5.0) -> None:
+    from pytest_sev.qemu.process import process_state
+    end = time.monotonic() + seconds
+    while process_state(pid) != "T" and time.monotonic() < end:
+        time.sleep(0.02)
+    assert process_state(pid) == "T", "SIGSTOP did not stop QEMU"
+
+
 def test_frozen_qemu_after_a_timeout_is_killed_in_seconds(booted):
     with pytest.raises(GuestTimeout):
         booted.run("sleep 100", timeout=2)
     os.kill(booted.process.pid, signal.SIGSTOP)
+    _until_stopped(booted.process.pid)  # the frozen QEMU this test is about (delivery can lag under load)
     exc, took = _timed(booted.close)
     assert exc is None and took < 5
     assert booted.shutdown_stage == "SIGKILL"

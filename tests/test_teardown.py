@@ -129,3 +129,24 @@ def test_hangs(guest_factory):
     assert qemu_processes(token) == []
     leftovers = [p for p in tmp_path.iterdir() if p.name not in ("booted", "logs")]
     assert leftovers == []
+
+
+def test_paused_guest_runs_the_before_boot_step_first(tmp_path):
+    """``paused=True`` starts QEMU with -S: the before-boot step sees a guest
+    that has not run (QMP status prelaunch), then the guest boots as usual."""
+    seen = []
+
+    def before_boot(qmp):
+        seen.append(qmp.execute("query-status")["status"])
+
+    with Guest(default_guest_spec(name="paused", paused=True), workdir=tmp_path / "g") as g:
+        pass
+    g2 = Guest(default_guest_spec(name="paused2", paused=True), workdir=tmp_path / "g2")
+    try:
+        g2.start(before_boot=before_boot)
+        assert seen == ["prelaunch"]
+        assert g2.run("echo up")[0] == "up\n"
+        assert "-S" in g2.argv
+    finally:
+        g2.close()
+    assert g.boot_seconds is not None  # without a step, a paused spec is simply continued

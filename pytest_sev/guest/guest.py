@@ -30,6 +30,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,14 @@ class Guest:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def start(self) -> None:
-        """Launch QEMU, connect QMP and the console, and wait for a shell."""
+    def start(self, before_boot: Callable[[QMP], Any] | None = None) -> None:
+        """Launch QEMU, connect QMP and the console, and wait for a shell.
+
+        A ``paused`` spec starts with ``-S``: *before_boot* then gets the QMP
+        client while the guest has not run a single instruction (an SEV guest
+        waits in state ``launch-secret``: the guest owner measures it and
+        injects secrets here), and the guest is continued afterwards unless
+        *before_boot* did so itself (QEMUMachine's pre/post launch steps)."""
         deadline = Deadline(self.spec.boot_timeout)
         ser_ours, ser_qemu = socket.socketpair()
         qmp_ours, qmp_qemu = socket.socketpair()
@@ -172,6 +179,14 @@ class Guest:
             raise GuestLaunchError(f"QEMU's monitor did not answer: {exc!r}",
                                    argv=self.argv, logs=self.logs,
                                    detail=self._context().get("exit", "") or self.process.output_tail()) from None
+        if self.spec.paused:
+            if before_boot is not None:
+                before_boot(self.qmp)
+            if self.qmp.execute("query-status").get("status") in ("prelaunch", "paused"):
+                self.qmp.execute("cont")
+        elif before_boot is not None:
+            raise GuestLaunchError("a before-boot step needs a paused spec (paused=True): the guest is already running",
+                                   argv=self.argv, logs=self.logs)
         self._wait_boot(deadline)
         self.boot_seconds = deadline.elapsed
         log.info("%s: booted in %.1f s (%s)", self.spec.name, self.boot_seconds, self.accel.name)

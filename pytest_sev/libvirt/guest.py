@@ -29,6 +29,7 @@ import signal
 import time
 import tty
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -105,6 +106,8 @@ class LibvirtQmp:
         self.transcript_path = transcript_path
         self._transcript: IO[str] | None = open(transcript_path, "a") if transcript_path else None
         self.last_command: str | None = None
+        #: why this monitor cannot answer any more (libvirtd or the domain gone), as QMP's
+        self.lost_reason: str | None = None
 
     def _record(self, cmd: str, args: dict[str, Any] | None, reply: Any, error: str | None) -> None:
         entry: dict[str, Any] = {"time": round(time.time(), 3), "execute": cmd, "via": "libvirt"}
@@ -126,6 +129,7 @@ class LibvirtQmp:
             text = self._guest.monitor_command(json.dumps(sent))
         except Exception as exc:
             self._record(cmd, args, None, f"{type(exc).__name__}: {exc}")
+            self.lost_reason = f"QMP lost: {type(exc).__name__} from libvirt while sending {cmd!r}: {exc}"
             raise
         reply = json.loads(text)
         if "error" in reply:
@@ -234,8 +238,11 @@ class LibvirtGuest(Guest):
             raise lv.LibvirtError(f"libvirt refused QMP {text[:80]}: {exc}") from None
 
     # -- lifecycle -----------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, before_boot: Callable[[Any], Any] | None = None) -> None:
         """Create the transient domain paused, attach console and QMP, resume, wait for a shell."""
+        if before_boot is not None:  # an attested launch goes through <launchSecurity> dhCert/session
+            raise GuestLaunchError("a before-boot step (attested launch) is not supported by --launcher=libvirt yet",
+                                   argv=self.argv, logs=self.logs)
         deadline = Deadline(self.spec.boot_timeout)
         libvirt = lv.libvirt_module()
         self.conn = lv.connect(self.uri)

@@ -139,7 +139,8 @@ class GuestFactory:
             return None  # Guest makes (and removes) a temporary one
         return workdir
 
-    def __call__(self, spec: GuestSpec | None = None, **fields) -> Guest:
+    def __call__(self, spec: GuestSpec | None = None, *, before_boot: Callable[[Any], Any] | None = None,
+                 **fields) -> Guest:
         spec = spec or plain_spec(self.cfg, **fields)
         slots: list[Slot] = []
         if self.config is not None:  # wait for room on the host (CPUs, memory, ASIDs)
@@ -151,7 +152,10 @@ class GuestFactory:
         self._slots_of[id(guest)] = slots
         self._made += 1
         self.guests.append(guest)
-        guest.start()  # on failure the fixture's teardown still closes it
+        if before_boot is not None:  # a paused spec: the caller acts before the first instruction
+            guest.start(before_boot=before_boot)
+        else:
+            guest.start()  # on failure the fixture's teardown still closes it
         return guest
 
     def retire(self, guest: Guest) -> None:
