@@ -16,6 +16,7 @@ import re
 import shutil
 import socket
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -171,26 +172,9 @@ def dma_stall() -> tuple[str, str]:
 
 # -- QMP: a real QEMU refusing a command -----------------------------------
 
-def qmp_error(tmp_path) -> tuple[str, str]:
-    qemu = shutil.which("qemu-system-x86_64")
-    if qemu is None:
-        pytest.skip("qemu-system-x86_64 is not installed")
-    ours, theirs = socket.socketpair()
-    proc = subprocess.Popen([qemu, "-machine", "none", "-nodefaults", "-display", "none",
-                             "-chardev", f"socket,id=m,fd={theirs.fileno()}", "-mon", "chardev=m,mode=control"],
-                            pass_fds=(theirs.fileno(),), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    theirs.close()
-    qmp = QMP(ours, tmp_path / "qmp.jsonl")
-    try:
-        qmp.connect(timeout=30)
-        return raised(qmp.execute, "no-such-command")
-    finally:
-        qmp.close()
-        proc.kill()
-        proc.wait()
-
-
-def qmp_lost(tmp_path) -> tuple[str, str]:
+@contextmanager
+def qmp_on_machine_none(tmp_path):
+    """A real QEMU (``-machine none``) with QMP on a socketpair: (qemu path, process, QMP)."""
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         pytest.skip("qemu-system-x86_64 is not installed")
@@ -203,16 +187,26 @@ def qmp_lost(tmp_path) -> tuple[str, str]:
               context=lambda: {"argv": [qemu, "-machine", "none"], "logs": {"console log": tmp_path / "c.log"}})
     try:
         qmp.connect(timeout=30)
-        proc.kill()
-        proc.wait()
-        status, message = raised(qmp.execute, "query-status", timeout=3)
-        assert "last QMP command: query-status" in message and "qemu command line: " in message
-        return status, message
+        yield qemu, proc, qmp
     finally:
         qmp.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def qmp_error(tmp_path) -> tuple[str, str]:
+    with qmp_on_machine_none(tmp_path) as (_qemu, _proc, qmp):
+        return raised(qmp.execute, "no-such-command")
+
+
+def qmp_lost(tmp_path) -> tuple[str, str]:
+    with qmp_on_machine_none(tmp_path) as (_qemu, proc, qmp):
+        proc.kill()
+        proc.wait()
+        status, message = raised(qmp.execute, "query-status", timeout=3)
+        assert "last QMP command: query-status" in message and "qemu command line: " in message
+        return status, message
 
 
 def build_failure() -> tuple[str, str]:

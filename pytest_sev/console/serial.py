@@ -64,12 +64,7 @@ class _ConsoleLog:
         self.broken = f"{exc.strerror or exc}"
         log.warning("%s: console log %s cannot be written (%s); going on without it",
                     self._name, self._path, self.broken)
-        if self._file is not None:
-            try:
-                self._file.close()
-            except OSError:
-                pass
-            self._file = None
+        self.close()
 
     def write(self, data: bytes) -> None:
         ring = self.ring
