@@ -240,3 +240,35 @@ def test_bad_pattern_fails_before_waiting(console_pair):
     with pytest.raises(re.error):
         # the console never prints a menu: reaching expect() would time out instead
         choose_entry(con, r"(", _deadline(30))
+
+
+def test_countdown_without_a_seen_highlight_is_nudged(console_pair):
+    """A menu whose highlight was never seen (hand-drawn: no '*' and no reverse
+    video) while GRUB counts down: one DOWN stops the countdown and makes GRUB
+    redraw the highlight, and the walk goes on from there (reconstructed screen;
+    the case was seen once on a loaded machine, where the first drawing was split)."""
+    con, theirs = console_pair
+    titles = ["Debian GNU/Linux", "Debian GNU/Linux (recovery mode)", "Debian GNU/Linux -sev-es"]
+    plain = _box(titles, selected=-1)
+    theirs.sendall(plain)
+    keys: list[bytes] = []
+
+    def grub() -> None:
+        theirs.settimeout(0.1)
+        for n in range(6):  # a countdown line a second, until a key arrives
+            theirs.sendall(f"\x1b[18;2H   The highlighted entry will be executed automatically in {5 - n}s. ".encode())
+            try:
+                key = theirs.recv(8)
+            except TimeoutError:
+                time.sleep(0.2)
+                continue
+            keys.append(key)
+            theirs.sendall(_box(titles, selected=1))  # the redraw after DOWN
+            return
+
+    t = threading.Thread(target=grub, daemon=True)
+    t.start()
+    with pytest.raises(BootEntryNotFound):  # the walk went on to search the entries
+        choose_entry(con, r"Windows", _deadline(10), settle=0.2)
+    t.join(5)
+    assert keys and keys[0] == DOWN

@@ -37,6 +37,8 @@ MENU_PATTERNS = [rb"Press enter to boot the selected OS", rb"executed automatica
 #: A redrawn highlighted entry: the ``*`` marker and the title, up to the
 #: next control byte (so the whole title has arrived).
 HIGHLIGHT_REDRAW = rb"\*[^\x00-\x1f]*[\x00-\x1f]"
+#: GRUB's countdown line, printed once a second while nobody presses a key.
+COUNTDOWN = rb"executed automatically in"
 #: The screen clear GRUB sends when it leaves the menu to run an entry.
 CLEARED = rb"\x1b\[H\x1b\[J|\x1b\[2J"
 
@@ -335,10 +337,16 @@ def choose_entry(console, pattern: str, left: Callable[[], float], *,
     rd.expect(MENU_PATTERNS, left(), f"the GRUB menu (to pick /{pattern}/)")
     rd.until_quiet(settle, limit=10)
     menu = rd.menu()
+    nudged = False
     while menu is None or menu.selected is None:  # still drawing
-        rd.expect([HIGHLIGHT_REDRAW], left(), f"the GRUB menu's entries (to pick /{pattern}/)")
+        idx = rd.expect([HIGHLIGHT_REDRAW, COUNTDOWN], left(), f"the GRUB menu's entries (to pick /{pattern}/)")
         rd.until_quiet(settle, limit=10)
         menu = rd.menu()
+        if idx == 1 and not nudged and (menu is None or menu.selected is None):
+            # GRUB is counting down and the highlight was not seen (a slow read can split its
+            # first drawing): a key stops the countdown and makes GRUB redraw the highlight
+            console.send(DOWN)
+            nudged = True
     seen: list[str] = list(menu.entries)
     target = menu.find(pattern)
     budget = 3 * (len(menu.entries) + 5)  # keystrokes, lost ones re-sent included
