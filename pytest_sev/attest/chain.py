@@ -14,13 +14,12 @@ proven to sign the PDH, but nothing ties the PEK to AMD).
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .cacert import CaCert
-from .errors import ChainError, FormatError
+from .errors import ChainError
+from .qmpdata import qmp_bytes
 from .sevcert import USAGE_CEK, USAGE_OCA, USAGE_PDH, USAGE_PEK, SevCert, parse_sev_cert, split_certs
 from .sigverify import verify_ca_by_ca, verify_sev_by_ca, verify_sev_by_sev
 
@@ -75,17 +74,10 @@ class ChainVerdict:
         return head + ": " + "; ".join(link.describe() for link in self.links)
 
 
-def _b64(text: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise FormatError(f"{what} is not valid base64: {exc}") from exc
-
-
 def from_qmp(pdh_b64: str, cert_chain_b64: str) -> tuple[SevCert, list[SevCert]]:
     """``query-sev-capabilities``' ``pdh`` and ``cert-chain`` as certificates."""
-    pdh = parse_sev_cert(_b64(pdh_b64, "pdh"), "pdh")
-    return pdh, split_certs(_b64(cert_chain_b64, "cert-chain"), "cert-chain")
+    pdh = parse_sev_cert(qmp_bytes(pdh_b64, "pdh"), "pdh")
+    return pdh, split_certs(qmp_bytes(cert_chain_b64, "cert-chain"), "cert-chain")
 
 
 def _pick(certs: Iterable[SevCert], usage: int, name: str, required: bool) -> SevCert | None:

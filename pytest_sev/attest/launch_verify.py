@@ -10,8 +10,6 @@ SEV-ES digest adds the vCPUs' VMSAs), and a miss lists what was tried.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import struct
 from collections.abc import Sequence
@@ -22,6 +20,7 @@ from ..sev.policy import ES
 from .errors import FormatError
 from .kdf import hmac_sha256
 from .measure import Candidate
+from .qmpdata import qmp_bytes
 
 Status = Literal["sev-es", "sev", "no-match"]
 BLOB_SIZE = 48
@@ -38,11 +37,7 @@ class MeasureBlob:
 
 def parse_measure_blob(data: bytes | str) -> MeasureBlob:
     """The blob as bytes or as QMP's base64 ``data``."""
-    if isinstance(data, str):
-        try:
-            data = base64.b64decode(data.strip(), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise FormatError(f"launch measurement is not valid base64: {exc}") from exc
+    data = qmp_bytes(data, "launch measurement")
     if len(data) != BLOB_SIZE:
         raise FormatError(f"launch measurement is {len(data)} bytes, SEV/SEV-ES gives {BLOB_SIZE}")
     return MeasureBlob(bytes(data[:32]), bytes(data[32:]))

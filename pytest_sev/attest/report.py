@@ -17,8 +17,6 @@ The signature covers bytes 0x00..0x33 (mnonce, digest, policy).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import struct
 from collections.abc import Sequence
@@ -26,6 +24,7 @@ from dataclasses import dataclass
 
 from .errors import FormatError
 from .measure import Candidate
+from .qmpdata import qmp_bytes
 from .sevcert import USAGE_PEK, SevCert, public_key, usage_name
 from .sigverify import verify_raw
 
@@ -50,11 +49,7 @@ class AttestationReport:
 
 def parse_attestation_report(data: bytes | str) -> AttestationReport:
     """A report as bytes or as QMP's base64 ``data``."""
-    if isinstance(data, str):
-        try:
-            data = base64.b64decode(data.strip(), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise FormatError(f"attestation report is not valid base64: {exc}") from exc
+    data = qmp_bytes(data, "attestation report")
     if len(data) < REPORT_SIZE:
         raise FormatError(f"attestation report is {len(data)} bytes, expected {REPORT_SIZE}")
     policy, usage, algo = struct.unpack_from("<III", data, 0x30)
