@@ -23,6 +23,8 @@ import json
 import re
 from typing import Any
 
+from pytest_sev.sev.launchsh import split_props
+
 #: (what, launch-qemu.sh, libvirt, why it does not matter)
 LIBVIRT_DIFFERENCES: tuple[tuple[str, str, str, str], ...] = (
     ("no-reboot", "-no-reboot", "QMP set-action reboot=shutdown (on_reboot=destroy)",
@@ -56,15 +58,10 @@ def _props(value: str) -> dict[str, Any]:
             return dict(json.loads(value))
         except ValueError:
             return {}
-    props: dict[str, Any] = {}
-    for n, part in enumerate(value.split(",")):
-        if "=" in part:
-            k, v = part.split("=", 1)
-            props[k] = v
-        elif n == 0:
-            props["_head"] = part
-        elif part:
-            props[part] = "on"
+    head, split = split_props(value)
+    props: dict[str, Any] = dict(split)
+    if head is not None:
+        props["_head"] = head
     return props
 
 

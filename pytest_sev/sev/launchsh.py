@@ -236,8 +236,8 @@ def _split_opts(argv: list[str]) -> list[tuple[str, str | None]]:
     return items
 
 
-def _props(value: str) -> tuple[str | None, dict[str, str]]:
-    """``"q35,a=b,ro"`` -> (``"q35"``, {a: b, ro: on}); ``readonly`` -> ``readonly=on``."""
+def split_props(value: str) -> tuple[str | None, dict[str, str]]:
+    """A QEMU option value as written: ``"q35,a=b,ro"`` -> (``"q35"``, {a: b, ro: on})."""
     head: str | None = None
     props: dict[str, str] = {}
     for n, part in enumerate(value.split(",")):
@@ -248,6 +248,12 @@ def _props(value: str) -> tuple[str | None, dict[str, str]]:
             head = part
         elif part:
             props[part] = "on"
+    return head, props
+
+
+def _props(value: str) -> tuple[str | None, dict[str, str]]:
+    """:func:`split_props` with booleans spelled one way: ``true``/``yes`` -> ``on``."""
+    head, props = split_props(value)
     for k, v in list(props.items()):
         if v in ("true", "yes"):
             props[k] = "on"
