@@ -18,11 +18,6 @@ class Mode(StrEnum):
     SEV = "sev"        #: the host must run SEV guests
     OFF = "off"        #: plain guests only
 
-    @property
-    def wants(self) -> Mode | None:
-        """The SEV readiness this run mode demands of the host, if any."""
-        return self if self in SEV_KINDS else None
-
 
 #: every run mode, in the order help texts list them
 RUN_MODES: tuple[Mode, ...] = (Mode.AUTO, Mode.SEV_ES, Mode.SEV, Mode.OFF)
@@ -30,17 +25,8 @@ RUN_MODES: tuple[Mode, ...] = (Mode.AUTO, Mode.SEV_ES, Mode.SEV, Mode.OFF)
 SEV_KINDS: tuple[Mode, ...] = (Mode.SEV, Mode.SEV_ES)
 
 
-def parse_mode(text: str) -> Mode:
-    """``"sev-es"`` -> ``Mode.SEV_ES``; ``ValueError`` naming the choices."""
-    try:
-        return Mode(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not one of {', '.join(RUN_MODES)}") from None
-
-
 def parse_kind(text: str) -> Mode:
-    """A guest kind: ``sev`` or ``sev-es`` only."""
-    mode = parse_mode(text) if text in RUN_MODES else None
-    if mode not in SEV_KINDS:
+    """A guest kind: ``sev`` or ``sev-es`` only; ``ValueError`` naming them."""
+    if text not in SEV_KINDS:
         raise ValueError(f"unknown SEV mode {text!r}: expected one of {', '.join(SEV_KINDS)}")
-    return mode
+    return Mode(text)

@@ -14,7 +14,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,3 @@ def record(path: Path, entry: DigestEntry) -> list[str]:
     with open(path, "a") as f:
         f.write(json.dumps(asdict(entry), sort_keys=True) + "\n")
     return changes(before, entry)
-
-
-def as_dict(entry: DigestEntry) -> dict[str, Any]:
-    return asdict(entry)

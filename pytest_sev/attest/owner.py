@@ -22,7 +22,6 @@ recorded one in tests).
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,10 +57,6 @@ class OwnerSession:
     chain: ChainVerdict
     start: LaunchStart
     files: SessionFiles
-
-    def sev_guest_options(self) -> dict[str, str]:
-        """The ``sev-guest`` properties QEMU needs for this session."""
-        return {"dh-cert-file": str(self.files.dh_cert), "session-file": str(self.files.session)}
 
 
 def prepare(capabilities: Mapping[str, Any], policy: int, keydir: Path,
@@ -114,7 +109,3 @@ def attested_launch(qmp: QmpLike, session: OwnerSession, inputs: LaunchInputs,
         inject_secret(qmp, session, blob, secrets)
     qmp.execute("cont")
     return verdict
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

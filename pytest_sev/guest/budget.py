@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 #: memory one default guest costs the host (1 GiB guest + QEMU and TCG overhead)
 GUEST_COST_MIB = 1536
-KINDS = ("plain", "sev", "sev-es")
 
 
 @dataclass(frozen=True)

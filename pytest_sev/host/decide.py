@@ -55,7 +55,7 @@ def decide(mode: str, report: HostReport, wants: str) -> Decision:
 def mode_needs(mode: str) -> str | None:
     """The readiness a run mode demands of the host, if any."""
     _validate(mode)
-    return mode if mode in ("sev", "sev-es") else None
+    return mode if mode in SEV_KINDS else None
 
 
 def _unknown(value: str) -> bool:

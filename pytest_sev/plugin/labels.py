@@ -24,9 +24,9 @@ import pytest
 from allure_commons.types import LabelType
 from allure_pytest.utils import ALLURE_LABEL_MARK, allure_label
 
+from pytest_sev.reporting.runner_name import RUNNER_LABEL
+
 SUITES_DIR = "suites"
-#: label naming the runner a result came from; a merged report makes one environment per value
-RUNNER_LABEL = "runner"
 EPIC = "pytest-sev"
 
 #: suite -> severity. Host checks and activation are the product's promise

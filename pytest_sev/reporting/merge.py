@@ -13,7 +13,7 @@ them side by side, one Allure environment per runner, with one history.
 - JUnit XML files become one, each suite renamed ``RUNNER: suite`` (junitparser).
 
 Each results directory's runner is read from its results' ``runner`` label
-(:data:`pytest_sev.plugin.labels.RUNNER_LABEL`), else the directory name.
+(:data:`pytest_sev.reporting.runner_name.RUNNER_LABEL`), else the directory name.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-RUNNER_LABEL = "runner"
+from pytest_sev.reporting.runner_name import RUNNER_LABEL
+
 SPECIAL = ("environment.properties", "categories.json", "executor.json")
 
 

@@ -12,6 +12,9 @@ import os
 import socket
 
 ENV_VAR = "SEV_RUNNER"
+#: the Allure label naming the runner a result came from; a merged report makes
+#: one environment per value (fixtures/allure/allurerc.mjs reads it by this name)
+RUNNER_LABEL = "runner"
 
 
 def runner_name(environ: dict[str, str] | None = None) -> str:
