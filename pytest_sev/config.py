@@ -286,6 +286,15 @@ def check_policy_against_mode(policy: int | None, mode: str) -> None:
         raise ConfigError(f"--sev-policy {policy:#x} {problem}")
 
 
+def parse_max_guests(text: str | None) -> int | None:
+    """``--max-guests``: a positive whole number, or None when not given."""
+    if text is None:
+        return None
+    if not str(text).isdigit() or int(text) < 1:
+        raise ConfigError(f"--max-guests {text!r} is not a positive whole number")
+    return int(text)
+
+
 def build_config(get) -> RunConfig:
     """Build a RunConfig from ``get(name) -> str|bool|None`` (option, then ini)."""
     mode = resolve_mode(bool(get("sev_es")), bool(get("sev")), get("sev_mode"))
@@ -330,12 +339,7 @@ def build_config(get) -> RunConfig:
                 parse_size(s)
             except ValueError as exc:
                 raise ConfigError(f"--dma-sizes: {exc}") from None
-    max_guests_text = get("max_guests")
-    max_guests = None
-    if max_guests_text is not None:
-        if not str(max_guests_text).isdigit() or int(max_guests_text) < 1:
-            raise ConfigError(f"--max-guests {max_guests_text!r} is not a positive whole number")
-        max_guests = int(max_guests_text)
+    max_guests = parse_max_guests(get("max_guests"))
     qemu = get("qemu")
     if qemu is not None:
         if not shutil.which(qemu):

@@ -51,11 +51,17 @@ def verdict_line(config: pytest.Config) -> str:
 
 def max_guests(config: pytest.Config) -> int:
     """``--max-guests``, else what this host's CPUs and memory hold."""
+    from pytest_sev.config import ConfigError, parse_max_guests
     from pytest_sev.guest.budget import default_max_guests
-    # read the option itself: xdist asks for -n auto before pytest_configure made the RunConfig
-    given = config.getoption("max_guests", None) or config.getini("max_guests") or None
-    if given is not None and str(given).isdigit() and int(given) >= 1:
-        return int(given)
+    if RUN_CONFIG in config.stash:
+        given = run_config(config).max_guests
+    else:  # xdist asks for -n auto before pytest_configure made the RunConfig
+        try:
+            given = parse_max_guests(config.getoption("max_guests", None) or config.getini("max_guests") or None)
+        except ConfigError:
+            given = None  # pytest_configure stops the run with this error
+    if given is not None:
+        return given
     mem_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
     return default_max_guests(os.cpu_count() or 1, mem_mib)
 
