@@ -31,14 +31,14 @@ DOWN = b"\x1b[B"
 UP = b"\x1b[A"
 ENTER = b"\r"
 
+#: GRUB's countdown line, printed once a second while nobody presses a key.
+COUNTDOWN = rb"executed automatically in"
 #: Text GRUB's menu always shows under the box (English locale).
-MENU_PATTERNS = [rb"Press enter to boot the selected OS", rb"executed automatically in",
+MENU_PATTERNS = [rb"Press enter to boot the selected OS", COUNTDOWN,
                  rb"to select which entry is highlighted"]
 #: A redrawn highlighted entry: the ``*`` marker and the title, up to the
 #: next control byte (so the whole title has arrived).
 HIGHLIGHT_REDRAW = rb"\*[^\x00-\x1f]*[\x00-\x1f]"
-#: GRUB's countdown line, printed once a second while nobody presses a key.
-COUNTDOWN = rb"executed automatically in"
 #: The screen clear GRUB sends when it leaves the menu to run an entry.
 CLEARED = rb"\x1b\[H\x1b\[J|\x1b\[2J"
 
