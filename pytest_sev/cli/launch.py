@@ -331,7 +331,7 @@ def main(argv: list[str]) -> int:
         print(shlex.join(qemu_argv))
         return 0
     fw = res.spec.firmware
-    vars_path, made = vars_store(fw.kind, fw.vars_template, fw.vars_path, res.log.parent / "OVMF_VARS.fd")
+    vars_path, made = vars_store(fw, res.log.parent / "OVMF_VARS.fd")
     if made:  # made once, then reused
         print(f"launch: created {vars_path} from {fw.vars_template}", file=sys.stderr)
     try:

@@ -137,8 +137,7 @@ class Guest:
         qmp_ours, qmp_qemu = socket.socketpair()
         try:
             fw = self.spec.firmware
-            vars_path, _ = vars_store(fw.kind, fw.vars_template, fw.vars_path,
-                                      self.workdir / "OVMF_VARS.fd")
+            vars_path, _ = vars_store(fw, self.workdir / "OVMF_VARS.fd")
             self.argv = build_argv(self.spec, qemu=self.qemu, accel=self.accel.name,
                                    qemu_version=qemu_version(self.qemu)[:2],
                                    serial_fd=ser_qemu.fileno(), qmp_fd=qmp_qemu.fileno(),

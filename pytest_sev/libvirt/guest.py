@@ -248,7 +248,7 @@ class LibvirtGuest(Guest):
         self.conn = lv.connect(self.uri)
         lv.sweep_orphans(self.conn)
         fw = self.spec.firmware
-        vars_path, _ = vars_store(fw.kind, fw.vars_template, fw.vars_path, self.workdir / "OVMF_VARS.fd")
+        vars_path, _ = vars_store(fw, self.workdir / "OVMF_VARS.fd")
         kernel_hashes = self.kernel_hashes
         if kernel_hashes is not None and lv.version_number(self.conn) < KERNEL_HASHES_SINCE:
             log.info("%s: libvirt < 8.0 has no kernelHashes: left out", self.spec.name)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_sev.guest.spec import Firmware
 
 #: (CODE, VARS) pairs in the order they are tried: an AMD build.sh install
 #: prefix first, then distribution layouts (Debian/Ubuntu, Fedora).
@@ -27,21 +31,20 @@ def find_ovmf(prefix: Path | None = None) -> tuple[Path, Path] | None:
     return None
 
 
-def vars_store(code_kind: str, template: Path | None, wanted: Path | None,
-               default: Path) -> tuple[Path | None, bool]:
-    """The per-guest UEFI variable store: (path, made now).
+def vars_store(fw: Firmware, default: Path) -> tuple[Path | None, bool]:
+    """The per-guest UEFI variable store of *fw*: (path, made now).
 
     launch-qemu.sh's ``IMAGE.fd``: a copy of ``OVMF_VARS.fd`` made once and
-    then reused, so a guest keeps its boot entries.  *wanted* is where the
-    spec asks for it (None: *default*, in the guest's run directory).  Not
+    then reused, so a guest keeps its boot entries.  ``fw.vars_path`` is where
+    the spec asks for it (None: *default*, in the guest's run directory).  Not
     OVMF: no store at all.
     """
-    if code_kind != "ovmf":
+    if fw.kind != "ovmf":
         return None, False
-    target = wanted or default
+    target = fw.vars_path or default
     if target.exists():
         return target, False
-    if template is None:
+    if fw.vars_template is None:
         raise FileNotFoundError("OVMF needs a VARS template to copy")
-    shutil.copyfile(template, target)
+    shutil.copyfile(fw.vars_template, target)
     return target, True
