@@ -8,7 +8,10 @@ scripts/local-sources.sh linux qemu edk2 first) and is a cache hit after:
 - qemu: Debian's QEMU source, build.sh's configure (x86_64-softmmu); the
   binary boots the default guest (SeaBIOS, and OVMF below);
 - ovmf: Debian's edk2 source, AMD's DEBUG OvmfPkgX64 build; the built QEMU
-  boots the default guest with it, OVMF's debug log on the serial console.
+  boots the default guest with it, OVMF's debug log on the serial console;
+- ovmf-amdsev: the same tree's OvmfPkg/AmdSev/AmdSevX64.dsc (about 80 s here):
+  its footer table names the secret page and the kernel-hashes table, and it
+  refuses a -kernel boot without QEMU's hashes, as SEV guests rely on.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pytest_sev.build.recipes import BuildOptions
 from pytest_sev.build.sources import default_sources_file, load_sources
 
 #: the Debian source package scripts/local-sources.sh makes each repo from
-_DEBIAN_PKG = {"kernel": "linux", "qemu": "qemu", "ovmf": "edk2"}
+_DEBIAN_PKG = {"kernel": "linux", "qemu": "qemu", "ovmf": "edk2", "ovmf-amdsev": "edk2"}
 
 
 def _opts() -> BuildOptions:
@@ -64,6 +67,11 @@ def ovmf_manifest(request):
     return _real_build(request, "ovmf")
 
 
+@pytest.fixture(scope="module")
+def amdsev_manifest(request):
+    return _real_build(request, "ovmf-amdsev")
+
+
 def _default_initrd():
     from pytest_sev.images.default_kernel import default_kernel
     from pytest_sev.images.initramfs import build_initramfs
@@ -76,6 +84,9 @@ def test_kernel_build_artifacts(kernel_manifest):
     cfg = parse_config(m.artifact("config").read_text())
     assert cfg["AMD_MEM_ENCRYPT"] == "y" and cfg["VIRTIO_BLK"] == "y" and cfg["LOCALVERSION"] == '"-sev-es"'
     assert any(n.endswith(".deb") for n in m.artifacts)  # bindeb-pkg on this Debian host
+    # the guest owner's launch secret (fixtures/kernel/efi-secret.config) survived olddefconfig
+    assert cfg["EFI_SECRET"] == "y" and cfg["EFI_COCO_SECRET"] == "y" and cfg["SECURITYFS"] == "y"
+    assert not any("launch secret" in n for n in m.notes)
     _assert_cache_hit(m)
 
 
@@ -142,6 +153,39 @@ def test_built_qemu_boots_default_guest_with_built_ovmf(qemu_manifest, ovmf_mani
     # AMD's recipe is a DEBUG build with DEBUG_ON_SERIAL_PORT: OVMF's own log
     # precedes the kernel's on the console (the distro OVMF prints none)
     assert "SecCoreStartupWithStack" in console or "Loading driver" in console
+
+
+def test_amdsev_build_artifacts(amdsev_manifest):
+    from pytest_sev.attest.measure import ovmf_facts
+    from pytest_sev.config import check_amdsev
+    m = amdsev_manifest
+    fd = m.artifact("OVMF.amdsev.fd")
+    facts = ovmf_facts(str(fd))
+    assert facts.size == 4 << 20 and facts.secret_area is not None and facts.kernel_hashes
+    assert facts.sev_es_reset_eip is not None
+    check_amdsev(fd)  # what --ovmf-amdsev accepts
+    assert [s for s, _ in m.steps][-2:] == ["make BaseTools", "edk2 build (AmdSev)"]
+    _assert_cache_hit(m)
+
+
+@pytest.mark.qemu
+def test_amdsev_refuses_kernel_without_hashes(amdsev_manifest, tmp_path):
+    """A plain guest gets no kernel-hashes table from QEMU (it writes one for SEV
+    guests only), so the AmdSev OVMF must refuse its -kernel; the console then
+    carries the line the ``kernel-hashes-no-table`` signature names."""
+    from pytest_sev.errors import GuestError
+    from pytest_sev.guest.guest import Guest
+    from pytest_sev.guest.spec import Firmware
+    from pytest_sev.guest.specs import default_guest_spec
+    from pytest_sev.sev.signatures import diagnose
+    fw = Firmware("amdsev", code=amdsev_manifest.artifact("OVMF.amdsev.fd"))
+    spec = default_guest_spec(firmware="ovmf", ovmf=fw, name="amdsev-no-hashes", boot_timeout=90)
+    guest = Guest(spec, workdir=tmp_path / "g")
+    with pytest.raises(GuestError), guest:
+        pass
+    console = guest.logs["console log"].read_text(errors="replace")
+    assert "Linux version" not in console
+    assert [m.signature.code for m in diagnose({"console": console})] == ["kernel-hashes-no-table"]
 
 
 def test_kernel_build_reproduces_in_another_cache_dir(request, tmp_path):

@@ -26,10 +26,11 @@ def test_local_sources_expand_src_root(monkeypatch, tmp_path):
     src = load_sources(SOURCES / "local.toml")
     assert src["kernel"].url == f"file://{tmp_path}/linux"
     assert src["kernel"].base_config == "make:tinyconfig"
-    assert [f.name for f in src["kernel"].fragments] == ["kvm-guest.config", "sev-es-guest.config"]
+    assert [f.name for f in src["kernel"].fragments] == ["kvm-guest.config", "sev-es-guest.config",
+                                                         "efi-secret.config"]
     assert all(f.is_file() for f in src["kernel"].fragments)
     # Debian's trees carry their submodules; its QEMU source carries no firmware
-    assert not src["qemu"].submodules and not src["ovmf"].submodules
+    assert not src["qemu"].submodules and not src["ovmf"].submodules and not src["ovmf-amdsev"].submodules
     assert any(a.startswith("--firmwarepath=share/qemu:") for a in src["qemu"].configure_args)
     # Debian's edk2 needs one of its patches reverted for AMD's non-Secure-Boot build
     assert [p.name for p in src["ovmf"].patches.glob("*.patch")] == ["0001-revert-debian-shell-secureboot.patch"]

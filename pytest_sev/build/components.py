@@ -1,7 +1,10 @@
 """Where each component comes from: ``system``, ``prefix:PATH`` or ``build``.
 
 ``--components qemu=system,ovmf=prefix:/usr/local,kernel=build`` (a bare
-``build`` or ``system`` sets all three).  ``system`` is QEMU on PATH, the
+``build`` or ``system`` sets all three).  The optional ``ovmf-amdsev`` (the
+AmdSev OVMF of an attested launch) is only in the plan when named:
+``ovmf-amdsev=build``; without it, a distribution's ``OVMF.amdsev.fd`` is
+used when one is installed, and the attested-launch rows that need it skip.  ``system`` is QEMU on PATH, the
 distro OVMF (:func:`pytest_sev.qemu.firmware.find_ovmf`) and the provisioned
 default guest kernel; ``prefix:PATH`` is a build.sh install prefix (or, for
 the kernel, a vmlinuz file, a directory holding one, or a kernel build tree);
@@ -20,9 +23,9 @@ from pathlib import Path
 
 from pytest_sev.build.errors import SourcesError
 from pytest_sev.build.manifest import Manifest, artifact_record, record_used
-from pytest_sev.build.recipes import BuildOptions
-from pytest_sev.build.sources import COMPONENTS, Source
-from pytest_sev.qemu.firmware import find_ovmf
+from pytest_sev.build.recipes import AMDSEV_NAME, BuildOptions
+from pytest_sev.build.sources import COMPONENTS, KNOWN_COMPONENTS, Source
+from pytest_sev.qemu.firmware import find_amdsev_ovmf, find_ovmf
 
 KINDS = ("system", "prefix", "build")
 
@@ -55,8 +58,8 @@ def parse_components(spec: str | None) -> dict[str, Choice]:
         if not eq:  # a bare value applies to all three
             name, value = "", item
         name, value = name.strip(), value.strip()
-        if name and name not in COMPONENTS:
-            raise SourcesError(f"--components: unknown component {name!r} (known: {', '.join(COMPONENTS)})")
+        if name and name not in KNOWN_COMPONENTS:
+            raise SourcesError(f"--components: unknown component {name!r} (known: {', '.join(KNOWN_COMPONENTS)})")
         choice = _choice(value, name or "all")
         for comp in ([name] if name else COMPONENTS):
             plan[comp] = choice
@@ -80,6 +83,8 @@ class Components:
     ovmf_vars: Path | None
     kernel: Path | None
     manifests: tuple[Manifest, ...] = ()
+    #: OVMF.amdsev.fd (built, from a prefix, or a distribution's); None: there is none
+    ovmf_amdsev: Path | None = None
 
     def manifest(self, component: str) -> Manifest | None:
         return next((m for m in self.manifests if m.component == component), None)
@@ -146,9 +151,17 @@ def _locate_kernel(choice: Choice) -> Manifest:
     return _found("kernel", choice, "", {"vmlinuz": kernel_in(choice.prefix())})
 
 
+def _locate_amdsev(choice: Choice) -> Manifest | None:
+    """The AmdSev OVMF of a prefix (it must be there), or a distribution's (None: none)."""
+    if choice.kind == "system":
+        found = find_amdsev_ovmf()
+        return None if found is None else _found("ovmf-amdsev", choice, "", {AMDSEV_NAME: found})
+    return _found("ovmf-amdsev", choice, "", {AMDSEV_NAME: choice.prefix() / "share" / "qemu" / AMDSEV_NAME})
+
+
 _LOCATE = {"qemu": _locate_qemu, "ovmf": _locate_ovmf, "kernel": _locate_kernel}
 MAIN_ARTIFACTS = {"qemu": ("qemu-system-x86_64",), "ovmf": ("OVMF_CODE.fd", "OVMF_VARS.fd"),
-                  "kernel": ("vmlinuz",)}
+                  "kernel": ("vmlinuz",), "ovmf-amdsev": (AMDSEV_NAME,)}
 
 
 def resolve_components(plan: dict[str, Choice], sources: dict[str, Source] | None,
@@ -166,8 +179,23 @@ def resolve_components(plan: dict[str, Choice], sources: dict[str, Source] | Non
             manifests[comp] = _LOCATE[comp](choice)
             record_used(manifests[comp])
     art = {c: [manifests[c].artifact(n) for n in MAIN_ARTIFACTS[c]] for c in COMPONENTS}
+    amdsev = _amdsev(plan.get("ovmf-amdsev", Choice("system")), sources, opts, build)
     return Components(qemu=art["qemu"][0], ovmf_code=art["ovmf"][0], ovmf_vars=art["ovmf"][1],
-                      kernel=art["kernel"][0], manifests=tuple(manifests[c] for c in COMPONENTS))
+                      kernel=art["kernel"][0],
+                      manifests=tuple(manifests[c] for c in COMPONENTS) + ((amdsev,) if amdsev else ()),
+                      ovmf_amdsev=amdsev.artifact(AMDSEV_NAME) if amdsev else None)
+
+
+def _amdsev(choice: Choice, sources: dict[str, Source] | None, opts: BuildOptions | None,
+            build) -> Manifest | None:
+    if choice.kind == "build":
+        if not sources or "ovmf-amdsev" not in sources:
+            raise SourcesError("ovmf-amdsev=build: the sources file has no [ovmf-amdsev] table")
+        return build(sources["ovmf-amdsev"], opts)
+    found = _locate_amdsev(choice)
+    if found is not None:
+        record_used(found)
+    return found
 
 
 def run_config_overrides(plan: dict[str, Choice], comps: Components,
@@ -185,6 +213,8 @@ def run_config_overrides(plan: dict[str, Choice], comps: Components,
         out["qemu"] = str(comps.qemu)
     if plan["ovmf"].kind != "system":
         out["ovmf_code"], out["ovmf_vars"] = comps.ovmf_code, comps.ovmf_vars
+    if comps.ovmf_amdsev is not None and plan.get("ovmf-amdsev", Choice("system")).kind != "system":
+        out["ovmf_amdsev"] = comps.ovmf_amdsev
     if plan["kernel"].kind != "system":
         from pytest_sev.images.default_kernel import default_kernel
         from pytest_sev.images.initramfs import build_initramfs

@@ -45,6 +45,12 @@ SEV_ES_EDITS: tuple[tuple[str, str, str], ...] = (
 #: ``make olddefconfig`` dropping one of them fails the build.
 REQUIRED = {"AMD_MEM_ENCRYPT": "y"}
 
+#: what the guest owner's launch secret needs in the guest kernel
+#: (fixtures/kernel/efi-secret.config): EFI_COCO_SECRET is a bool of the core
+#: kernel, so no module can add it later; EFI_SECRET built in, because a
+#: kernel built here boots with the distro kernel's initramfs modules.
+SECRET_SYMBOLS = ("EFI_COCO_SECRET", "EFI_SECRET")
+
 _SET = re.compile(r"^CONFIG_(\w+)=(.*)$")
 _UNSET = re.compile(r"^# CONFIG_(\w+) is not set$")
 
@@ -187,3 +193,16 @@ def nondeterministic_config(text: str) -> list[str]:
             continue
         notes.append(f"not reproducible: CONFIG_{sym} ({why})")
     return notes
+
+
+def secret_notes(text: str) -> list[str]:
+    """A note when a guest kernel config cannot show a launch secret in
+    ``<securityfs>/secrets/coco`` (efi_secret). Pure."""
+    cfg = parse_config(text)
+    have = {sym: cfg.get(sym, "n") for sym in SECRET_SYMBOLS}
+    if have["EFI_SECRET"] == "y":
+        return []
+    why = ("efi_secret is a module: the harness's initramfs carries the distro kernel's modules"
+           if have["EFI_SECRET"] == "m" else "no efi_secret")
+    return [f"no launch secret in the guest: CONFIG_EFI_SECRET={have['EFI_SECRET']} "
+            f"(EFI_COCO_SECRET={have['EFI_COCO_SECRET']}): {why} (fixtures/kernel/efi-secret.config)"]

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_sev.build.errors import BuildError
-from pytest_sev.build.kconfig import missing_required, nondeterministic_config, resolve_base, scripts_config_args, unhonoured
+from pytest_sev.build.kconfig import (
+    missing_required,
+    nondeterministic_config,
+    resolve_base,
+    scripts_config_args,
+    secret_notes,
+    unhonoured,
+)
 from pytest_sev.build.packaging import host_os_release, package_target
 from pytest_sev.build.reproducible import kernel_env, write_shims
 from pytest_sev.build.sources import Source
@@ -153,6 +160,51 @@ class OvmfRecipe(Recipe):
         return Built(arts, source.ref)
 
 
+#: AmdSevX64.dsc's FDF embeds GRUB (OvmfPkg/AmdSev/Grub/grub.sh builds it with
+#: the host's grub-mkimage and the ``sevsecret`` module, which Debian's GRUB
+#: 2.06 lacks).  The harness boots with ``-kernel`` (QEMU's kernel hashes,
+#: checked by BlobVerifierLibSevHashes) and never needs that GRUB, so, as AMD's
+#: own build.sh does, an empty grub.efi newer than grub.sh stands in for it.
+AMDSEV_BUILD_SCRIPT = (
+    'jobs="$1"; set --; touch OvmfPkg/AmdSev/Grub/grub.efi && . ./edksetup.sh && '
+    'build -t GCC5 -a X64 -p OvmfPkg/AmdSev/AmdSevX64.dsc -DDEBUG_ON_SERIAL_PORT=TRUE -n "$jobs"'
+)
+AMDSEV_FV = "Build/AmdSev/DEBUG_GCC5/FV"
+#: The one-file image's installed name, as distributions that ship it (Ubuntu,
+#: Debian from 2023.05) call it.
+AMDSEV_NAME = "OVMF.amdsev.fd"
+
+
+class AmdSevOvmfRecipe(Recipe):
+    """The same edk2 tree built from ``OvmfPkg/AmdSev/AmdSevX64.dsc``: one
+    image (no separate VARS) with the SEV launch-secret page (SecretPei,
+    SecretDxe) and the kernel-hashes verifier, which a guest owner needs for
+    an attested ``-kernel`` launch and ``efi_secret``.  Installed as
+    ``PREFIX/share/qemu/OVMF.amdsev.fd``."""
+
+    component = "ovmf-amdsev"
+    version = 1
+
+    def inputs(self, source, opts):
+        return {"prefix": opts.prefix, "toolchain": "GCC5", "dsc": "OvmfPkg/AmdSev/AmdSevX64.dsc",
+                "defines": ["DEBUG_ON_SERIAL_PORT=TRUE"], "grub": "empty grub.efi"}
+
+    def steps(self, source, tree, out, opts):
+        return [
+            step("make BaseTools", "make", "-C", "BaseTools", f"-j{opts.jobs}", cwd=tree),
+            bash_step("edk2 build (AmdSev)", AMDSEV_BUILD_SCRIPT, str(opts.jobs), cwd=tree),
+        ]
+
+    def collect(self, source, tree, out, opts):
+        src = tree / AMDSEV_FV / "OVMF.fd"
+        if not src.is_file():
+            raise BuildError(self.component, "collect", detail=f"the edk2 build left no {src}")
+        dest = _staged(out, opts.prefix) / "share" / "qemu"
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / AMDSEV_NAME)
+        return Built({AMDSEV_NAME: dest / AMDSEV_NAME}, source.ref)
+
+
 class KernelRecipe(Recipe):
     """Base config, fragments, AMD's ``scripts/config`` SEV-ES edits,
     ``make olddefconfig``, ``make -jN``, then ``bindeb-pkg``/``binrpm-pkg``."""
@@ -216,7 +268,8 @@ class KernelRecipe(Recipe):
         if missing:
             raise BuildError("kernel", "check config",
                              detail="make olddefconfig dropped " + ", ".join(missing))
-        return [f"not in final config: {m}" for m in unhonoured(text)] + nondeterministic_config(text)
+        return ([f"not in final config: {m}" for m in unhonoured(text)] + secret_notes(text)
+                + nondeterministic_config(text))
 
     @staticmethod
     def build_path_leaks(tree: Path) -> list[str]:
@@ -252,4 +305,5 @@ class KernelRecipe(Recipe):
         return Built(arts, release, notes + self.build_path_leaks(tree))
 
 
-RECIPES: dict[str, Recipe] = {r.component: r for r in (QemuRecipe(), OvmfRecipe(), KernelRecipe())}
+RECIPES: dict[str, Recipe] = {r.component: r for r in (QemuRecipe(), OvmfRecipe(), AmdSevOvmfRecipe(),
+                                                        KernelRecipe())}

@@ -1,6 +1,7 @@
 """The sources file: AMD's ``stable-commits`` as TOML.
 
-One table per component (``qemu``, ``ovmf``, ``kernel``)::
+One table per component (``qemu``, ``ovmf``, ``kernel``, and the optional
+``ovmf-amdsev``)::
 
     [kernel]
     url = "file://${PYTEST_SEV_SRC}/linux"   # git URL (any scheme) or path
@@ -38,6 +39,11 @@ from pytest_sev.cache import cache_root
 
 #: build.sh's order when no component is named.
 COMPONENTS = ("qemu", "ovmf", "kernel")
+#: Built only when named: the AmdSev OVMF (OvmfPkg/AmdSev/AmdSevX64.dsc) a
+#: guest owner's attested launch and launch secret need.  Its table takes the
+#: ``[ovmf]`` keys (the same edk2 tree, another platform file).
+OPTIONAL_COMPONENTS = ("ovmf-amdsev",)
+KNOWN_COMPONENTS = COMPONENTS + OPTIONAL_COMPONENTS
 
 _KEYS = {"url", "ref", "patches", "tarball", "sha256", "base_config", "fragments",
          "package", "submodules", "configure_args", "expect"}
@@ -150,10 +156,10 @@ def load_sources(path: Path | str) -> dict[str, Source]:
         raise SourcesError(f"sources file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise SourcesError(f"sources file {path}: {exc}") from None
-    unknown = set(data) - set(COMPONENTS)
+    unknown = set(data) - set(KNOWN_COMPONENTS)
     if unknown:
         raise SourcesError(f"sources file {path}: unknown component(s) {', '.join(sorted(unknown))}"
-                           f" (known: {', '.join(COMPONENTS)})")
+                           f" (known: {', '.join(KNOWN_COMPONENTS)})")
     return {name: parse_source(name, table, path.parent.resolve(), path)
             for name, table in data.items()}
 

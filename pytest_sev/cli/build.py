@@ -1,9 +1,10 @@
-"""``python -m pytest_sev build [qemu|ovmf|kernel] [--install PREFIX] [--sources FILE]``.
+"""``python -m pytest_sev build [qemu|ovmf|ovmf-amdsev|kernel] [--install PREFIX] [--sources FILE]``.
 
 build.sh's behaviour: without a component all three are built in its order
-(qemu, ovmf, kernel); ``--install PREFIX`` (default /usr/local) must be an
-existing directory; QEMU is installed under PREFIX, OVMF_CODE.fd and
-OVMF_VARS.fd under PREFIX/share/qemu, and the kernel packages (.deb/.rpm)
+(qemu, ovmf, kernel); ``ovmf-amdsev`` (the AmdSev OVMF an attested launch
+needs) is built only when named.  ``--install PREFIX`` (default /usr/local)
+must be an existing directory; QEMU is installed under PREFIX, OVMF_CODE.fd,
+OVMF_VARS.fd and OVMF.amdsev.fd under PREFIX/share/qemu, and the kernel packages (.deb/.rpm)
 are copied to ``--output`` (default: the current directory, where build.sh
 leaves them).  Builds go through the same cache as the ``components``
 fixture, so a component already built by a test session installs at once.
@@ -31,13 +32,13 @@ from pytest_sev.build.errors import BuildError, SourcesError
 from pytest_sev.build.manifest import Manifest
 from pytest_sev.build.recipes import DEFAULT_PREFIX, BuildOptions
 from pytest_sev.build.reproducible import path_dependent
-from pytest_sev.build.sources import COMPONENTS, default_sources_file, load_sources
+from pytest_sev.build.sources import COMPONENTS, KNOWN_COMPONENTS, default_sources_file, load_sources
 
 
 def _component(name: str) -> str:
     """argparse type: a known component (choices= would list nargs='*''s [] among them)."""
-    if name not in COMPONENTS:
-        raise argparse.ArgumentTypeError(f"unknown component {name!r} (choose from {', '.join(COMPONENTS)})")
+    if name not in KNOWN_COMPONENTS:
+        raise argparse.ArgumentTypeError(f"unknown component {name!r} (choose from {', '.join(KNOWN_COMPONENTS)})")
     return name
 
 
@@ -46,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Build QEMU, OVMF and an SEV-ES kernel from pinned sources "
                                             "(AMD build.sh equivalent), cached.")
     p.add_argument("component", nargs="*", type=_component, metavar="COMPONENT",
-                   help="qemu, ovmf and/or kernel (default: all three, in that order)")
+                   help="qemu, ovmf, kernel and/or ovmf-amdsev (default: the first three, in that order)")
     p.add_argument("--install", metavar="PREFIX", default=DEFAULT_PREFIX,
                    help=f"install prefix, must exist (default {DEFAULT_PREFIX})")
     p.add_argument("--sources", metavar="FILE", default=None,
@@ -149,7 +150,7 @@ def copy_packages(manifest: Manifest, output: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    comps = [c for c in COMPONENTS if c in args.component] if args.component else list(COMPONENTS)
+    comps = [c for c in KNOWN_COMPONENTS if c in args.component] if args.component else list(COMPONENTS)
     prefix = Path(args.install).resolve()
     if not (args.no_install or args.verify or args.against) and not prefix.is_dir():
         print(f"build: install dir {prefix} does not exist (create it first, as build.sh requires)",
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  note: {note}")
         if args.no_install:
             continue
-        if comp in ("qemu", "ovmf"):
+        if comp in ("qemu", "ovmf", "ovmf-amdsev"):
             n = len(install_tree(m, prefix))
             print(f"build: installed {n} files of {comp} under {prefix}")
         else:
