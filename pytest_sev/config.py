@@ -46,6 +46,8 @@ class RunConfig:
     launcher: str = "qemu"  # "libvirt": guests are transient libvirtd domains
     ovmf_code: Path | None = None
     ovmf_vars: Path | None = None
+    #: OVMF.amdsev.fd for attested launches (None: a distribution's, if any)
+    ovmf_amdsev: Path | None = None
     guest_kernel: Path | None = None
     guest_initrd: Path | None = None
     guest_image: Path | None = None
@@ -146,6 +148,24 @@ def check_flash(path: Path, what: str) -> None:
     if size == 0 or size % FLASH_SECTOR or size > FLASH_MAX:
         raise ConfigError(f"{what} {path}: {size} bytes is not a flash image size "
                           f"(a non-zero multiple of 4 KiB up to 16 MiB)")
+
+
+def check_amdsev(path: Path, what: str = "--ovmf-amdsev") -> None:
+    """An AmdSev OVMF names its launch-secret page and supports QEMU's kernel
+    hashes in its footer table; a plain OVMF_CODE.fd given here would make every
+    attested row fail late, so it is refused now."""
+    check_flash(path, what)
+    from pytest_sev.attest.errors import MeasureError
+    from pytest_sev.attest.measure import ovmf_facts
+    try:
+        facts = ovmf_facts(str(path))
+    except MeasureError as exc:
+        raise ConfigError(f"{what} {path}: {exc}") from None
+    missing = [name for name, ok in (("a launch-secret area", facts.secret_area is not None),
+                                     ("a kernel-hashes table", facts.kernel_hashes)) if not ok]
+    if missing:
+        raise ConfigError(f"{what} {path}: not an AmdSev OVMF (its footer table has no {' and no '.join(missing)}); "
+                          "build one: python -m pytest_sev build ovmf-amdsev")
 
 
 ESP_GUID = bytes.fromhex("28732ac11ff8d211ba4b00a0c93ec93b")  # C12A7328-F81F-11D2-BA4B-00A0C93EC93B
@@ -323,6 +343,9 @@ def build_config(get) -> RunConfig:
     for name, flash in (("--ovmf-code", ovmf_code), ("--ovmf-vars", ovmf_vars)):
         if flash:
             check_flash(flash, name)
+    amdsev = _existing("--ovmf-amdsev", get("ovmf_amdsev"))
+    if amdsev:
+        check_amdsev(amdsev)
     image = _existing("--guest-image", get("guest_image"))
     boot_entry = get("guest_boot_entry") or None
     check_regex("--guest-boot-entry", boot_entry)
@@ -348,7 +371,7 @@ def build_config(get) -> RunConfig:
     check_accel(accel)
     return RunConfig(
         mode=mode, qemu=qemu or "qemu-system-x86_64", accel=accel, launcher=launcher,
-        ovmf_code=ovmf_code, ovmf_vars=ovmf_vars,
+        ovmf_code=ovmf_code, ovmf_vars=ovmf_vars, ovmf_amdsev=amdsev,
         guest_kernel=kernel, guest_initrd=initrd, guest_image=image,
         guest_firmware=firmware, guest_timeout=timeout,
         guest_user=get("guest_user") or "root", guest_password=get("guest_password") or "",

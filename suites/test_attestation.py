@@ -10,8 +10,14 @@ that measurement, and keeps a digest history that flags silent changes.
 - ``test_reconstructed_launch`` replays a RECONSTRUCTED SEV-ES launch
   (fixtures/recorded/attest/sev-es-launch.json: PSP answers from a firmware
   double, launched inputs with a known-answer digest) through steps 3-6;
+- ``test_secret_reaches_guest`` runs the guest's side of secret delivery on a
+  plain guest: the real AmdSev OVMF and the guest kernel's ``efi_secret``
+  read the table the owner built (QEMU's generic loader puts it where the PSP
+  would decrypt it); it needs the AmdSev OVMF and a kernel with
+  CONFIG_EFI_SECRET, and skips naming the command that builds what is missing;
 - ``test_attested_launch`` launches real SEV / SEV-ES guests where the host
-  can (the markers apply the mode table: skip in auto, fail under --sev-es).
+  can (the markers apply the mode table: skip in auto, fail under --sev-es),
+  on the AmdSev OVMF with ``kernel-hashes=on`` when there is one.
 """
 
 from __future__ import annotations
@@ -28,14 +34,16 @@ import pytest
 from pytest_sev.attest import history
 from pytest_sev.attest.amdroots import load_all_roots
 from pytest_sev.attest.chain import from_qmp, verify_chain
+from pytest_sev.attest.guest_secrets import delivery_problems, read_guest_secrets
 from pytest_sev.attest.launch_verify import parse_measure_blob
 from pytest_sev.attest.measure import LaunchInputs, candidate_digests, ovmf_facts
 from pytest_sev.attest.owner import HARNESS_SECRET_GUID, OwnerSession, check_measurement, inject_secret
 from pytest_sev.attest.report import judge_report, parse_attestation_report
-from pytest_sev.attest.secret import parse_secret_table
+from pytest_sev.attest.secret import SECRET_TABLE_GUID, build_secret_table, parse_secret_table
 from pytest_sev.attest.session import LaunchStart, aes128_ctr, parse_session
 from pytest_sev.attest.session_files import SessionFiles
-from pytest_sev.guest.specs import ovmf_firmware
+from pytest_sev.guest.specs import amdsev_firmware, ovmf_firmware, secret_delivery_spec
+from pytest_sev.images.default_kernel import default_kernel, kernel_config
 from pytest_sev.reporting.runner_name import runner_name
 
 pytestmark = [allure.epic("pytest-sev"), allure.feature("attestation")]
@@ -43,6 +51,10 @@ pytestmark = [allure.epic("pytest-sev"), allure.feature("attestation")]
 ROOT = Path(__file__).resolve().parents[1]
 RECORDED = ROOT / "fixtures" / "recorded" / "attest" / "sev-es-launch.json"
 SEV_ES_VCPUS = 2  # what suites' SEV-ES guests get (GuestSpec default)
+#: a second entry beside the harness's own, so the table has more than one
+SECOND_SECRET_GUID = "736869e5-84f0-4973-92ec-06879ce3da0b"
+BUILD_AMDSEV = "python -m pytest_sev build ovmf-amdsev (then --ovmf-amdsev FILE), or --components ovmf-amdsev=build"
+BUILD_KERNEL = "--components kernel=build (fixtures/kernel/efi-secret.config) or --guest-kernel with CONFIG_EFI_SECRET=y"
 
 
 def _history_file(config: pytest.Config) -> Path:
@@ -141,6 +153,68 @@ def test_reconstructed_launch(tmp_path, request):
     assert any("digest changed" in c for c in changed) and "input vcpus: 4 -> 8" in changed
 
 
+def _secret_kernel(run_config) -> Path:
+    """The guest kernel whose efi_secret will read the table, or a skip saying
+    why this one cannot (Debian 12's kernels: ``# CONFIG_EFI_COCO_SECRET is not set``)."""
+    vmlinuz = run_config.guest_kernel or default_kernel().vmlinuz
+    cfg = kernel_config(vmlinuz)
+    if cfg is not None and cfg.get("EFI_SECRET", "n") != "y":
+        pytest.skip(f"guest kernel {vmlinuz} has CONFIG_EFI_SECRET={cfg.get('EFI_SECRET', 'n')} "
+                    f"(EFI_COCO_SECRET={cfg.get('EFI_COCO_SECRET', 'n')}), so no efi_secret to read the "
+                    f"secret with: {BUILD_KERNEL}")
+    return Path(vmlinuz)
+
+
+@pytest.mark.plain
+@pytest.mark.qemu
+def test_secret_reaches_guest(run_config, guest_factory, tmp_path):
+    """The guest's side of a launch secret, for real, on a plain guest.
+
+    On SEV hardware the PSP decrypts the owner's sealed table into the AmdSev
+    OVMF's secret page; here QEMU's generic loader puts the same plaintext
+    there.  Everything after that is the real thing: OVMF (SecretPei/SecretDxe)
+    publishes the page as an EFI config table, the kernel keeps it, and
+    efi_secret parses the table the harness built.  The control: the same
+    table with its header GUID flipped must give no entries, so the entries
+    of the first boot can only have come from the harness's table."""
+    amdsev = amdsev_firmware(run_config)
+    if amdsev is None:
+        pytest.skip(f"no AmdSev OVMF (OvmfPkg/AmdSev/AmdSevX64.dsc; Debian 12 ships none): {BUILD_AMDSEV}")
+    assert amdsev.code is not None
+    vmlinuz = _secret_kernel(run_config)
+    facts = ovmf_facts(str(amdsev.code))
+    assert facts.secret_area is not None, facts.describe()
+    base, size = facts.secret_area
+    secrets = {HARNESS_SECRET_GUID: os.urandom(32), SECOND_SECRET_GUID: b"pytest-sev second secret\n"}
+    table = build_secret_table(list(secrets.items()))
+    assert len(table) <= size, f"a {len(table)}-byte table does not fit the {size}-byte secret page"
+    owner = tmp_path / "owner"
+    owner.mkdir(mode=0o700)
+    good, flipped = owner / "secret-table.bin", owner / "secret-table-bad-header.bin"
+    good.write_bytes(table)
+    flipped.write_bytes(bytes([table[0] ^ 0xFF]) + table[1:])
+    assert table[:16] == SECRET_TABLE_GUID.bytes_le
+    _attach_json("secret delivery inputs", {"ovmf": facts.describe(), "kernel": str(vmlinuz),
+                                            "secret page": f"{base:#x}+{size:#x}", "table bytes": len(table),
+                                            "guids": list(secrets)})
+
+    guest = guest_factory(secret_delivery_spec(run_config, amdsev, good, base, kernel=vmlinuz))
+    got = read_guest_secrets(guest)
+    guest.close()
+    _attach_json("efi_secret read back", {"status": got.status, "describe": got.describe(),
+                                          "kernel lines": got.kernel_lines})
+    problems = delivery_problems(secrets, got)
+    assert not problems, "secret delivery: " + "; ".join(problems)
+
+    control = guest_factory(secret_delivery_spec(run_config, amdsev, flipped, base, kernel=vmlinuz,
+                                                 name="secret-control"))
+    bad = read_guest_secrets(control)
+    _attach_json("control: header GUID flipped", {"status": bad.status, "describe": bad.describe()})
+    assert bad.status != "unknown", f"control unreadable: {bad.describe()}"
+    assert not bad.entries, ("efi_secret listed entries from a table with a broken header: the instrument "
+                             f"cannot tell the harness's table from any other ({bad.describe()})")
+
+
 @pytest.mark.qemu
 @pytest.mark.parametrize("kind", [pytest.param("sev-es", marks=pytest.mark.sev_es),
                                   pytest.param("sev", marks=pytest.mark.sev)])
@@ -148,31 +222,37 @@ def test_attested_launch(kind, run_config, host, guest_factory, tmp_path):
     """A real launch: the platform's chain, the owner's session, the guest
     started paused, the measurement proven, a secret injected and read back."""
     from pytest_sev.attest.owner import attested_launch, prepare
-    from pytest_sev.guest.specs import cbitpos_of, sev_spec
+    from pytest_sev.guest.specs import attested_spec, cbitpos_of
     from pytest_sev.host.qmp_probe import query_sev_capabilities
 
     answer = query_sev_capabilities(run_config.qemu, "kvm")
     if not answer.ok or answer.result is None:
         pytest.fail(f"query-sev-capabilities failed on an SEV host: {answer.error_class} {answer.error_desc}",
                     pytrace=False)
-    spec = sev_spec(run_config, kind, cbitpos_of(host), memory_mib=1024)
+    spec = attested_spec(run_config, kind, cbitpos_of(host), amdsev_firmware(run_config), memory_mib=1024)
     assert spec.sev is not None
     session = prepare(answer.result, spec.sev.policy, tmp_path / "owner")
     _attach_json("platform chain", session.chain.describe())
-    inputs = LaunchInputs(str(spec.firmware.code), spec.vcpus, spec.cpu or "EPYC", vmsa="legacy")
+    hashed = spec.sev.kernel_hashes  # the AmdSev OVMF: kernel, initrd and command line are measured too
+    inputs = LaunchInputs(str(spec.firmware.code), spec.vcpus, spec.cpu or "EPYC", vmsa="legacy",
+                          kernel=str(spec.kernel) if hashed else None,
+                          initrd=str(spec.initrd) if hashed and spec.initrd else None,
+                          append=spec.append if hashed else None)
     secret = os.urandom(32)
     verdicts = []
 
     def before_boot(qmp) -> None:
         verdicts.append(attested_launch(qmp, session, inputs, [(HARNESS_SECRET_GUID, secret)]))
 
-    guest = guest_factory(spec.with_(sev=spec.sev.with_session(session.files.dh_cert, session.files.session),
-                                     paused=True), before_boot=before_boot)
+    guest = guest_factory(spec.with_(sev=spec.sev.with_session(session.files.dh_cert, session.files.session)),
+                          before_boot=before_boot)
     verdict = verdicts[0]
     _attach_json("measurement verdict", {"status": verdict.status, "describe": verdict.describe()})
     assert verdict.status == kind, verdict.describe()
-    out, status = guest.run(f"cat /sys/kernel/security/secrets/coco/{HARNESS_SECRET_GUID} | od -An -tx1 | tr -d ' \\n'")
-    if status != 0:
-        pytest.skip("the guest has no efi_secret area (needs OVMF from OvmfPkg/AmdSev and CONFIG_EFI_SECRET): "
-                    f"{out.strip()[:200]}")
-    assert out.strip() == secret.hex()
+    got = read_guest_secrets(guest)
+    _attach_json("efi_secret read back", {"status": got.status, "describe": got.describe()})
+    if got.status == "no-area" and not hashed:
+        pytest.skip(f"the measurement is proven, but the guest has no efi_secret area: no AmdSev OVMF "
+                    f"({BUILD_AMDSEV}) or no CONFIG_EFI_SECRET ({BUILD_KERNEL}): {got.describe()}")
+    problems = delivery_problems({HARNESS_SECRET_GUID: secret}, got)
+    assert not problems, "secret delivery: " + "; ".join(problems)

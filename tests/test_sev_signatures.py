@@ -46,6 +46,22 @@ CASES = [
      "the DMA bounce buffer\n", "AMD SEV README FAQ 5 text"),
     ("swiotlb-over-1g", "guest cmdline", "Command line: console=ttyS0 swiotlb=1048576\n",
      "(reconstructed) a 2 GiB request"),
+    ("kernel-hashes-no-table", "console",
+     "Loading driver at 0x0003EE25000 EntryPoint=0x0003EE25E46 SecretDxe.efi\n"
+     "Error: Image at 0003EBA8000 start failed: Not Found\n"
+     "VerifyBlob: Verifier called but no hashes table discoverd in MEMFD\n"
+     "Error: Image at 0003EB08000 start failed: Access Denied\n",
+     "captured here: AmdSev OVMF (python -m pytest_sev build ovmf-amdsev) + -kernel, QEMU 7.2 TCG"),
+    ("kernel-hashes-table-missing-in-ovmf", "qemu stderr",
+     "qemu-system-x86_64: SEV: guest firmware hashes table area is invalid (base=0x0 size=0x0)\n",
+     "captured: AMDESE/AMDSEV#262 (verbatim)"),
+    ("kernel-hash-mismatch", "console",
+     "BlobVerifierLibSevHashesConstructor: Found injected hashes table in secure location\n"
+     "Select Item: 0x17\nSelect Item: 0x8\nFetchBlob: loading 10580240 bytes for \"kernel\"\n"
+     "Select Item: 0x18\nSelect Item: 0x11\n"
+     "VerifyBlob: Found GUID 4DE79437-ABD2-427F-B835-D5B172D2045B in table\n"
+     "VerifyBlob: Hash comparison failed for \"kernel\"\n",
+     "captured: AMDESE/qemu#10 (verbatim)"),
 ]
 
 

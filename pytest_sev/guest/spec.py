@@ -52,19 +52,50 @@ class Disk:
             raise SpecError(f"unknown disk format {self.format!r} (raw or qcow2)")
 
 
+FirmwareKind = Literal["seabios", "ovmf", "amdsev"]
+#: the firmware kinds that boot SEV and SEV-ES guests (UEFI with the SEV code)
+UEFI_KINDS = ("ovmf", "amdsev")
+
+
 @dataclass(frozen=True)
 class Firmware:
-    """SeaBIOS (QEMU's default) or OVMF from pflash: read-only CODE plus a
-    per-guest VARS copy, made once from ``vars_template`` and then reused."""
+    """SeaBIOS (QEMU's default); OVMF from pflash: read-only CODE plus a
+    per-guest VARS copy, made once from ``vars_template`` and then reused; or
+    ``amdsev``: the one-file OVMF of ``OvmfPkg/AmdSev/AmdSevX64.dsc`` as
+    ``-bios`` (variables live in memory), which has the launch-secret page and
+    checks QEMU's kernel hashes, as a guest owner's attested launch needs."""
 
-    kind: Literal["seabios", "ovmf"] = "seabios"
+    kind: FirmwareKind = "seabios"
     code: Path | None = None
     vars_template: Path | None = None
     vars_path: Path | None = None  # None: a copy in the guest's run directory
 
     def __post_init__(self) -> None:
+        if self.kind not in ("seabios", *UEFI_KINDS):
+            raise SpecError(f"unknown firmware kind {self.kind!r} (seabios, ovmf or amdsev)")
         if self.kind == "ovmf" and (self.code is None or self.vars_template is None):
             raise SpecError("OVMF needs both its CODE and VARS files")
+        if self.kind == "amdsev" and self.code is None:
+            raise SpecError("the AmdSev OVMF needs its image (OVMF.amdsev.fd)")
+
+
+@dataclass(frozen=True)
+class Preload:
+    """A file QEMU's generic loader copies to a guest-physical address at reset.
+
+    Why: on an SEV host the PSP and QEMU put the kernel-hashes table and the
+    launch secret into OVMF's reserved pages; on a plain guest this puts the
+    same bytes there, so the *guest's* side of an attested launch (OVMF's
+    hash check, Linux's ``efi_secret``) runs for real without SEV hardware."""
+
+    path: Path
+    address: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.address < 1 << 52:
+            raise SpecError(f"preload address {self.address:#x} is not a guest-physical address")
+        if not Path(self.path).is_file():
+            raise SpecError(f"preload {self.path}: no such file")
 
 
 @dataclass(frozen=True)
@@ -78,6 +109,9 @@ class SevLaunch:
     #: the guest owner's LAUNCH_START files (pytest_sev.attest.owner.prepare), or None
     dh_cert_file: Path | None = None
     session_file: Path | None = None
+    #: QEMU ``kernel-hashes=on`` (6.2+): the hashes of -kernel/-initrd/-append go
+    #: into the AmdSev OVMF's table and so into the launch measurement
+    kernel_hashes: bool = False
 
     def with_session(self, dh_cert_file: Path, session_file: Path) -> SevLaunch:
         """This launch with the owner's DH certificate and session (an attested launch)."""
@@ -127,6 +161,8 @@ class GuestSpec:
     #: start QEMU with ``-S``: the guest waits (SEV state ``launch-secret``) until
     #: the guest owner has measured it; the launcher's before-boot step sends ``cont``
     paused: bool = False
+    #: files copied into guest memory at reset (see :class:`Preload`)
+    preloads: tuple[Preload, ...] = ()
 
     def __post_init__(self) -> None:
         if self.memory_mib < 64:
@@ -137,7 +173,7 @@ class GuestSpec:
             raise SpecError("a guest needs a kernel or a disk to boot from")
         if self.initrd is not None and self.kernel is None:
             raise SpecError("an initrd needs a kernel (-kernel)")
-        if self.sev is not None and self.firmware.kind != "ovmf":
+        if self.sev is not None and self.firmware.kind not in UEFI_KINDS:
             raise SpecError("SEV and SEV-ES guests need OVMF: SeaBIOS cannot boot them")
         for path in (self.kernel, self.initrd):
             if path is not None and not Path(path).is_file():

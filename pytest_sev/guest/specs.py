@@ -11,7 +11,10 @@ OVMF, and decides everything else here:
 - ``--guest-image`` guests: OVMF -> GRUB (entry by ``--guest-boot-entry``) ->
   login, opened with ``snapshot=on`` so runs never change the image;
 - SEV and SEV-ES guests: always OVMF, ``-cpu EPYC``, the host's C-bit and the
-  policy launch-qemu.sh would compute for the mode (or ``--sev-policy``).
+  policy launch-qemu.sh would compute for the mode (or ``--sev-policy``);
+- attested launches: the AmdSev OVMF (``--ovmf-amdsev`` or an installed one)
+  with ``kernel-hashes=on``; the plain-guest secret delivery check boots it
+  from a disk image with the secret table preloaded into its secret page.
 """
 
 from __future__ import annotations
@@ -22,15 +25,16 @@ from typing import Any
 
 from pytest_sev.config import RunConfig
 from pytest_sev.errors import SpecError
-from pytest_sev.guest.spec import Bus, Disk, Firmware, GuestSpec, Login, SevLaunch
-from pytest_sev.images.default_kernel import BASE_APPEND, default_kernel
-from pytest_sev.images.diskimage import image_format
+from pytest_sev.guest.spec import UEFI_KINDS, Bus, Disk, Firmware, GuestSpec, Login, Preload, SevLaunch
+from pytest_sev.images.default_kernel import BASE_APPEND, default_kernel, other_kernel
+from pytest_sev.images.diskimage import build_disk_image, image_format
 from pytest_sev.images.initramfs import build_initramfs
-from pytest_sev.qemu.firmware import find_ovmf
+from pytest_sev.qemu.firmware import find_amdsev_ovmf, find_ovmf
 from pytest_sev.sev.policy import policy_for
 
-__all__ = ["BASE_APPEND", "cbitpos_of", "default_guest_spec", "disk_guest_spec", "image_spec",
-           "ovmf_firmware", "plain_spec", "sev_launch", "sev_spec"]
+__all__ = ["BASE_APPEND", "amdsev_firmware", "attested_spec", "cbitpos_of", "default_guest_spec",
+           "disk_guest_spec", "image_spec", "ovmf_firmware", "plain_spec", "secret_delivery_spec",
+           "sev_launch", "sev_spec"]
 
 
 # -- building blocks --------------------------------------------------------------
@@ -71,9 +75,10 @@ def disk_guest_spec(image: Path, *, ovmf: Firmware, user: str, password: str,
     one image need (QEMU locks a writable pflash file).  Other GuestSpec
     fields (``sev``, ``memory_mib``, ``boot_timeout``...) pass through.
     """
-    if ovmf.kind != "ovmf":
+    if ovmf.kind not in UEFI_KINDS:
         raise SpecError("a disk-image guest boots through OVMF (UEFI GRUB)")
-    fw = Firmware("ovmf", ovmf.code, ovmf.vars_template, vars_path=vars_path)
+    fw = (ovmf if ovmf.kind == "amdsev"
+          else Firmware("ovmf", ovmf.code, ovmf.vars_template, vars_path=vars_path))
     fields.setdefault("name", Path(image).stem)
     return GuestSpec(kernel=None, firmware=fw,
                      disks=(Disk(Path(image), bus=bus, format=image_format(Path(image))),),  # type: ignore[arg-type]
@@ -135,3 +140,40 @@ def sev_spec(cfg: RunConfig, mode: str, cbitpos: int | None, *, with_fio: bool =
                               initrd=cfg.guest_initrd,
                               ovmf=ovmf_firmware(cfg.ovmf_code, cfg.ovmf_vars),
                               sev=sev_launch(cfg, mode, cbitpos), **fields)
+
+
+# -- the guest owner's launches ------------------------------------------------------
+
+def amdsev_firmware(cfg: RunConfig) -> Firmware | None:
+    """``--ovmf-amdsev`` (or ``--components ovmf-amdsev=...``), else an installed
+    ``OVMF.amdsev.fd``; None when there is none (Debian 12 ships none)."""
+    path = cfg.ovmf_amdsev or find_amdsev_ovmf()
+    return Firmware("amdsev", code=Path(path)) if path else None
+
+
+def attested_spec(cfg: RunConfig, mode: str, cbitpos: int | None, amdsev: Firmware | None,
+                  **fields: Any) -> GuestSpec:
+    """An SEV or SEV-ES guest for the owner's attested launch, started paused:
+    on the AmdSev OVMF with ``kernel-hashes=on`` when there is one (the kernel,
+    initrd and command line then enter the measurement), else on the run's OVMF."""
+    spec = sev_spec(cfg, mode, cbitpos, paused=True, **fields)
+    if amdsev is None or spec.kernel is None:
+        return spec
+    assert spec.sev is not None
+    return spec.with_(firmware=amdsev, sev=replace(spec.sev, kernel_hashes=True))
+
+
+def secret_delivery_spec(cfg: RunConfig, amdsev: Firmware, table: Path, secret_base: int,
+                         kernel: Path | None = None, **fields: Any) -> GuestSpec:
+    """A plain guest on the AmdSev OVMF with *table* preloaded into its secret
+    page, booted from a disk image (OVMF -> GRUB -> *kernel*, the run's guest
+    kernel by default): the AmdSev OVMF boots ``-kernel`` only against QEMU's
+    kernel hashes, which QEMU writes for SEV guests alone, while from a disk it
+    boots as any UEFI."""
+    vmlinuz = kernel or cfg.guest_kernel
+    guest_kernel = other_kernel(vmlinuz) if vmlinuz else default_kernel()
+    image = build_disk_image(guest_kernel)
+    fields.setdefault("boot_timeout", cfg.guest_timeout)
+    fields.setdefault("name", "secret-delivery")
+    return disk_guest_spec(image.raw, ovmf=amdsev, user=image.user, password=image.password,
+                           bus="virtio-blk", preloads=(Preload(Path(table), secret_base),), **fields)

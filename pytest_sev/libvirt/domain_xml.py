@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_sev.guest.spec import Disk, GuestSpec
+from pytest_sev.qemu.argv import preload_args
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 #: namespace of the <metadata> element that marks a domain as ours
@@ -127,6 +128,8 @@ def _os(root: ET.Element, spec: GuestSpec, opts: DomainOptions) -> None:
         if fw.vars_template is not None:
             nv.set("template", str(fw.vars_template))
         nv.text = str(nvram) if nvram else None
+    elif fw.kind == "amdsev":  # the one-file AmdSev OVMF: QEMU's -bios, no variable store
+        ET.SubElement(os_el, "loader", readonly="yes", type="rom").text = str(fw.code)
     if spec.kernel is not None:
         ET.SubElement(os_el, "kernel").text = str(spec.kernel)
         if spec.initrd is not None:
@@ -191,9 +194,12 @@ def domain_element(spec: GuestSpec, opts: DomainOptions) -> ET.Element:
     if opts.run_as_root:
         label = ET.SubElement(root, "seclabel", type="static", model="dac", relabel="no")
         ET.SubElement(label, "label").text = "+0:+0"
-    if spec.extra_args:
+    # libvirt has no element for QEMU's generic loader: preloads pass through
+    # as QEMU arguments, like extra_args
+    passthrough = [*preload_args(spec.preloads), *spec.extra_args]
+    if passthrough:
         cmdline = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
-        for arg in spec.extra_args:
+        for arg in passthrough:
             ET.SubElement(cmdline, f"{{{QEMU_NS}}}arg", value=arg)
     return root
 

@@ -250,6 +250,8 @@ class LibvirtGuest(Guest):
         fw = self.spec.firmware
         vars_path, _ = vars_store(fw, self.workdir / "OVMF_VARS.fd")
         kernel_hashes = self.kernel_hashes
+        if kernel_hashes is None and self.spec.sev is not None and self.spec.sev.kernel_hashes:
+            kernel_hashes = True  # the spec asks for an attested -kernel launch
         if kernel_hashes is not None and lv.version_number(self.conn) < KERNEL_HASHES_SINCE:
             log.info("%s: libvirt < 8.0 has no kernelHashes: left out", self.spec.name)
             kernel_hashes = None

@@ -24,6 +24,8 @@ OPTIONS = (
     ("--accel", "accel", f"accelerator: {'|'.join(ACCELS)} (auto: KVM only if usable)", False),
     ("--ovmf-code", "ovmf_code", "OVMF_CODE.fd (default: a build prefix, then the distro's)", False),
     ("--ovmf-vars", "ovmf_vars", "OVMF_VARS.fd template copied per guest", False),
+    ("--ovmf-amdsev", "ovmf_amdsev", "OVMF.amdsev.fd (OvmfPkg/AmdSev) for attested launches "
+     "(default: an installed one; build: --components ovmf-amdsev=build)", False),
     ("--guest-kernel", "guest_kernel", "kernel for the default guest (default: provisioned distro kernel)", False),
     ("--guest-initrd", "guest_initrd", "initrd for --guest-kernel (default: the built busybox initramfs)", False),
     ("--guest-image", "guest_image", "disk image (qcow2/raw) to boot through GRUB with a login", False),

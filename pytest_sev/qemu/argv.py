@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_sev.guest.spec import Disk, Firmware, GuestSpec, SevLaunch
+from pytest_sev.guest.spec import Disk, Firmware, GuestSpec, Preload, SevLaunch
 from pytest_sev.sev.policy import QEMU_DEFAULT_POLICY
 
 #: launch-qemu.sh's kernel command line for ``-kernel`` (AMD's later branches)
@@ -37,7 +37,10 @@ def machine_key(qemu_version: tuple[int, int]) -> str:
 
 
 def pflash_args(fw: Firmware, vars_path: Path | None) -> list[str]:
-    """OVMF as two pflash drives: read-only CODE, the guest's own VARS copy."""
+    """OVMF as two pflash drives: read-only CODE, the guest's own VARS copy;
+    the one-file AmdSev OVMF as ``-bios``."""
+    if fw.kind == "amdsev":
+        return ["-bios", str(fw.code)]
     if fw.kind != "ovmf":
         return []
     return ["-drive", f"if=pflash,format=raw,unit=0,file={fw.code},readonly=on",
@@ -46,12 +49,14 @@ def pflash_args(fw: Firmware, vars_path: Path | None) -> list[str]:
 
 def sev_object(sev: SevLaunch, policy: str) -> str:
     """The ``sev-guest`` object; *policy* is its rendered ``,policy=...`` (or "").
-    An attested launch adds the owner's ``dh-cert-file`` and ``session-file``."""
+    An attested launch adds the owner's ``dh-cert-file`` and ``session-file``,
+    and with the AmdSev OVMF ``kernel-hashes=on``."""
     session = ""
     if sev.dh_cert_file is not None and sev.session_file is not None:
         session = f",dh-cert-file={sev.dh_cert_file},session-file={sev.session_file}"
+    hashes = ",kernel-hashes=on" if sev.kernel_hashes else ""
     return (f"sev-guest,id=sev0{policy},cbitpos={sev.cbitpos},"
-            f"reduced-phys-bits={sev.reduced_phys_bits}{session}")
+            f"reduced-phys-bits={sev.reduced_phys_bits}{session}{hashes}")
 
 
 def virtio_flags(disk: Disk, sev: bool, on: str = "on") -> str:
@@ -79,6 +84,14 @@ def disk_device_args(disk: Disk, n: int, flags: str, *, named: bool = True) -> l
 
 
 # -- guests the harness drives ---------------------------------------------------
+
+def preload_args(preloads: tuple[Preload, ...]) -> list[str]:
+    """QEMU's generic loader, raw bytes at a guest-physical address (at reset)."""
+    args: list[str] = []
+    for pre in preloads:
+        args += ["-device", f"loader,file={pre.path},addr={pre.address:#x},force-raw=on"]
+    return args
+
 
 def disk_args(disks: tuple[Disk, ...], sev: bool) -> list[str]:
     args: list[str] = []
@@ -132,6 +145,7 @@ def build_argv(spec: GuestSpec, *, qemu: str, accel: str, qemu_version: tuple[in
     argv += disk_args(spec.disks, spec.sev is not None)
     if spec.sev is not None:
         argv += ["-object", sev_object(spec.sev, f",policy={spec.sev.policy:#x}")]
+    argv += preload_args(spec.preloads)
     argv += ["-chardev", f"socket,id=serial0,fd={serial_fd}", "-serial", "chardev:serial0",
              "-chardev", f"socket,id=qmp0,fd={qmp_fd}", "-mon", "chardev=qmp0,mode=control"]
     argv += list(spec.extra_args)

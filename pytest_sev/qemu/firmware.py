@@ -31,6 +31,20 @@ def find_ovmf(prefix: Path | None = None) -> tuple[Path, Path] | None:
     return None
 
 
+#: The one-file AmdSev OVMF (OvmfPkg/AmdSev/AmdSevX64.dsc), where build.sh-style
+#: installs and distributions put it (Ubuntu and Debian from edk2 2023.05, Fedora).
+AMDSEV_CANDIDATES = (
+    "/usr/local/share/qemu/OVMF.amdsev.fd",
+    "/usr/share/OVMF/OVMF.amdsev.fd",
+    "/usr/share/edk2/ovmf/OVMF.amdsev.fd",
+)
+
+
+def find_amdsev_ovmf() -> Path | None:
+    """The first installed AmdSev OVMF, or None (Debian 12's ovmf has none)."""
+    return next((Path(c) for c in AMDSEV_CANDIDATES if Path(c).is_file()), None)
+
+
 def vars_store(fw: Firmware, default: Path) -> tuple[Path | None, bool]:
     """The per-guest UEFI variable store of *fw*: (path, made now).
 

@@ -103,6 +103,26 @@ SIGNATURES: tuple[Signature, ...] = (
         "keep swiotlb= at or below 524288 slabs (1 GiB): the kernel clamps SEV pools to 1 GiB and "
         "a larger boot-time pool often fails to allocate",
         "kernel/dma/swiotlb.c (SEV pool clamp), sizes.MAX_POOL_BYTES"),
+    Signature(
+        "kernel-hashes-no-table", "the AmdSev OVMF refused -kernel: QEMU wrote no kernel-hashes table",
+        (r"Verifier called but no hashes table discover",),
+        "add kernel-hashes=on to the sev-guest object (QEMU 6.2+) for a -kernel launch on the AmdSev OVMF, "
+        "or boot it from a disk instead of -kernel",
+        "captured here: OVMF from OvmfPkg/AmdSev/AmdSevX64.dsc (Debian edk2 2022.11) on QEMU 7.2 with -kernel "
+        "and no table (tests/test_sev_signatures.py)"),
+    Signature(
+        "kernel-hashes-table-missing-in-ovmf", "kernel-hashes=on with an OVMF that has no kernel-hashes table",
+        (r"guest firmware hashes table area is invalid",),
+        "use the AmdSev OVMF (OvmfPkg/AmdSev/AmdSevX64.dsc: python -m pytest_sev build ovmf-amdsev) as the "
+        "only firmware image, or drop kernel-hashes=on",
+        "AMDESE/AMDSEV#262 (OvmfPkgX64 firmware with kernel-hashes=on)"),
+    Signature(
+        "kernel-hash-mismatch", "the AmdSev OVMF refused a blob: its hash differs from QEMU's table",
+        (r"VerifyBlob: Hash comparison failed for \"(?:kernel|initrd|cmdline)\"",),
+        "the blob OVMF fetched is not the one QEMU hashed: a QEMU that appends setup_data (48 bytes, the "
+        "RNG seed) to the SEV kernel (AMDESE/qemu#10) needs its fix; else -kernel/-initrd/-append changed "
+        "after QEMU hashed them",
+        "AMDESE/qemu#10 (verbatim OVMF log)"),
 )
 
 BY_CODE = {s.code: s for s in SIGNATURES}
