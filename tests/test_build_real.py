@@ -16,6 +16,7 @@ scripts/local-sources.sh linux qemu edk2 first) and is a cache hit after:
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -166,6 +167,28 @@ def test_amdsev_build_artifacts(amdsev_manifest):
     check_amdsev(fd)  # what --ovmf-amdsev accepts
     assert [s for s, _ in m.steps][-2:] == ["make BaseTools", "edk2 build (AmdSev)"]
     _assert_cache_hit(m)
+
+
+@pytest.mark.parametrize("mode,ssm_mode", [("sev", "sev"), ("sev-es", "seves")])
+def test_amdsev_measure_with_kernel_hashes_matches_sev_snp_measure(amdsev_manifest, mode, ssm_mode):
+    """The built AmdSev OVMF with the default guest's kernel, initrd and command
+    line (what kernel-hashes=on puts into the measurement): ``measure`` prints
+    what the sev-snp-measure command line prints for the same inputs."""
+    import os
+    import subprocess
+    import sys
+
+    from pytest_sev.images.default_kernel import BASE_APPEND, default_kernel
+    fd = str(amdsev_manifest.artifact("OVMF.amdsev.fd"))
+    kernel, initrd = str(default_kernel().vmlinuz), str(_default_initrd())
+    common = ["--vcpus", "2", "--vcpu-type", "EPYC-v4", "--ovmf", fd, "--kernel", kernel, "--initrd", initrd,
+              "--append", BASE_APPEND]
+    ours = subprocess.run([sys.executable, "-m", "pytest_sev", "measure", "--mode", mode, *common],
+                          check=True, capture_output=True, text=True).stdout.split()[-1]
+    ssm = shutil.which("sev-snp-measure", path=os.path.dirname(sys.executable)) or "sev-snp-measure"
+    theirs = subprocess.run([ssm, "--mode", ssm_mode, *common], check=True, capture_output=True,
+                            text=True).stdout.split()[-1]
+    assert len(bytes.fromhex(ours)) == 32 and ours == theirs, (ours, theirs)
 
 
 @pytest.mark.qemu
