@@ -212,3 +212,23 @@ def test_amdsev_firmware_prefers_the_configured_file(monkeypatch):
     monkeypatch.setattr("pytest_sev.guest.specs.find_amdsev_ovmf", lambda: None)
     assert amdsev_firmware(RunConfig()) is None
     assert amdsev_firmware(RunConfig(ovmf_amdsev=KAT_AMDSEV)) == Firmware("amdsev", code=KAT_AMDSEV)
+
+
+def test_secret_delivery_spec_preloads_the_table_and_never_writes_the_image(monkeypatch, tmp_path, kernel):
+    from types import SimpleNamespace
+
+    import pytest_sev.guest.specs as specs
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"\0" * 4096)
+    built = []
+    monkeypatch.setattr(specs, "other_kernel", lambda k: SimpleNamespace(vmlinuz=k))
+    monkeypatch.setattr(specs, "build_disk_image", lambda k: built.append(k) or SimpleNamespace(
+        raw=image, user="root", password="sev-es"))
+    table = tmp_path / "secret.bin"
+    table.write_bytes(b"\0" * 64)
+    amdsev = Firmware("amdsev", code=KAT_AMDSEV)
+    spec = specs.secret_delivery_spec(RunConfig(guest_kernel=kernel), amdsev, table, 0x80C000)
+    assert built[0].vmlinuz == kernel  # the run's guest kernel, booted from the image
+    assert spec.firmware == amdsev and spec.kernel is None and spec.login is not None
+    assert spec.preloads == (Preload(table, 0x80C000),)
+    assert [(d.path, d.snapshot, d.bus) for d in spec.disks] == [(image, True, "virtio-blk")]

@@ -175,5 +175,7 @@ def secret_delivery_spec(cfg: RunConfig, amdsev: Firmware, table: Path, secret_b
     image = build_disk_image(guest_kernel)
     fields.setdefault("boot_timeout", cfg.guest_timeout)
     fields.setdefault("name", "secret-delivery")
-    return disk_guest_spec(image.raw, ovmf=amdsev, user=image.user, password=image.password,
+    spec = disk_guest_spec(image.raw, ovmf=amdsev, user=image.user, password=image.password,
                            bus="virtio-blk", preloads=(Preload(Path(table), secret_base),), **fields)
+    # the cached image is shared: opened with snapshot=on, never written
+    return spec.with_(disks=tuple(replace(d, snapshot=True) for d in spec.disks))
