@@ -53,12 +53,16 @@ def default_guest_spec(*, firmware: str = "seabios", with_fio: bool = False,
                        kernel: Path | None = None, initrd: Path | None = None,
                        append: str = "", ovmf: Firmware | None = None, **fields: Any) -> GuestSpec:
     """The embedded default guest: distro cloud kernel + busybox initramfs
-    (with fio when the DMA suite asks); keyword *fields* override GuestSpec fields."""
+    (with fio when the DMA suite asks); keyword *fields* override GuestSpec fields.
+
+    Another *kernel* (``--guest-kernel``, a build) without an *initrd* boots the
+    same busybox initramfs: without one it has no init and panics ("Unable to
+    mount root fs").  Its drivers must be built in; the distro modules in the
+    initramfs fail to load harmlessly."""
+    if initrd is None:
+        initrd = build_initramfs(default_kernel(), with_fio=with_fio).path
     if kernel is None:
-        gk = default_kernel()
-        kernel = gk.vmlinuz
-        if initrd is None:
-            initrd = build_initramfs(gk, with_fio=with_fio).path
+        kernel = default_kernel().vmlinuz
     fw = (ovmf or ovmf_firmware()) if firmware == "ovmf" else Firmware()
     cmdline = " ".join(part for part in (BASE_APPEND, append) if part)
     return GuestSpec(kernel=Path(kernel), initrd=Path(initrd) if initrd else None,
