@@ -36,13 +36,13 @@ from pytest_sev.attest.amdroots import load_all_roots
 from pytest_sev.attest.chain import from_qmp, verify_chain
 from pytest_sev.attest.guest_secrets import delivery_problems, read_guest_secrets
 from pytest_sev.attest.launch_verify import parse_measure_blob
-from pytest_sev.attest.measure import LaunchInputs, candidate_digests, ovmf_facts
+from pytest_sev.attest.measure import LaunchInputs, candidate_digests, file_sha256, ovmf_facts
 from pytest_sev.attest.owner import HARNESS_SECRET_GUID, OwnerSession, check_measurement, inject_secret
 from pytest_sev.attest.report import judge_report, parse_attestation_report
 from pytest_sev.attest.secret import SECRET_TABLE_GUID, build_secret_table, parse_secret_table
 from pytest_sev.attest.session import LaunchStart, aes128_ctr, parse_session
 from pytest_sev.attest.session_files import SessionFiles
-from pytest_sev.guest.specs import amdsev_firmware, ovmf_firmware, secret_delivery_spec
+from pytest_sev.guest.specs import amdsev_firmware, ovmf_firmware, plain_spec, secret_delivery_spec
 from pytest_sev.images.default_kernel import default_kernel, kernel_config
 from pytest_sev.reporting.runner_name import runner_name
 
@@ -65,27 +65,50 @@ def _attach_json(name: str, data: Any) -> None:
     allure.attach(json.dumps(data, indent=1, default=str), name=name, attachment_type=allure.attachment_type.JSON)
 
 
+def _record_expected(request, inputs: LaunchInputs, kind: str, extra: dict[str, str]) -> None:
+    """The candidate digests of *inputs*, attached and appended to the digest
+    history as *kind*; a change against this runner's last entry names the inputs."""
+    cands = candidate_digests(inputs)
+    expected = {c.label: c.digest.hex() for c in cands}
+    _attach_json(f"expected launch digests ({kind})", {"inputs": inputs.describe(), "digests": expected})
+    assert all(len(bytes.fromhex(d)) == 32 for d in expected.values())
+    sev_es = [c for c in cands if c.mode == "sev-es"]
+    if sev_es:  # the SEV-ES digest covers the VMSAs: it can never equal the SEV one
+        assert all(c.digest != cands[0].digest for c in sev_es)
+    entry = history.DigestEntry(runner=runner_name(), kind=kind, expected=expected,
+                                inputs={"ovmf": inputs.ovmf, "ovmf_sha256": ovmf_facts(inputs.ovmf).sha256,
+                                        "vcpus": str(inputs.vcpus), "vcpu_type": inputs.vcpu_type, **extra})
+    changed = history.record(_history_file(request.config), entry)
+    if changed:
+        _attach_json("launch digest changed", changed)
+        print("\nlaunch digest changed against the last run: " + "; ".join(changed))
+
+
 @pytest.mark.plain
 def test_expected_digests(run_config, request):
     """The SEV and SEV-ES digests of what this run's SEV-ES guest would be
     launched with (its OVMF, vCPUs, -cpu EPYC), kept in the digest history;
     a change against this runner's last entry names the inputs that changed."""
     fw = ovmf_firmware(run_config.ovmf_code, run_config.ovmf_vars)
-    inputs = LaunchInputs(str(fw.code), SEV_ES_VCPUS, "EPYC")
-    cands = candidate_digests(inputs)
-    expected = {c.label: c.digest.hex() for c in cands}
-    _attach_json("expected launch digests", {"inputs": inputs.describe(), "digests": expected})
-    assert all(len(bytes.fromhex(d)) == 32 for d in expected.values())
-    sev_es = [c for c in cands if c.mode == "sev-es"]
-    if sev_es:  # the SEV-ES digest covers the VMSAs: it can never equal the SEV one
-        assert all(c.digest != cands[0].digest for c in sev_es)
-    entry = history.DigestEntry(runner=runner_name(), kind="expected", expected=expected,
-                                inputs={"ovmf": str(fw.code), "ovmf_sha256": ovmf_facts(str(fw.code)).sha256,
-                                        "vcpus": str(SEV_ES_VCPUS), "vcpu_type": "EPYC"})
-    changed = history.record(_history_file(request.config), entry)
-    if changed:
-        _attach_json("launch digest changed", changed)
-        print("\nlaunch digest changed against the last run: " + "; ".join(changed))
+    _record_expected(request, LaunchInputs(str(fw.code), SEV_ES_VCPUS, "EPYC"), "expected", {})
+
+
+@pytest.mark.plain
+def test_expected_digests_with_kernel_hashes(run_config, request):
+    """The same for an attested launch on the AmdSev OVMF (``kernel-hashes=on``):
+    the guest's kernel, initrd and command line enter the digest, so the
+    history also names a kernel or command-line change."""
+    amdsev = amdsev_firmware(run_config)
+    if amdsev is None:
+        pytest.skip(f"no AmdSev OVMF (OvmfPkg/AmdSev/AmdSevX64.dsc; Debian 12 ships none): {BUILD_AMDSEV}")
+    guest = plain_spec(run_config, firmware="ovmf")  # the kernel, initrd and append SEV guests get
+    assert guest.kernel is not None
+    inputs = LaunchInputs(str(amdsev.code), SEV_ES_VCPUS, "EPYC", str(guest.kernel),
+                          str(guest.initrd) if guest.initrd else None, guest.append)
+    _record_expected(request, inputs, "expected-kernel-hashes",
+                     {"kernel_sha256": file_sha256(str(guest.kernel)),
+                      "initrd_sha256": file_sha256(str(guest.initrd)) if guest.initrd else "none",
+                      "append": guest.append})
 
 
 class RecordedQmp:

@@ -218,7 +218,8 @@ def candidate_digests(inputs: LaunchInputs, vmsa_kinds: tuple[VmsaKind, ...] = (
     return out
 
 
-def _file_sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
+    """sha256 of a file, read in 1 MiB chunks (kernels and initrds can be large)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -235,8 +236,8 @@ def inputs_summary(inputs: LaunchInputs, mode: Mode, facts: OvmfFacts | None = N
                      f"{inputs.vmsa} VMSA")
     if inputs.kernel:
         try:
-            k = _file_sha256(inputs.kernel)[:16]
-            i = _file_sha256(inputs.initrd)[:16] if inputs.initrd else "(none)"
+            k = file_sha256(inputs.kernel)[:16]
+            i = file_sha256(inputs.initrd)[:16] if inputs.initrd else "(none)"
         except OSError as exc:
             raise MeasureError(f"cannot hash kernel/initrd: {exc}") from exc
         parts.append(f"kernel hashes: kernel {k}... initrd {i}... cmdline {inputs.append or ''!r}")
