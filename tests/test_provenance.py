@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sev.guest.spec import Disk, Firmware, GuestSpec
+from pytest_sev.guest.spec import Disk, Firmware, GuestSpec, Preload
 from pytest_sev.qemu.argv import build_argv
 from pytest_sev.reporting import provenance
 from pytest_sev.reporting.environment import ran_entries
@@ -78,6 +78,22 @@ def test_argv_files_from_the_harness_renderer(tmp_path):
         ArgvFile("initrd", str(k / "initrd.img")),
         ArgvFile("disk0", "/img/base.qcow2", writable=False, fmt="qcow2"),   # snapshot=on: an input
         ArgvFile("disk1", "/tmp/scratch.img", writable=True, fmt="raw"),     # the run's output
+    ]
+
+
+def test_argv_files_of_an_amdsev_guest_with_a_preload(tmp_path):
+    """The AmdSev OVMF is -bios; a preload (QEMU's generic loader) is an input too."""
+    table = tmp_path / "secret.bin"
+    table.write_bytes(b"\0" * 16)
+    spec = GuestSpec(name="g", firmware=Firmware("amdsev", code=Path("/fw/OVMF.amdsev.fd")),
+                     disks=(Disk(Path("/img/disk.img"), snapshot=True),), preloads=(Preload(table, 0x80C000),))
+    argv = build_argv(spec, qemu="/opt/q/bin/qemu-system-x86_64", accel="tcg", qemu_version=(7, 2),
+                      serial_fd=3, qmp_fd=4)
+    assert argv_files(argv) == [
+        ArgvFile("qemu", "/opt/q/bin/qemu-system-x86_64"),
+        ArgvFile("bios", "/fw/OVMF.amdsev.fd"),
+        ArgvFile("disk0", "/img/disk.img", writable=False, fmt="raw"),
+        ArgvFile("preload", str(table)),
     ]
 
 

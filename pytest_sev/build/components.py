@@ -1,14 +1,16 @@
 """Where each component comes from: ``system``, ``prefix:PATH`` or ``build``.
 
 ``--components qemu=system,ovmf=prefix:/usr/local,kernel=build`` (a bare
-``build`` or ``system`` sets all three).  The optional ``ovmf-amdsev`` (the
-AmdSev OVMF of an attested launch) is only in the plan when named:
-``ovmf-amdsev=build``; without it, a distribution's ``OVMF.amdsev.fd`` is
-used when one is installed, and the attested-launch rows that need it skip.  ``system`` is QEMU on PATH, the
+``build`` or ``system`` sets all three).  ``system`` is QEMU on PATH, the
 distro OVMF (:func:`pytest_sev.qemu.firmware.find_ovmf`) and the provisioned
 default guest kernel; ``prefix:PATH`` is a build.sh install prefix (or, for
 the kernel, a vmlinuz file, a directory holding one, or a kernel build tree);
 ``build`` builds from the sources file with the recipes, cached.
+
+The optional ``ovmf-amdsev`` (the AmdSev OVMF of an attested launch) is in
+the plan only when named (``ovmf-amdsev=build``); without it, a
+distribution's ``OVMF.amdsev.fd`` is used when one is installed, and the
+attested-launch rows that need one skip.
 
 Parsing is pure and happens at start-up (bad specs are usage errors);
 resolving (stat, hash, maybe build) happens when the fixture is first used.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,7 +190,7 @@ def resolve_components(plan: dict[str, Choice], sources: dict[str, Source] | Non
 
 
 def _amdsev(choice: Choice, sources: dict[str, Source] | None, opts: BuildOptions | None,
-            build) -> Manifest | None:
+            build: Callable[[Source, BuildOptions | None], Manifest]) -> Manifest | None:
     if choice.kind == "build":
         if not sources or "ovmf-amdsev" not in sources:
             raise SourcesError("ovmf-amdsev=build: the sources file has no [ovmf-amdsev] table")

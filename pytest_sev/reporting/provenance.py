@@ -142,6 +142,11 @@ def argv_files(argv: Sequence[str]) -> list[ArgvFile]:
         elif opt == "-pflash":
             files.append(ArgvFile("ovmf.code" if pflash == 0 else "ovmf.vars", value, writable=pflash > 0))
             pflash += 1
+        elif opt == "-device" and value.startswith("loader,"):
+            # QEMU's generic loader: bytes copied into guest memory (a preload)
+            path = split_opts(value).get("file")
+            if path:
+                files.append(ArgvFile("preload", path))
         elif opt in ("-hda", "-hdb", "-hdc", "-hdd", "-cdrom"):
             files.append(ArgvFile(f"disk{disk}", value, writable=opt != "-cdrom"))
             disk += 1
