@@ -31,6 +31,7 @@ from pytest_sev.console import framing
 from pytest_sev.console.panic import PANIC, panic_line, trace_head
 from pytest_sev.deadline import Deadline
 from pytest_sev.errors import GuestDied, GuestPanicked, GuestProtocolError, GuestTimeout, ShellDied
+from pytest_sev.sidelog import SideLog
 
 TAIL_BYTES = 3000
 #: bytes read at once from the console, and how far back a pattern may start:
@@ -45,37 +46,26 @@ class _ConsoleLog:
     """Where console bytes go: the console log file, and DEBUG log lines.
 
     The file gets every byte as it arrives; the logger gets them only when
-    DEBUG is on (decoding costs time on bulk output otherwise)."""
+    DEBUG is on (decoding costs time on bulk output otherwise).  A file that
+    cannot be written costs the log, never the guest (:class:`SideLog`)."""
 
     RING = 65536
 
     def __init__(self, path: Path, name: str) -> None:
-        self._path = path
         self._name = name
         self.ring = bytearray()
-        self.broken: str | None = None
-        self._file: Any = None
-        try:
-            self._file = open(path, "ab", buffering=0)
-        except OSError as exc:
-            self._broke(exc)
+        self._file = SideLog(path, "console log", name, binary=True)
 
-    def _broke(self, exc: OSError) -> None:
-        self.broken = f"{exc.strerror or exc}"
-        log.warning("%s: console log %s cannot be written (%s); going on without it",
-                    self._name, self._path, self.broken)
-        self.close()
+    @property
+    def broken(self) -> str | None:
+        return self._file.broken
 
     def write(self, data: bytes) -> None:
         ring = self.ring
         ring += data
         if len(ring) > 2 * self.RING:
             del ring[:-self.RING]
-        if self._file is not None:
-            try:
-                self._file.write(data)
-            except OSError as exc:  # disk full: report once, keep the guest going
-                self._broke(exc)
+        self._file.write(data)
         if log.isEnabledFor(logging.DEBUG):
             text = framing.strip_ansi(data).replace(b"\r", b"").decode(errors="replace")
             for line in text.splitlines():
@@ -86,12 +76,7 @@ class _ConsoleLog:
         pass  # unbuffered
 
     def close(self) -> None:
-        if self._file is not None:
-            try:
-                self._file.close()
-            except OSError:
-                pass
-            self._file = None
+        self._file.close()
 
 
 class Console:

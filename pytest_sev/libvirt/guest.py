@@ -31,7 +31,7 @@ import tty
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 from qemu.qmp import ExecuteError
 from qemu.qmp.message import Message
@@ -46,6 +46,7 @@ from pytest_sev.libvirt import connection as lv
 from pytest_sev.libvirt.domain_xml import KERNEL_HASHES_SINCE, DomainOptions, domain_name, domain_xml
 from pytest_sev.qemu.accel import AccelChoice
 from pytest_sev.qemu.firmware import vars_store
+from pytest_sev.sidelog import SideLog
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class LibvirtQmp:
         self._guest = guest
         self.name = name
         self.transcript_path = transcript_path
-        self._transcript: IO[str] | None = open(transcript_path, "a") if transcript_path else None
+        self._transcript = SideLog(transcript_path, "QMP transcript", name)
         self.last_command: str | None = None
         #: why this monitor cannot answer any more (libvirtd or the domain gone), as QMP's
         self.lost_reason: str | None = None
@@ -116,9 +117,7 @@ class LibvirtQmp:
         entry["error" if error is not None else "return"] = error if error is not None else reply
         line = json.dumps(entry, default=str)
         log.debug("%s: qmp %s", self.name, line)
-        if self._transcript is not None:
-            self._transcript.write(line + "\n")
-            self._transcript.flush()
+        self._transcript.write(line + "\n")
 
     def execute(self, cmd: str, **args: Any) -> Any:
         self.last_command = cmd
@@ -143,9 +142,7 @@ class LibvirtQmp:
         return []  # libvirt consumes QEMU's events itself
 
     def close(self) -> None:
-        if self._transcript is not None:
-            self._transcript.close()
-            self._transcript = None
+        self._transcript.close()
 
 
 class LibvirtGuest(Guest):

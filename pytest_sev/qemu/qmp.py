@@ -24,12 +24,13 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from qemu.qmp import ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from pytest_sev.errors import QMPLost
+from pytest_sev.sidelog import SideLog
 
 __all__ = ["QMP", "ExecuteError", "QMPLost"]
 
@@ -49,13 +50,7 @@ class QMP:
         self.name = name
         self._context = context
         self.transcript_path = transcript_path
-        self.transcript_broken: str | None = None
-        self._transcript: IO[str] | None = None
-        if transcript_path:
-            try:
-                self._transcript = open(transcript_path, "a")
-            except OSError as exc:
-                self._transcript_failed(exc)
+        self._transcript = SideLog(transcript_path, "QMP transcript", name)
         self.greeting: dict[str, Any] | None = None
         #: the last command sent, for errors that happen while waiting for its reply
         self.last_command: str | None = None
@@ -65,16 +60,10 @@ class QMP:
     def _asyncio_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         log.debug("%s: asyncio: %s %r", self.name, context.get("message"), context.get("exception"))
 
-    def _transcript_failed(self, exc: OSError) -> None:
-        self.transcript_broken = f"{exc.strerror or exc}"
-        log.warning("%s: QMP transcript %s cannot be written (%s); going on without it",
-                    self.name, self.transcript_path, self.transcript_broken)
-        if self._transcript is not None:
-            try:
-                self._transcript.close()
-            except OSError:
-                pass
-        self._transcript = None
+    @property
+    def transcript_broken(self) -> str | None:
+        """Why the transcript could not be written (None: it could)."""
+        return self._transcript.broken
 
     def connect(self, timeout: float = 30.0) -> dict[str, Any]:
         """Read the greeting and negotiate capabilities."""
@@ -100,12 +89,7 @@ class QMP:
         entry.setdefault("time", round(time.time(), 3))
         line = json.dumps(entry, default=str)
         log.debug("%s: qmp %s", self.name, line)
-        if self._transcript is not None:
-            try:
-                self._transcript.write(line + "\n")
-                self._transcript.flush()
-            except OSError as exc:
-                self._transcript_failed(exc)
+        self._transcript.write(line + "\n")
 
     def execute(self, cmd: str, timeout: float | None = None, **args: Any) -> Any:
         """Run *cmd*; return its ``return`` value, raise ExecuteError (QEMU
@@ -156,6 +140,4 @@ class QMP:
             self._mon._sync(self._mon._qmp.disconnect(), 5)
         except (Exception, asyncio.CancelledError):  # already gone with QEMU: nothing to close politely
             pass
-        if self._transcript is not None:
-            self._transcript.close()
-            self._transcript = None
+        self._transcript.close()
