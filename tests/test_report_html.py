@@ -214,8 +214,14 @@ def test_kernel_that_is_not_a_kernel_is_a_boot_timeout(pytester, report_env, qem
     results = checkout(pytester)
     bogus = pytester.path / "not-a-kernel.bin"
     data = bytearray(random.Random(7).randbytes(1 << 20))
-    # passes the start-up bzImage check ('HdrS'), boot protocol 0: QEMU loads it as before and runs garbage
-    data[0x202:0x208] = b"HdrS\0\0"
+    # passes the start-up bzImage check ('HdrS'); a boot protocol 2.06 header QEMU accepts with the
+    # default busybox initrd (protocol 0 makes QEMU exit: "linux kernel too old to load a ram disk"):
+    # 4 setup sectors, loaded high, initrd below 0x37ffffff, 2 KiB command line; the rest is garbage
+    data[0x1F1] = 4
+    data[0x202:0x208] = b"HdrS" + (0x0206).to_bytes(2, "little")
+    data[0x211] = 0x01
+    data[0x22C:0x230] = (0x37FFFFFF).to_bytes(4, "little")
+    data[0x238:0x23C] = (2048).to_bytes(4, "little")
     bogus.write_bytes(bytes(data))
     (pytester.path / "suites" / "test_boot.py").write_text(
         "def test_boot(guest_factory):\n    guest_factory()\n")
