@@ -97,6 +97,42 @@ def test_plain_guest_through_libvirt(tmp_path, token, libvirtd, leftovers):
     assert leftovers(token) == ([], [])
 
 
+@pytest.mark.parametrize("owner_continues", [False, True])
+def test_before_boot_step_sees_the_domain_before_its_first_instruction(tmp_path, token, leftovers,
+                                                                      owner_continues):
+    """An attested launch's owner step under libvirt: the domain is still paused
+    when it runs (the firmware has not started: the console is empty), and the
+    guest boots whether the step sends ``cont`` itself (as attested_launch
+    does) or leaves the resume to the launcher."""
+    spec = default_guest_spec(name=token, memory_mib=512, paused=True)
+    seen = []
+
+    def before_boot(qmp):
+        seen.append((qmp.execute("query-status"), g.logs["console log"].read_bytes()))
+        if owner_continues:
+            qmp.execute("cont")
+
+    g = _guest(spec, tmp_path)
+    g.start(before_boot=before_boot)
+    try:
+        assert g.run("echo booted")[0].strip() == "booted"
+    finally:
+        g.close()
+    status, console = seen[0]
+    assert status["running"] is False and status["status"] in ("paused", "prelaunch"), status
+    assert console == b""
+    assert leftovers(token) == ([], [])
+
+
+def test_before_boot_step_needs_a_paused_spec(tmp_path, token, leftovers):
+    from pytest_sev.errors import GuestLaunchError
+    g = _guest(default_guest_spec(name=token, memory_mib=512), tmp_path)
+    with pytest.raises(GuestLaunchError, match="needs a paused spec"):
+        g.start(before_boot=lambda qmp: None)
+    g.close()
+    assert leftovers(token) == ([], [])
+
+
 def test_qemu_killed_from_outside_fails_clearly(tmp_path, token, leftovers):
     with _guest(default_guest_spec(name=token), tmp_path) as g:
         os.kill(g.qemu_pid, signal.SIGKILL)

@@ -105,6 +105,24 @@ def test_extra_args_pass_through(kernel):
     assert args == ["-global", "x.y=1"]
 
 
+def test_attested_launch_puts_the_owners_session_in_launch_security(kernel, tmp_path):
+    """The owner's LAUNCH_START files, as libvirt takes them: <dhCert> and <session>
+    (base64, the same text QEMU reads from dh-cert-file/session-file)."""
+    spec = _spec(kernel, "sev-es")
+    d = _xml(spec)
+    assert d.find("launchSecurity/dhCert") is None  # not an attested launch
+    text = domain_xml(spec, DomainOptions(domain_name(spec, "a"), nvram=tmp_path / "V.fd", owner_pid=1,
+                                          dh_cert="Z29kaA==\n", session="c2Vzc2lvbg==\n"))
+    ls = ET.fromstring(text).find("launchSecurity")
+    assert ls is not None
+    assert [(c.tag, c.text) for c in ls][-2:] == [("dhCert", "Z29kaA=="), ("session", "c2Vzc2lvbg==")]
+    if shutil.which("virt-xml-validate") and shutil.which("xmllint"):
+        path = tmp_path / "domain.xml"
+        path.write_text(text)
+        res = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout + res.stderr
+
+
 @pytest.mark.skipif(shutil.which("virt-xml-validate") is None or shutil.which("xmllint") is None,
                     reason="virt-xml-validate (libvirt-clients) and xmllint (libxml2-utils) not installed")
 @pytest.mark.parametrize("mode", [None, "sev", "sev-es"])

@@ -53,6 +53,10 @@ class DomainOptions:
     kernel_hashes: bool | None = None
     #: the pid of the harness that owns the domain (kept in <metadata>)
     owner_pid: int | None = None
+    #: the guest owner's LAUNCH_START files' contents (base64 text), for
+    #: launchSecurity's <dhCert>/<session>: this module reads no file
+    dh_cert: str | None = None
+    session: str | None = None
     run_as_root: bool = True
 
 
@@ -140,8 +144,11 @@ def _os(root: ET.Element, spec: GuestSpec, opts: DomainOptions) -> None:
         ET.SubElement(os_el, "boot", dev="hd")
 
 
-def launch_security(spec: GuestSpec, kernel_hashes: bool | None) -> ET.Element | None:
-    """``<launchSecurity type='sev'>``; SEV-ES is the policy's ES bit."""
+def launch_security(spec: GuestSpec, kernel_hashes: bool | None, dh_cert: str | None = None,
+                    session: str | None = None) -> ET.Element | None:
+    """``<launchSecurity type='sev'>``; SEV-ES is the policy's ES bit.  An
+    attested launch adds the owner's ``<dhCert>`` and ``<session>`` (base64,
+    as QEMU's ``dh-cert-file``/``session-file`` hold them)."""
     if spec.sev is None:
         return None
     ls = ET.Element("launchSecurity", type="sev")
@@ -150,6 +157,9 @@ def launch_security(spec: GuestSpec, kernel_hashes: bool | None) -> ET.Element |
     ET.SubElement(ls, "cbitpos").text = str(spec.sev.cbitpos)
     ET.SubElement(ls, "reducedPhysBits").text = str(spec.sev.reduced_phys_bits)
     ET.SubElement(ls, "policy").text = f"0x{spec.sev.policy:04x}"
+    if dh_cert is not None and session is not None:
+        ET.SubElement(ls, "dhCert").text = dh_cert.strip()
+        ET.SubElement(ls, "session").text = session.strip()
     return ls
 
 
@@ -188,7 +198,7 @@ def domain_element(spec: GuestSpec, opts: DomainOptions) -> ET.Element:
     console = ET.SubElement(devices, "console", type="pty")
     ET.SubElement(console, "target", type="serial", port="0")
     ET.SubElement(devices, "memballoon", model="none")
-    ls = launch_security(spec, opts.kernel_hashes)
+    ls = launch_security(spec, opts.kernel_hashes, opts.dh_cert, opts.session)
     if ls is not None:
         root.append(ls)
     if opts.run_as_root:

@@ -236,9 +236,14 @@ class LibvirtGuest(Guest):
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self, before_boot: Callable[[Any], Any] | None = None) -> None:
-        """Create the transient domain paused, attach console and QMP, resume, wait for a shell."""
-        if before_boot is not None:  # an attested launch goes through <launchSecurity> dhCert/session
-            raise GuestLaunchError("a before-boot step (attested launch) is not supported by --launcher=libvirt yet",
+        """Create the transient domain paused, attach console and QMP, resume, wait for a shell.
+
+        The domain is always created paused; *before_boot* (a paused spec's,
+        as for :meth:`Guest.start`) gets the monitor before the first
+        instruction: the guest owner measures the launch and injects its
+        secret there (the owner's session is in ``<launchSecurity>``)."""
+        if before_boot is not None and not self.spec.paused:
+            raise GuestLaunchError("a before-boot step needs a paused spec (paused=True)",
                                    argv=self.argv, logs=self.logs)
         deadline = Deadline(self.spec.boot_timeout)
         libvirt = lv.libvirt_module()
@@ -252,9 +257,14 @@ class LibvirtGuest(Guest):
         if kernel_hashes is not None and lv.version_number(self.conn) < KERNEL_HASHES_SINCE:
             log.info("%s: libvirt < 8.0 has no kernelHashes: left out", self.spec.name)
             kernel_hashes = None
+        sev = self.spec.sev
+        owner = ((sev.dh_cert_file.read_text(), sev.session_file.read_text())
+                 if sev is not None and sev.dh_cert_file is not None and sev.session_file is not None
+                 else (None, None))
         self.xml = domain_xml(self.spec, DomainOptions(
             name=self.domain_name, domain_type="kvm" if self.accel.name == "kvm" else "qemu",
-            emulator=self.qemu, nvram=vars_path, kernel_hashes=kernel_hashes, owner_pid=os.getpid()))
+            emulator=self.qemu, nvram=vars_path, kernel_hashes=kernel_hashes, owner_pid=os.getpid(),
+            dh_cert=owner[0], session=owner[1]))
         self.logs["domain xml"].write_text(self.xml)
         log.info("%s: creating libvirt domain %s (%s)", self.spec.name, self.domain_name, self.uri)
         try:
@@ -277,15 +287,18 @@ class LibvirtGuest(Guest):
                                name=self.spec.name)
         self.qmp = cast(Any, LibvirtQmp(self, self.logs["qmp transcript"], self.spec.name))
         assert self.qmp is not None
+        if before_boot is not None:
+            before_boot(self.qmp)
         status = self.qmp.execute("query-status")
         log.debug("%s: before resume: %s", self.spec.name, status)
-        try:
-            self.dom.resume()
-        except libvirt.libvirtError as exc:
-            if not self._connection_alive():
-                raise self._lost("the domain was resumed", exc) from None
-            raise GuestLaunchError(f"libvirt could not resume domain {self.domain_name}: {exc}",
-                                   argv=self.argv, logs=self.logs, detail=self._qemu_log_tail()) from None
+        if not status.get("running"):  # else the before-boot step sent cont itself
+            try:
+                self.dom.resume()
+            except libvirt.libvirtError as exc:
+                if not self._connection_alive():
+                    raise self._lost("the domain was resumed", exc) from None
+                raise GuestLaunchError(f"libvirt could not resume domain {self.domain_name}: {exc}",
+                                       argv=self.argv, logs=self.logs, detail=self._qemu_log_tail()) from None
         self._wait_boot(deadline)
         self.boot_seconds = deadline.elapsed
         log.info("%s: booted in %.1f s through libvirt (%s, domain type %s)", self.spec.name,
