@@ -128,7 +128,7 @@ def shell_died(console) -> tuple[str, str]:
 def unusable() -> tuple[str, str]:
     stub = SimpleNamespace(unusable="GuestTimeout during command 'sleep 100': timed out after 2s waiting "
                                     "for command 'sleep 100' to finish", spec=SimpleNamespace(name="guest"),
-                           argv=["qemu-system-x86_64"], logs={})
+                           argv=["qemu-system-x86_64"], logs={}, process=None)
     return raised(Guest.run, stub, "echo hi")
 
 

@@ -43,9 +43,22 @@ def test_command_timeout_carries_what_tail_and_logs(tmp_path, token, qemu_proces
 def test_qemu_killed_from_outside_fails_clearly(tmp_path, token, qemu_processes):
     with Guest(default_guest_spec(name=token), workdir=tmp_path / "g") as g:
         os.kill(g.process.pid, signal.SIGKILL)
-        with pytest.raises(GuestDied, match="QEMU exited while waiting for command 'true'") as err:
+        # whether the harness sees the death before sending the command or while waiting
+        # for it is a race; either way it is GuestDied with QEMU's exit status
+        with pytest.raises(GuestDied, match="QEMU exited (while waiting for|before) command 'true'") as err:
             g.run("true", timeout=30)
         assert "QEMU exit status -9" in str(err.value)
+    assert qemu_processes(token) == []
+
+
+def test_qemu_dead_before_the_command_is_guest_died_too(tmp_path, token, qemu_processes):
+    """The other side of that race, made certain: QEMU reaped before run()."""
+    with Guest(default_guest_spec(name=token), workdir=tmp_path / "g") as g:
+        os.kill(g.process.pid, signal.SIGKILL)
+        g.process.wait(10)
+        assert not g.alive
+        with pytest.raises(GuestDied, match="QEMU exited before command 'true' \\(QEMU exit status -9"):
+            g.run("true", timeout=30)
     assert qemu_processes(token) == []
 
 

@@ -38,7 +38,15 @@ from pytest_sev.console.panic import PANIC, panic_line, trace_head
 from pytest_sev.console.protocol import ConsoleLike
 from pytest_sev.console.serial import Console
 from pytest_sev.deadline import Deadline
-from pytest_sev.errors import GuestError, GuestLaunchError, GuestPanicked, GuestTimeout, GuestUnusable, QMPLost
+from pytest_sev.errors import (
+    GuestDied,
+    GuestError,
+    GuestLaunchError,
+    GuestPanicked,
+    GuestTimeout,
+    GuestUnusable,
+    QMPLost,
+)
 from pytest_sev.guest.budget import asid_exhaustion
 from pytest_sev.guest.spec import GuestSpec
 from pytest_sev.qemu.accel import AccelChoice, choose_accel
@@ -242,6 +250,10 @@ class Guest:
         a dead shell, a panic) leaves the guest unusable: the shell may still
         be running the command, so nothing it answers later can be trusted."""
         if self.unusable:
+            if self.process is not None and self.boot_seconds is not None and not self.alive:
+                # QEMU died before the command: the same named failure as dying during it
+                raise GuestDied(f"QEMU exited before command {cmd[:120]!r} ({self.process.describe_exit()})",
+                                argv=self.argv, logs=self.logs, detail=f"guest {self.spec.name}: {self.unusable}")
             raise GuestUnusable(f"guest {self.spec.name} is unusable: {self.unusable}",
                                 argv=self.argv, logs=self.logs,
                                 detail=f"refused to run {cmd[:120]!r}")

@@ -130,9 +130,10 @@ CATEGORIES: tuple[Category, ...] = (
                         r"the password prompt|the shell to answer after boot)")),
     # guest.py start(): GuestLaunchError "QEMU's monitor did not answer: ..."
     # console.py expect(): GuestDied "QEMU exited while waiting for the guest to boot ..."
+    # guest.py run(): GuestDied "QEMU exited before command 'x' (...)" (it died between commands)
     Category("QEMU exited or did not start",
              "QEMU refused the command line or died under the guest; see the qemu stderr attachment.",
-             first_line(r"QEMU's monitor did not answer", r"QEMU exited while waiting for",
+             first_line(r"QEMU's monitor did not answer", r"QEMU exited (?:while waiting for|before command)",
                         r"GuestLaunchError", r"GuestDied")),
     # (before the SWIOTLB and QMP keywords: a hung command's text, on the first
     # line, may well mention swiotlb)
