@@ -36,12 +36,13 @@ from pytest_sev.attest.amdroots import load_all_roots
 from pytest_sev.attest.chain import from_qmp, verify_chain
 from pytest_sev.attest.guest_secrets import delivery_problems, read_guest_secrets
 from pytest_sev.attest.launch_verify import parse_measure_blob
-from pytest_sev.attest.measure import LaunchInputs, candidate_digests, file_sha256, ovmf_facts
+from pytest_sev.attest.measure import LaunchInputs, candidate_digests, ovmf_facts
 from pytest_sev.attest.owner import HARNESS_SECRET_GUID, OwnerSession, check_measurement, inject_secret
 from pytest_sev.attest.report import judge_report, parse_attestation_report
 from pytest_sev.attest.secret import SECRET_TABLE_GUID, build_secret_table, parse_secret_table
 from pytest_sev.attest.session import LaunchStart, aes128_ctr, parse_session
 from pytest_sev.attest.session_files import SessionFiles
+from pytest_sev.cache import file_digest
 from pytest_sev.guest.specs import amdsev_firmware, ovmf_firmware, plain_spec, secret_delivery_spec
 from pytest_sev.images.default_kernel import default_kernel, kernel_config
 from pytest_sev.reporting.runner_name import runner_name
@@ -106,8 +107,8 @@ def test_expected_digests_with_kernel_hashes(run_config, request):
     inputs = LaunchInputs(str(amdsev.code), SEV_ES_VCPUS, "EPYC", str(guest.kernel),
                           str(guest.initrd) if guest.initrd else None, guest.append)
     _record_expected(request, inputs, "expected-kernel-hashes",
-                     {"kernel_sha256": file_sha256(str(guest.kernel)),
-                      "initrd_sha256": file_sha256(str(guest.initrd)) if guest.initrd else "none",
+                     {"kernel_sha256": file_digest(guest.kernel),
+                      "initrd_sha256": file_digest(guest.initrd) if guest.initrd else "none",
                       "append": guest.append})
 
 

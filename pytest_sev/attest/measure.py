@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from sevsnpmeasure import guest as _guest
@@ -31,6 +32,8 @@ from sevsnpmeasure.sev_mode import SevMode
 from sevsnpmeasure.vcpu_types import CPU_SIGS, cpu_sig
 from sevsnpmeasure.vmm_types import VMMType
 from sevsnpmeasure.vmsa import VMSA
+
+from pytest_sev.cache import file_digest
 
 from .errors import MeasureError
 
@@ -218,15 +221,6 @@ def candidate_digests(inputs: LaunchInputs, vmsa_kinds: tuple[VmsaKind, ...] = (
     return out
 
 
-def file_sha256(path: str) -> str:
-    """sha256 of a file, read in 1 MiB chunks (kernels and initrds can be large)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def inputs_summary(inputs: LaunchInputs, mode: Mode, facts: OvmfFacts | None = None) -> str:
     """The measured inputs by hash, so a mismatch report says exactly what was tried."""
     facts = facts or ovmf_facts(inputs.ovmf)
@@ -236,8 +230,8 @@ def inputs_summary(inputs: LaunchInputs, mode: Mode, facts: OvmfFacts | None = N
                      f"{inputs.vmsa} VMSA")
     if inputs.kernel:
         try:
-            k = file_sha256(inputs.kernel)[:16]
-            i = file_sha256(inputs.initrd)[:16] if inputs.initrd else "(none)"
+            k = file_digest(Path(inputs.kernel))[:16]
+            i = file_digest(Path(inputs.initrd))[:16] if inputs.initrd else "(none)"
         except OSError as exc:
             raise MeasureError(f"cannot hash kernel/initrd: {exc}") from exc
         parts.append(f"kernel hashes: kernel {k}... initrd {i}... cmdline {inputs.append or ''!r}")
