@@ -162,7 +162,8 @@ def _locate_amdsev(choice: Choice) -> Manifest | None:
     return _found("ovmf-amdsev", choice, "", {AMDSEV_NAME: choice.prefix() / "share" / "qemu" / AMDSEV_NAME})
 
 
-_LOCATE = {"qemu": _locate_qemu, "ovmf": _locate_ovmf, "kernel": _locate_kernel}
+_LOCATE: dict[str, Callable[[Choice], Manifest | None]] = {
+    "qemu": _locate_qemu, "ovmf": _locate_ovmf, "kernel": _locate_kernel, "ovmf-amdsev": _locate_amdsev}
 MAIN_ARTIFACTS = {"qemu": ("qemu-system-x86_64",), "ovmf": ("OVMF_CODE.fd", "OVMF_VARS.fd"),
                   "kernel": ("vmlinuz",), "ovmf-amdsev": (AMDSEV_NAME,)}
 
@@ -171,31 +172,24 @@ def resolve_components(plan: dict[str, Choice], sources: dict[str, Source] | Non
                        opts: BuildOptions | None = None) -> Components:
     """Locate or build every component of *plan* (builds in build.sh's order)."""
     from pytest_sev.build.engine import build
-    manifests: dict[str, Manifest] = {}
-    for comp in COMPONENTS:
-        choice = plan.get(comp, Choice("system"))
-        if choice.kind == "build":
-            if not sources or comp not in sources:
-                raise SourcesError(f"{comp}=build: the sources file has no [{comp}] table")
-            manifests[comp] = build(sources[comp], opts)
-        else:
-            manifests[comp] = _LOCATE[comp](choice)
-            record_used(manifests[comp])
-    art = {c: [manifests[c].artifact(n) for n in MAIN_ARTIFACTS[c]] for c in COMPONENTS}
-    amdsev = _amdsev(plan.get("ovmf-amdsev", Choice("system")), sources, opts, build)
+    found = {comp: _resolve(comp, plan.get(comp, Choice("system")), sources, opts, build)
+             for comp in (*COMPONENTS, "ovmf-amdsev")}
+    manifests = {c: m for c, m in found.items() if m is not None}  # only the optional one may be absent
+    art = {c: [m.artifact(n) for n in MAIN_ARTIFACTS[c]] for c, m in manifests.items()}
     return Components(qemu=art["qemu"][0], ovmf_code=art["ovmf"][0], ovmf_vars=art["ovmf"][1],
-                      kernel=art["kernel"][0],
-                      manifests=tuple(manifests[c] for c in COMPONENTS) + ((amdsev,) if amdsev else ()),
-                      ovmf_amdsev=amdsev.artifact(AMDSEV_NAME) if amdsev else None)
+                      kernel=art["kernel"][0], manifests=tuple(manifests.values()),
+                      ovmf_amdsev=art["ovmf-amdsev"][0] if "ovmf-amdsev" in art else None)
 
 
-def _amdsev(choice: Choice, sources: dict[str, Source] | None, opts: BuildOptions | None,
-            build: Callable[[Source, BuildOptions | None], Manifest]) -> Manifest | None:
+def _resolve(comp: str, choice: Choice, sources: dict[str, Source] | None, opts: BuildOptions | None,
+             build: Callable[[Source, BuildOptions | None], Manifest]) -> Manifest | None:
+    """One component: built from its sources table, or located (None: an
+    optional component that is not installed)."""
     if choice.kind == "build":
-        if not sources or "ovmf-amdsev" not in sources:
-            raise SourcesError("ovmf-amdsev=build: the sources file has no [ovmf-amdsev] table")
-        return build(sources["ovmf-amdsev"], opts)
-    found = _locate_amdsev(choice)
+        if not sources or comp not in sources:
+            raise SourcesError(f"{comp}=build: the sources file has no [{comp}] table")
+        return build(sources[comp], opts)
+    found = _LOCATE[comp](choice)
     if found is not None:
         record_used(found)
     return found
