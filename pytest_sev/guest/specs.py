@@ -59,10 +59,10 @@ def default_guest_spec(*, firmware: str = "seabios", with_fio: bool = False,
     same busybox initramfs: without one it has no init and panics ("Unable to
     mount root fs").  Its drivers must be built in; the distro modules in the
     initramfs fail to load harmlessly."""
-    if initrd is None:
-        initrd = build_initramfs(default_kernel(), with_fio=with_fio).path
-    if kernel is None:
-        kernel = default_kernel().vmlinuz
+    if kernel is None or initrd is None:
+        gk = default_kernel()
+        kernel = kernel or gk.vmlinuz
+        initrd = initrd or build_initramfs(gk, with_fio=with_fio).path
     fw = (ovmf or ovmf_firmware()) if firmware == "ovmf" else Firmware()
     cmdline = " ".join(part for part in (BASE_APPEND, append) if part)
     return GuestSpec(kernel=Path(kernel), initrd=Path(initrd) if initrd else None,
@@ -71,13 +71,15 @@ def default_guest_spec(*, firmware: str = "seabios", with_fio: bool = False,
 
 def disk_guest_spec(image: Path, *, ovmf: Firmware, user: str, password: str,
                     boot_entry: str | None = None, bus: Bus = "virtio-scsi",
-                    vars_path: Path | None = None, **fields: Any) -> GuestSpec:
+                    vars_path: Path | None = None, snapshot: bool = False, **fields: Any) -> GuestSpec:
     """A guest that boots *image* through OVMF and GRUB to a login.
 
     ``vars_path``: the UEFI variable store (launch-qemu.sh's ``IMAGE.fd``);
     None keeps one per guest in its run directory, which parallel guests of
-    one image need (QEMU locks a writable pflash file).  Other GuestSpec
-    fields (``sev``, ``memory_mib``, ``boot_timeout``...) pass through.
+    one image need (QEMU locks a writable pflash file).  ``snapshot``: open
+    the image with ``snapshot=on`` (a user's or the cache's image is never
+    written).  Other GuestSpec fields (``sev``, ``memory_mib``,
+    ``boot_timeout``...) pass through.
     """
     if ovmf.kind not in UEFI_KINDS:
         raise SpecError("a disk-image guest boots through OVMF (UEFI GRUB)")
@@ -85,7 +87,8 @@ def disk_guest_spec(image: Path, *, ovmf: Firmware, user: str, password: str,
           else Firmware("ovmf", ovmf.code, ovmf.vars_template, vars_path=vars_path))
     fields.setdefault("name", Path(image).stem)
     return GuestSpec(kernel=None, firmware=fw,
-                     disks=(Disk(Path(image), bus=bus, format=image_format(Path(image))),),  # type: ignore[arg-type]
+                     disks=(Disk(Path(image), bus=bus, format=image_format(Path(image)),  # type: ignore[arg-type]
+                                 snapshot=snapshot),),
                      login=Login(user, password), boot_entry=boot_entry, **fields)
 
 
@@ -109,10 +112,9 @@ def image_spec(cfg: RunConfig, **fields: Any) -> GuestSpec:
     opened with ``snapshot=on`` so runs never change it."""
     assert cfg.guest_image is not None
     fields.setdefault("boot_timeout", cfg.guest_timeout)
-    spec = disk_guest_spec(cfg.guest_image, ovmf=ovmf_firmware(cfg.ovmf_code, cfg.ovmf_vars),
+    return disk_guest_spec(cfg.guest_image, ovmf=ovmf_firmware(cfg.ovmf_code, cfg.ovmf_vars),
                            user=cfg.guest_user, password=cfg.guest_password,
-                           boot_entry=cfg.guest_boot_entry, **fields)
-    return spec.with_(disks=tuple(replace(d, snapshot=True) for d in spec.disks))
+                           boot_entry=cfg.guest_boot_entry, snapshot=True, **fields)
 
 
 def _uses_image(cfg: RunConfig, with_fio: bool, fields: dict[str, Any]) -> bool:
@@ -179,7 +181,7 @@ def secret_delivery_spec(cfg: RunConfig, amdsev: Firmware, table: Path, secret_b
     image = build_disk_image(guest_kernel)
     fields.setdefault("boot_timeout", cfg.guest_timeout)
     fields.setdefault("name", "secret-delivery")
-    spec = disk_guest_spec(image.raw, ovmf=amdsev, user=image.user, password=image.password,
-                           bus="virtio-blk", preloads=(Preload(Path(table), secret_base),), **fields)
     # the cached image is shared: opened with snapshot=on, never written
-    return spec.with_(disks=tuple(replace(d, snapshot=True) for d in spec.disks))
+    return disk_guest_spec(image.raw, ovmf=amdsev, user=image.user, password=image.password,
+                           bus="virtio-blk", snapshot=True, preloads=(Preload(Path(table), secret_base),),
+                           **fields)
