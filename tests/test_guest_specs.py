@@ -88,3 +88,13 @@ def test_a_given_kernel_without_initrd_boots_the_busybox_initramfs(tmp_path):
     given = tmp_path / "initrd.cpio"
     given.write_bytes(b"070701")
     assert plain_spec(RunConfig(guest_kernel=k, guest_initrd=given)).initrd == given
+
+
+def test_guest_image_is_opened_with_snapshot(tmp_path):
+    """--guest-image is the user's: never written (snapshot=on)."""
+    from pytest_sev.guest.specs import image_spec
+    img = tmp_path / "user.img"
+    img.write_bytes(b"\0" * 4096)
+    cfg = RunConfig(guest_image=img, ovmf_code=Path("/fw/CODE.fd"), ovmf_vars=Path("/fw/VARS.fd"))
+    spec = image_spec(cfg)
+    assert [(d.path, d.snapshot) for d in spec.disks] == [(img, True)]
