@@ -42,6 +42,7 @@ from pytest_sev.attest.report import judge_report, parse_attestation_report
 from pytest_sev.attest.secret import SECRET_TABLE_GUID, build_secret_table, parse_secret_table
 from pytest_sev.attest.session import LaunchStart, aes128_ctr, parse_session
 from pytest_sev.attest.session_files import SessionFiles
+from pytest_sev.build.kconfig import secret_notes
 from pytest_sev.cache import file_digest
 from pytest_sev.guest.specs import amdsev_firmware, ovmf_firmware, plain_spec, secret_delivery_spec
 from pytest_sev.images.default_kernel import default_kernel, kernel_config
@@ -182,10 +183,9 @@ def _secret_kernel(run_config) -> Path:
     why this one cannot (Debian 12's kernels: ``# CONFIG_EFI_COCO_SECRET is not set``)."""
     vmlinuz = run_config.guest_kernel or default_kernel().vmlinuz
     cfg = kernel_config(vmlinuz)
-    if cfg is not None and cfg.get("EFI_SECRET", "n") != "y":
-        pytest.skip(f"guest kernel {vmlinuz} has CONFIG_EFI_SECRET={cfg.get('EFI_SECRET', 'n')} "
-                    f"(EFI_COCO_SECRET={cfg.get('EFI_COCO_SECRET', 'n')}), so no efi_secret to read the "
-                    f"secret with: {BUILD_KERNEL}")
+    notes = secret_notes(cfg) if cfg is not None else []
+    if notes:
+        pytest.skip(f"guest kernel {vmlinuz}: {notes[0]}; {BUILD_KERNEL}")
     return Path(vmlinuz)
 
 

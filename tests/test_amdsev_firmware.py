@@ -99,12 +99,12 @@ def test_build_cli_names_ovmf_amdsev_but_builds_it_only_when_asked(capsys):
 def test_efi_secret_fragment_and_notes():
     frag = parse_config(FRAGMENT.read_text())
     assert frag == {"VIRT_DRIVERS": "y", "EFI_COCO_SECRET": "y", "SECURITYFS": "y", "EFI_SECRET": "y"}
-    assert secret_notes(FRAGMENT.read_text()) == []
+    assert secret_notes(frag) == []
     # Debian 12's kernels (cloud and generic, 6.1.0-57): the bool in the core kernel is off
     debian = "CONFIG_EFI=y\n# CONFIG_EFI_COCO_SECRET is not set\n# CONFIG_EFI_SECRET is not set\n"
-    notes = secret_notes(debian)
+    notes = secret_notes(parse_config(debian))
     assert len(notes) == 1 and "CONFIG_EFI_SECRET=n" in notes[0] and "EFI_COCO_SECRET=n" in notes[0]
-    assert "module" in secret_notes("CONFIG_EFI_COCO_SECRET=y\nCONFIG_EFI_SECRET=m\n")[0]
+    assert "module" in secret_notes(parse_config("CONFIG_EFI_COCO_SECRET=y\nCONFIG_EFI_SECRET=m\n"))[0]
 
 
 # -- --ovmf-amdsev -----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,10 +196,9 @@ def nondeterministic_config(text: str) -> list[str]:
     return notes
 
 
-def secret_notes(text: str) -> list[str]:
-    """A note when a guest kernel config cannot show a launch secret in
-    ``<securityfs>/secrets/coco`` (efi_secret). Pure."""
-    cfg = parse_config(text)
+def secret_notes(cfg: Mapping[str, str]) -> list[str]:
+    """A note when a guest kernel config (:func:`parse_config`'s) cannot show a
+    launch secret in ``<securityfs>/secrets/coco`` (efi_secret). Pure."""
     have = {sym: cfg.get(sym, "n") for sym in SECRET_SYMBOLS}
     if have["EFI_SECRET"] == "y":
         return []

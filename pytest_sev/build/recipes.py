@@ -25,6 +25,7 @@ from pytest_sev.build.errors import BuildError
 from pytest_sev.build.kconfig import (
     missing_required,
     nondeterministic_config,
+    parse_config,
     resolve_base,
     scripts_config_args,
     secret_notes,
@@ -268,7 +269,7 @@ class KernelRecipe(Recipe):
         if missing:
             raise BuildError("kernel", "check config",
                              detail="make olddefconfig dropped " + ", ".join(missing))
-        return ([f"not in final config: {m}" for m in unhonoured(text)] + secret_notes(text)
+        return ([f"not in final config: {m}" for m in unhonoured(text)] + secret_notes(parse_config(text))
                 + nondeterministic_config(text))
 
     @staticmethod
