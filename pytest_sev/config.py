@@ -48,6 +48,8 @@ class RunConfig:
     ovmf_vars: Path | None = None
     #: OVMF.amdsev.fd for attested launches (None: a distribution's, if any)
     ovmf_amdsev: Path | None = None
+    #: AMD's signed CEK of this chip, for chains whose exported CEK lacks the ASK's signature
+    sev_cek: Path | None = None
     guest_kernel: Path | None = None
     guest_initrd: Path | None = None
     guest_image: Path | None = None
@@ -166,6 +168,17 @@ def check_amdsev(path: Path, what: str = "--ovmf-amdsev") -> None:
     if missing:
         raise ConfigError(f"{what} {path}: not an AmdSev OVMF (its footer table has no {' and no '.join(missing)}); "
                           "build one: python -m pytest_sev build ovmf-amdsev")
+
+
+def check_cek(path: Path) -> None:
+    """The ``--sev-cek`` file is one SEV certificate of usage CEK; anything else
+    would make every attested launch refuse the chain late, so it is refused now."""
+    from pytest_sev.attest.amdroots import read_cek_file
+    from pytest_sev.attest.errors import AttestError
+    try:
+        read_cek_file(path)
+    except AttestError as exc:
+        raise ConfigError(f"--sev-cek {path}: {exc}") from None
 
 
 ESP_GUID = bytes.fromhex("28732ac11ff8d211ba4b00a0c93ec93b")  # C12A7328-F81F-11D2-BA4B-00A0C93EC93B
@@ -346,6 +359,9 @@ def build_config(get) -> RunConfig:
     amdsev = _existing("--ovmf-amdsev", get("ovmf_amdsev"))
     if amdsev:
         check_amdsev(amdsev)
+    cek = _existing("--sev-cek", get("sev_cek"))
+    if cek:
+        check_cek(cek)
     image = _existing("--guest-image", get("guest_image"))
     boot_entry = get("guest_boot_entry") or None
     check_regex("--guest-boot-entry", boot_entry)
@@ -371,7 +387,7 @@ def build_config(get) -> RunConfig:
     check_accel(accel)
     return RunConfig(
         mode=mode, qemu=qemu or "qemu-system-x86_64", accel=accel, launcher=launcher,
-        ovmf_code=ovmf_code, ovmf_vars=ovmf_vars, ovmf_amdsev=amdsev,
+        ovmf_code=ovmf_code, ovmf_vars=ovmf_vars, ovmf_amdsev=amdsev, sev_cek=cek,
         guest_kernel=kernel, guest_initrd=initrd, guest_image=image,
         guest_firmware=firmware, guest_timeout=timeout,
         guest_user=get("guest_user") or "root", guest_password=get("guest_password") or "",

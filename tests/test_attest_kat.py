@@ -183,12 +183,14 @@ def test_platform_chain_verifies_to_ark(gen: str) -> None:
 
 
 @pytest.mark.parametrize("gen", KAT["cert_chains"]["platform_chains"])
-def test_platform_chain_without_cek_file_stops_at_pek(gen: str) -> None:
-    """Known-answer: without the ASK-signed CEK file the verdict is 'up to the PEK only'."""
+def test_platform_chain_reaches_ark_with_its_own_cek(gen: str) -> None:
+    """Known-answer: without a CEK file the chain's own (ASK-signed) CEK is tried against the
+    ASKs: the chain reaches its generation's ARK; without any CEK it is refused at ASK -> CEK."""
     c = _platform(gen)
     v = verify_chain(c["pdh"], [c["pek"], c["oca"], c["cek"]], {gen: load_roots(gen, CERTS)})
-    assert v.ok and not v.fully_anchored and v.anchored_to == "PEK"
-    assert "up to the PEK only" in v.describe()
+    assert v.ok and v.fully_anchored and v.generation == gen, v.describe()
+    none = verify_chain(c["pdh"], [c["pek"], c["oca"]], {gen: load_roots(gen, CERTS)})
+    assert not none.ok and none.failed is not None and none.failed.name == "ASK -> CEK"
 
 
 @pytest.mark.parametrize("gen", KAT["cert_chains"]["platform_chains"])

@@ -32,3 +32,15 @@ class SessionError(AttestError):
 
 class SecretError(AttestError):
     """A launch secret that cannot be built (size, GUID, missing secret area)."""
+
+
+class ChainNotAnchored(ChainError):
+    """A platform chain that does not reach AMD's ARK: nothing is sealed for its PDH.
+
+    Why its own class: whoever holds a PDH that is not AMD-certified learns the
+    TEK/TIK of every session sealed to it, so the owner stops before sealing
+    and names the link that broke (or is missing)."""
+
+
+class ReleaseRefused(AttestError):
+    """A launch secret withheld: the chain or the measurement verdict does not allow releasing it."""

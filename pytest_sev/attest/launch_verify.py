@@ -68,10 +68,23 @@ class MeasureVerdict:
     policy: int
     tried: tuple[str, ...]
     reason: str
+    #: the 48-byte blob the verdict is about (a launch secret is bound to it)
+    blob: bytes = b""
 
     @property
     def sev_es_proven(self) -> bool:
         return self.status == "sev-es"
+
+    @property
+    def policy_status(self) -> Status:
+        """The verdict the policy asks for: ``sev-es`` under an ES policy, else ``sev``."""
+        return "sev-es" if self.policy & ES else "sev"
+
+    @property
+    def releases_secrets(self) -> bool:
+        """A match of what the policy launched: an SEV-only match under an ES policy
+        releases nothing (the VMSAs were not measured, so SEV-ES is not proven)."""
+        return self.matched is not None and self.status == self.policy_status
 
     def describe(self) -> str:
         if self.status == "no-match":
@@ -90,6 +103,7 @@ def judge_measurement(blob: bytes | str | MeasureBlob, tik: bytes, api: tuple[in
     ``policy``: the guest policy the session was started with.
     """
     mb = blob if isinstance(blob, MeasureBlob) else parse_measure_blob(blob)
+    raw = mb.to_bytes()
     tried = tuple(f"{c.label} {c.digest.hex()[:16]}... [{c.summary or c.inputs.describe()}]" for c in candidates)
     hits = [c for c in candidates
             if hmac.compare_digest(measurement_mac(tik, api[0], api[1], build_id, policy, c.digest, mb.mnonce),
@@ -99,16 +113,16 @@ def judge_measurement(blob: bytes | str | MeasureBlob, tik: bytes, api: tuple[in
     if es_hits:
         if policy & ES:
             return MeasureVerdict("sev-es", es_hits[0], policy, tried,
-                                  "the firmware measured the VMSAs of the vCPUs under an ES policy: SEV-ES is proven")
+                                  "the firmware measured the VMSAs of the vCPUs under an ES policy: SEV-ES is proven", raw)
         return MeasureVerdict("no-match", None, policy, tried,
-                              f"the SEV-ES digest matches but policy {policy:#x} lacks ES (0x4): contradictory")
+                              f"the SEV-ES digest matches but policy {policy:#x} lacks ES (0x4): contradictory", raw)
     if sev_hits:
         why = "no VMSA was measured: the guest is SEV without SEV-ES"
         if policy & ES:
             why += f" although policy {policy:#x} sets ES"
-        return MeasureVerdict("sev", sev_hits[0], policy, tried, why)
+        return MeasureVerdict("sev", sev_hits[0], policy, tried, why, raw)
     if not candidates:
-        return MeasureVerdict("no-match", None, policy, tried, "no candidate digests were given")
+        return MeasureVerdict("no-match", None, policy, tried, "no candidate digests were given", raw)
     return MeasureVerdict("no-match", None, policy, tried,
                           f"no candidate gives the MAC under TIK, API {api[0]}.{api[1]} build {build_id}, "
-                          f"policy {policy:#x} (wrong TIK, platform data, or launched inputs)")
+                          f"policy {policy:#x} (wrong TIK, platform data, or launched inputs)", raw)

@@ -26,6 +26,8 @@ OPTIONS = (
     ("--ovmf-vars", "ovmf_vars", "OVMF_VARS.fd template copied per guest", False),
     ("--ovmf-amdsev", "ovmf_amdsev", "OVMF.amdsev.fd (OvmfPkg/AmdSev) for attested launches "
      "(default: an installed one; build: --components ovmf-amdsev=build)", False),
+    ("--sev-cek", "sev_cek", "AMD's signed CEK of this chip (AMD's key server, by chip id) for attested launches "
+     "whose platform chain carries the firmware's unsigned CEK", False),
     ("--guest-kernel", "guest_kernel", "kernel for the default guest (default: provisioned distro kernel)", False),
     ("--guest-initrd", "guest_initrd", "initrd for --guest-kernel (default: the built busybox initramfs)", False),
     ("--guest-image", "guest_image", "disk image (qcow2/raw) to boot through GRUB with a login", False),
