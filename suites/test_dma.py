@@ -3,12 +3,17 @@
 For each pool size the guest gets a scratch disk and an fio load (dd when
 the guest has no fio) that writes a pattern and verifies it back; progress
 is sampled and a stall detector ends runs that stop moving.  The outcome
-(clean / pressure / unproven / stall / io-error / corruption / panic) is
-compared to ``fixtures/dma_expectations.toml``. Clean and pressure need proof
-that the DMA went through the pool at the requested size (the kernel's pool
-size, io_tlb_used above 0 during the load, VIRTIO_F_ACCESS_PLATFORM
-negotiated; ``pytest_sev.dma.bounce``): without it the run is "unproven", a
-failure in every mode. The evidence is in the summary JSON.
+(clean / pressure / unproven / stall / hung / io-error / corruption / panic)
+is compared to ``fixtures/dma_expectations.toml``. Clean and pressure need
+proof that the DMA went through the pool at the requested size (the kernel's
+pool size, io_tlb_used above 0 during the load, VIRTIO_F_ACCESS_PLATFORM
+negotiated; ``pytest_sev.dma.bounce``) and that fio's verify pass read back
+everything written: without it the run is "unproven", a failure in every
+mode. A stall needs a live guest (QEMU running, QMP and the shell answering)
+and SWIOTLB evidence that the pool ran dry; a load that stops without that
+evidence, or a guest that stops answering, is "hung", a failure in every mode;
+a QEMU that dies fails the test with GuestDied, whatever the table expects.
+The evidence is in the summary JSON.
 
 Modes: the plain control (``swiotlb=N,force`` -- ``swiotlb=force`` for
 ``auto`` -- plus ``iommu_platform=on`` on the virtio device, which bounces
@@ -38,7 +43,7 @@ import pytest
 from filelock import FileLock
 
 from pytest_sev.dma import baseline, summary
-from pytest_sev.dma.expectations import load_expectations
+from pytest_sev.dma.expectations import NEVER, load_expectations
 from pytest_sev.dma.fio import FioSpec
 from pytest_sev.dma.load import LoadSpec
 from pytest_sev.dma.run import run_dma_load
@@ -154,7 +159,7 @@ def test_dma_under_load(case, request, run_config, host, guest_factory, scratch_
                             runner=runner_name(), reason=run.reason)
     known = signatures.explain({"guest dmesg": run.kernel_text, "guest cmdline": guest.spec.append})
     prefix = known + "\n" if known else ""  # a named field failure goes first
-    if run.outcome in ("corruption", "panic", "unproven"):
+    if run.outcome in NEVER:
         pytest.fail(f"{prefix}{run.outcome}: {run.reason}", pytrace=False)
     if verdict.fails:
         pytest.fail(prefix + verdict.message, pytrace=False)

@@ -72,10 +72,22 @@ def test_baseline_recorded_then_compared(tmp_path, exp):
     assert with_base.check("sev", "virtio-blk", S("8M"), "pressure").ok  # other kinds untouched
 
 
+@pytest.mark.parametrize("outcome", ["unproven", "hung"])
 @pytest.mark.parametrize("mode", ["plain-forced", "sev", "sev-es"])
-def test_unproven_never_acceptable(exp, mode):
-    v = exp.check(mode, "virtio-blk", S("8M"), "unproven")
+def test_unproven_and_hung_never_acceptable(exp, mode, outcome):
+    v = exp.check(mode, "virtio-blk", S("8M"), outcome)
     assert v.fails and "never acceptable" in v.message
+    w = exp.check(mode, "virtio-blk", S("1M"), outcome)  # not even where stall is expected
+    assert w.fails and f"{outcome} is never acceptable (expected stall)" in w.message
+
+
+def test_hung_is_never_recorded_nor_read_as_a_baseline(tmp_path):
+    from pytest_sev.dma import baseline
+    path = tmp_path / "base.json"
+    baseline.record(path, "sev-es", "virtio-blk", "1M", "hung", runner="epyc-01", reason="no evidence")
+    assert not path.exists() or baseline.load_baseline(path) == {}
+    with pytest.raises(ValueError, match="cannot be a baseline"):
+        baseline.parse_baseline({"schema": 1, "rows": {"sev-es/virtio-blk/1M": {"outcome": "hung"}}})
 
 
 @pytest.mark.parametrize("mode", ["plain-forced", "sev", "sev-es"])
@@ -109,6 +121,8 @@ def _doc(**row):
     "doc, match",
     [
         (_doc(outcome="corruption", status="measured"), "can never be expected"),
+        (_doc(outcome="hung", status="measured"), "can never be expected"),
+        (_doc(outcome="stall", status="measured", accept=["hung"]), "can never be expected"),
         (_doc(outcome="stall", status="guessed"), "status"),
         (_doc(outcome="fast", status="measured"), "unknown outcome"),
         (_doc(outcome="stall", status="measured", accept=["panic"]), "can never be expected"),

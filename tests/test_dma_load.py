@@ -5,6 +5,7 @@ busybox 1.35 ash against a loop device (fio 3.33); ``guest61-*`` are real
 Debian 6.1 TCG guest consoles (fixtures/recorded/dma/README.md).
 """
 
+import json
 import re
 import shutil
 import subprocess
@@ -49,7 +50,7 @@ def test_start_command_options():
 def test_fio_args_meet_the_brief():
     a = fio_args("/dev/vda", "/tmp/x.json")
     s = " ".join(a)
-    for want in ("--direct=1", "--ioengine=libaio", "--numjobs=4", "--iodepth=2", "--rw=randrw",
+    for want in ("--direct=1", "--ioengine=libaio", "--numjobs=4", "--iodepth=2", "--rw=randwrite",
                  "--verify=crc32c", "--do_verify=1", "--output-format=json", "--output=/tmp/x.json",
                  "--bssplit=4k/25:64k/25:1m/25:4m/25", "--size=32M", "--offset_increment=32M", "--runtime="):
         assert want in s
@@ -58,6 +59,75 @@ def test_fio_args_meet_the_brief():
     for bad in (dict(numjobs=2), dict(iodepth=1), dict(bssplit="4k/50:1m/50")):
         with pytest.raises(ValueError):
             FioSpec(**bad)
+
+
+def test_fio_load_writes_then_verifies():
+    """Write-only with a verify pass: every read fio reports is a verify read (issue 21)."""
+    s = " ".join(fio_args("/dev/vda", "o"))
+    assert "--rw=randwrite" in s and "randrw" not in s and "rwmixread" not in s
+    assert "--verify=crc32c" in s and "--do_verify=1" in s
+
+
+def test_fio_verify_pass_proven_by_its_reads():
+    r = load.parse_result(rec("loop-fio-write-verify.result.txt"))
+    assert r.finished and r.rc == 0 and r.fio.options["rw"] == "randwrite"
+    assert r.fio.read_bytes == r.fio.write_bytes == 128 << 20
+    assert r.fio.verify_problem() is None and r.unverified() is None
+
+
+def test_fio_verify_pass_cut_short_by_runtime_is_caught():
+    """Captured: fio exits 0, says nothing, and skipped its verify pass."""
+    cut = parse_fio(rec("fio-randwrite-runtime-cut.json"))
+    assert cut.job_errors == [] and cut.verify_failures == 0 and cut.read_bytes == 0
+    assert cut.verify_problem() == ("fio's verify pass read back 0 of the 39182336 bytes written "
+                                    "(cut short, e.g. by runtime=)")
+
+
+def test_fio_reads_of_a_randrw_workload_prove_nothing():
+    old = load.parse_result(rec("loop-fio-clean.result.txt")).fio
+    assert old.read_bytes > 0 and old.options["rw"] == "randrw"
+    assert old.verify_problem() == "fio ran rw=randrw: its reads are the workload's, they prove no verify pass"
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"do_verify": "0"}, "fio ran without a verify pass (verify=crc32c, do_verify=0)"),
+    ({"verify": "none"}, "fio ran without a verify pass (verify=none, do_verify=1)"),
+    ({"verify": "0"}, "fio ran without a verify pass (verify=0, do_verify=1)"),
+    ({"verify": ""}, "fio ran without a verify pass (verify=, do_verify=1)"),
+    ({"rw": "write"}, None),
+    ({"rw": "trimwrite"}, None),
+    ({"rw": "randread"}, "fio ran rw=randread: its reads are the workload's, they prove no verify pass"),
+], ids=lambda v: str(v))
+def test_fio_verify_options(change, why):
+    fr = parse_fio(load.split_sections(rec("loop-fio-write-verify.result.txt"))["fio.json"])
+    fr.options.update(change)
+    assert fr.verify_problem() == why
+
+
+def test_fio_verify_defaults_and_counts():
+    fr = parse_fio(load.split_sections(rec("loop-fio-write-verify.result.txt"))["fio.json"])
+    for name in ("verify", "rw"):
+        opts = dict(fr.options)
+        del opts[name]
+        fr.options = opts
+        assert fr.verify_problem() is not None, name  # fio's defaults: verify=none, rw=read
+        fr = parse_fio(load.split_sections(rec("loop-fio-write-verify.result.txt"))["fio.json"])
+    del fr.options["do_verify"]
+    assert fr.verify_problem() is None  # do_verify defaults to 1
+    fr.read_bytes = fr.write_bytes - 1
+    assert "read back 134217727 of the 134217728 bytes" in fr.verify_problem()
+    fr.read_bytes, fr.write_bytes = 0, 0
+    assert fr.verify_problem() == "fio wrote no bytes"
+
+
+def test_fio_global_options_count_too():
+    js = load.split_sections(rec("loop-fio-write-verify.result.txt"))["fio.json"]
+    report = json.loads(js[js.index("{"):])
+    report["global options"] = {"verify": "crc32c", "rw": "read"}
+    del report["jobs"][0]["job options"]["verify"]
+    fr = parse_fio(json.dumps(report))
+    assert fr.options["verify"] == "crc32c" and fr.options["rw"] == "randwrite"  # the job's own wins
+    assert fr.verify_problem() is None
 
 
 def test_fio_engine_fallback_is_in_the_command():

@@ -41,7 +41,8 @@ def test_write_summary(tmp_path):
 
 
 def test_two_modes_and_empty(tmp_path):
-    rs = results() + [SizeResult("1M", "virtio-blk", "sev-es", "panic", "kernel panic")]
+    rs = results() + [SizeResult("1M", "virtio-blk", "sev-es", "panic", "kernel panic"),
+                      SizeResult("256K", "virtio-blk", "sev-es", "hung", "no SWIOTLB evidence")]
     _, p = write_summary(rs, tmp_path)
     assert p.stat().st_size > 10_000
     _, p = write_summary([], tmp_path / "empty")
@@ -51,3 +52,9 @@ def test_two_modes_and_empty(tmp_path):
 def test_bad_outcome():
     with pytest.raises(ValueError):
         SizeResult("1M", "virtio-blk", "sev", "slow", "")
+
+
+def test_every_outcome_has_a_colour():
+    from pytest_sev.dma.classify import OUTCOMES
+    from pytest_sev.dma.summary import OUTCOME_COLOURS
+    assert set(OUTCOME_COLOURS) == set(OUTCOMES)

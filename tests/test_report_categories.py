@@ -24,10 +24,10 @@ import pytest
 from allure_pytest.utils import get_status
 
 from pytest_sev.console.serial import Console
-from pytest_sev.dma.classify import classify
+from pytest_sev.dma.classify import Observed, classify
 from pytest_sev.dma.kmsg import parse_kmsg
 from pytest_sev.dma.load import parse_result
-from pytest_sev.dma.stall import Sample, StallDetector
+from pytest_sev.dma.stall import STALLED, Sample, StallDetector
 from pytest_sev.errors import GuestError
 from pytest_sev.guest.guest import FRESH_SHELL_PROMPT, PANIC, Guest
 from pytest_sev.host import check_outcome, decide
@@ -167,7 +167,10 @@ def dma_stall() -> tuple[str, str]:
     for t in (0, 10, 20, 40):
         det.observe(Sample(t=t, sectors=100, in_flight=4))
     assert det.reason
-    return dma("", None, stalled=True, stall_reason=det.reason)
+    # a stall is a live guest whose pool is shown exhausted (dma/classify.py): the kernel said so
+    full = ("[   30.1] virtio-pci 0000:00:03.0: swiotlb buffer is full (sz: 262144 bytes), "
+            "total 512 (slots), used 384 (slots)\n")
+    return dma(full, None, observed=Observed(detector=STALLED, ended=det.reason))
 
 
 # -- QMP: a real QEMU refusing a command -----------------------------------
@@ -238,6 +241,9 @@ CASES = {
     "dma-corruption": ("Data corruption", lambda c, t: dma("", "loop-dd-tamper.result.txt")),
     "dma-fio-verify": ("Data corruption", lambda c, t: dma("", "loop-fio-tamper.result.txt")),
     "dma-stall": ("SWIOTLB stall, exhaustion or I/O error", lambda c, t: dma_stall()),
+    # no progress and nothing shows the pool ran dry: hung, not the expected stall
+    "dma-hung": ("DMA load hung", lambda c, t: dma("", None, observed=Observed(detector=STALLED,
+                                                                             ended="no I/O completed for 30s"))),
     "dma-io-error": ("SWIOTLB stall, exhaustion or I/O error",
                      lambda c, t: dma("[   3.2] I/O error, dev vda, sector 2048 op 0x1:(WRITE) flags 0x8800 "
                                       "phys_seg 1 prio class 2\n", "loop-dd-clean.result.txt", dev="/dev/vda")),

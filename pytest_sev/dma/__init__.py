@@ -16,7 +16,8 @@ Modules:
     ddload        the busybox ``dd`` + ``md5sum`` fallback load
     load          the guest command strings the suite runs, and their parsers
     stall         progress samples -> running / finished / stalled
-    classify      evidence -> clean / pressure / stall / io-error / corruption / panic
+    classify      evidence -> clean / pressure / unproven / stall / hung / io-error / corruption /
+                  panic; a stall only for a live guest with SWIOTLB evidence, GuestDied for a dead one
     expectations  the expectation table and the rules that always hold
     summary       ``dma-summary.json`` and ``dma-summary.png``
 """

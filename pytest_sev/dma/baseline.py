@@ -6,7 +6,8 @@ plain control, which is the best guess until an EPYC runner has run them.
 bus and pool size, with the runner and the time); a later run given
 ``--dma-baseline FILE`` expects exactly those outcomes, and a difference fails
 with both values. Only outcomes that are acceptable anywhere are recorded:
-corruption, panic and unproven are failures, never a baseline.
+corruption, panic, hung and unproven are failures, never a baseline (and a
+guest whose QEMU died raises ``GuestDied`` before anything is recorded).
 
 File (JSON)::
 

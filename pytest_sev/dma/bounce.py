@@ -47,15 +47,13 @@ def parse_features(text: str) -> dict[str, tuple[int, str]] | None:
 
     The sysfs ``features`` file is one character per feature bit, bit 0 first.
     """
+    lines = [line.strip() for line in text.splitlines()]
+    if "VIRTIOFEAT-END" not in lines:
+        return None
     devices: dict[str, tuple[int, str]] = {}
-    ended = False
-    for line in text.replace("\r", "").splitlines():
-        m = _FEAT.match(line.strip())
-        if m:
-            devices[m["dev"]] = (int(m["id"], 0), m["bits"])
-        elif line.strip() == "VIRTIOFEAT-END":
-            ended = True
-    return devices if ended else None
+    for m in filter(None, map(_FEAT.match, lines)):
+        devices[m["dev"]] = (int(m["id"], 0), m["bits"])
+    return devices
 
 
 def access_platform(devices: dict[str, tuple[int, str]] | None, bus: str) -> bool | None:
@@ -71,13 +69,13 @@ def access_platform(devices: dict[str, tuple[int, str]] | None, bus: str) -> boo
 
 def expected_pool(size: PoolSize, kind: str) -> tuple[int, int]:
     """(smallest, largest) pool in bytes the kernel may report for ``size``."""
-    if size.is_auto:
+    slabs = size.kernel_slabs  # a multiple of 128, or None for auto
+    if slabs is None:
         if kind == "plain-forced":
             return DEFAULT_POOL_BYTES, DEFAULT_POOL_BYTES
         return DEFAULT_POOL_BYTES, MAX_POOL_BYTES
-    slabs = size.kernel_slabs or 0
-    pow2 = 1 << max(slabs - 1, 0).bit_length()
-    return slabs * SLAB_BYTES, max(slabs, pow2) * SLAB_BYTES
+    pow2 = 1 << (slabs - 1).bit_length()  # the smallest power of two >= slabs
+    return slabs * SLAB_BYTES, pow2 * SLAB_BYTES
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,10 @@ the runner's recorded baseline (``--dma-baseline FILE``, written by an
 earlier run with ``--dma-record-baseline FILE``, see :mod:`.baseline`), an
 explicit ``[sev.*]``/``[sev-es.*]`` row of the table, else the plain-forced
 row (same pool, same bouncing). ``unproven`` (no proof that the pool was used,
-:mod:`.bounce`) is never acceptable, like corruption and panic.
+:mod:`.bounce`, or that the data was verified) and ``hung`` (a load that did
+not finish without SWIOTLB evidence, or a guest that stopped answering,
+:mod:`.classify`) are never acceptable, like corruption and panic. A guest
+whose QEMU died has no outcome at all: the run raises ``GuestDied``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from pytest_sev.dma.sizes import PoolSize, parse_size
 ROW_KINDS = ("plain-forced", "sev", "sev-es")
 BUSES = ("virtio-blk", "virtio-scsi")
 STATUSES = ("measured", "unmeasured")
-NEVER = ("unproven", "corruption", "panic")
+#: failures in every mode: no table row, accept list or baseline can expect them
+NEVER = ("unproven", "hung", "corruption", "panic")
 SEV_ROW_KINDS = ("sev", "sev-es")
 CLEAN_FROM_BYTES = 64 << 20
 

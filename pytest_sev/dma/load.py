@@ -272,16 +272,14 @@ class LoadResult:
     def unverified(self) -> str | None:
         """Why this finished load does not count as verified, or None when it does.
 
-        fio: its JSON must show bytes written and read back (the verify reads
-        of ``--verify --do_verify=1``); dd: every pass of every worker must
-        have been reported (a missing one never compared its checksum).
+        fio: its JSON must show a write-only job with verify on whose reads
+        (all of them verify reads) cover every byte written
+        (:meth:`.fio.FioResult.verify_problem`); dd: every pass of every
+        worker must have been reported (a missing one never compared its
+        checksum).
         """
         if self.fio is not None:
-            if self.fio.write_bytes <= 0:
-                return "fio wrote no bytes"
-            if self.fio.read_bytes <= 0:
-                return "fio read nothing back: the verify phase did not run"
-            return None
+            return self.fio.verify_problem()
         if self.dd is not None:
             if not self.dd.passes:
                 return "dd reported no pass"

@@ -3,7 +3,7 @@
 Why both: the JSON is what the nightly history and a person diffing two runs
 read; the PNG (attached to the Allure report) shows at a glance where the
 pool became too small: throughput per pool size, one bar per bus, coloured by
-outcome, with stalls and panics drawn as hatched stubs so "0 MiB/s" is never
+outcome, with stalls, hung loads and panics drawn as hatched stubs so "0 MiB/s" is never
 mistaken for "not run".
 """
 
@@ -25,6 +25,7 @@ OUTCOME_COLOURS = {
     "pressure": "#f9a825",
     "unproven": "#9e9e9e",
     "stall": "#6a1b9a",
+    "hung": "#ad1457",
     "io-error": "#e65100",
     "corruption": "#c62828",
     "panic": "#212121",

@@ -142,6 +142,13 @@ CATEGORIES: tuple[Category, ...] = (
     Category("Guest command failed or hung",
              "A command in a booted guest failed, hung or answered garbled output.",
              first_line(r"pytest_sev\.errors\.Guest\w*", r"guest command ")),
+    # dma/classify.py: "hung: ... no SWIOTLB evidence ...", "hung: QEMU's monitor does not answer ...":
+    # a load that stopped without the pool shown exhausted, or a guest that stopped answering.
+    # Before the SWIOTLB category: a hung reason may name the pool it could not show exhausted.
+    Category("DMA load hung",
+             "The DMA load stopped making progress without SWIOTLB evidence of an exhausted pool, or the "
+             "guest (its shell, QMP or the VM itself) stopped answering: not the expected stall.",
+             first_line(r"\bhung: ")),
     # dma/classify.py: "stall: no I/O completed for 60s ...", "pressure: ... 'swiotlb buffer is full'",
     # "io-error: ... I/O error ...", "io-error: kernel has no SWIOTLB pool (...)"
     Category("SWIOTLB stall, exhaustion or I/O error",

@@ -60,7 +60,7 @@ class DmaReplay:
                       f"total {slabs} (slots), used {slabs - 300} (slots)"] * 3
         self.dmesg = "\n".join(lines) + "\n"
         self.result = (Path(os.environ["REPLAY_TESTS_DIR"]).parent / "fixtures" / "recorded" / "dma"
-                       / "loop-fio-clean.result.txt").read_text()
+                       / "loop-fio-write-verify.result.txt").read_text()
 
     def run(self, cmd, timeout=60.0):
         if cmd.startswith("command -v fio"):
