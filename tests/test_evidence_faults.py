@@ -206,3 +206,106 @@ def test_pmemsave_qmp_fault_is_unknown(fault):
     guest.qmp.replies["pmemsave"] = QMP_FAULTS[fault]
     w = witnesses.host_memory_view(guest)
     assert w.answer == "unknown" and "pmemsave failed" in w.evidence
+
+
+# -- query-sev and the launch measurement do not overstate (issue 21, item 4) --------------
+
+def _query_sev_reply(name, **change):
+    from evidence_doubles import qmp_reply
+    ret = dict(qmp_reply(f"qmp/{name}"))
+    for key, value in change.items():
+        key = key.replace("_", "-")
+        if value is None:
+            ret.pop(key, None)
+        else:
+            ret[key] = value
+    return ret
+
+
+def _measure_reply(nbytes):
+    import base64
+    return {"data": base64.b64encode(bytes(range(nbytes))).decode()}
+
+
+def test_query_sev_without_policy_is_unknown_not_a_decisive_not_es():
+    guest = sev_guest("sev-es")
+    guest.qmp.replies["query-sev"] = _query_sev_reply("sev-es-qemu7.2-query-sev-running.json", policy=None)
+    w = witnesses.query_sev(guest, "sev-es", "1.55")
+    assert (w.answer, w.es) == ("unknown", None) and "no policy" in w.evidence
+    assert "reply lacks 'policy'" in w.details["problems"]
+    check = _cross("sev-es", _all(guest, "sev-es"))
+    assert evidence.QUERY_SEV in check.unknown and evidence.QUERY_SEV not in check.disagree
+
+
+def test_query_sev_in_launch_secret_state_is_unknown_naming_it():
+    guest = sev_guest("sev-es")
+    from evidence_doubles import qmp_reply
+    guest.qmp.replies["query-sev"] = qmp_reply("qmp/sev-es-qemu7.2-query-sev-launch-secret.json")
+    w = witnesses.query_sev(guest, "sev-es", None)
+    assert w.answer == "unknown" and w.es is None
+    assert "state is 'launch-secret', expected 'running'" in w.evidence
+
+
+def test_query_sev_api_mismatch_with_the_host_is_unknown_naming_it():
+    w = witnesses.query_sev(sev_guest("sev-es"), "sev-es", "SEV API:1.51 build:3")
+    assert w.answer == "unknown" and "differs from host firmware 1.51" in w.evidence
+    assert witnesses.query_sev(sev_guest("sev-es"), "sev-es", "1.55").answer == "yes"
+
+
+def test_query_sev_snp_type_for_a_launched_sev_es_guest_is_unknown():
+    guest = sev_guest("sev-es")
+    from evidence_doubles import qmp_reply
+    guest.qmp.replies["query-sev"] = qmp_reply("qmp/snp-qemu9.1-query-sev-running.json")
+    w = witnesses.query_sev(guest, "sev-es", "1.55")
+    assert w.answer == "unknown" and "sev-type is 'sev-snp'" in w.evidence
+
+
+def test_query_sev_policy_without_es_fails_the_sev_es_cross_check():
+    """A guest launched for SEV-ES whose policy lacks the ES bit is a decisive "no"
+    for ES: the cross-check fails naming query-sev, even with every other witness green."""
+    guest = sev_guest("sev-es")
+    guest.qmp.replies["query-sev"] = _query_sev_reply("sev-es-qemu9.1-query-sev-running.json", policy=1)
+    w = witnesses.query_sev(guest, "sev-es", "1.55")
+    assert (w.encrypted, w.es) == (True, False) and "lacks the ES bit" in w.evidence
+    check = _cross("sev-es", _all(guest, "sev-es"))
+    assert not check.ok and check.disagree == (evidence.QUERY_SEV,)
+
+
+def test_query_sev_type_sev_with_es_policy_is_a_yes_for_es():
+    """QEMU 9.1+ names SEV and SEV-ES guests alike sev-type "sev": not a "no"."""
+    guest = sev_guest("sev-es")
+    from evidence_doubles import qmp_reply
+    guest.qmp.replies["query-sev"] = qmp_reply("qmp/sev-es-qemu9.1-query-sev-running.json")
+    w = witnesses.query_sev(guest, "sev-es", "1.55")
+    assert (w.encrypted, w.es) == (True, True)
+
+
+@pytest.mark.parametrize("nbytes", [47, 49, 32, 1])
+def test_measurement_blob_of_wrong_size_is_unknown(nbytes):
+    guest = sev_guest("sev-es")
+    guest.qmp.replies["query-sev-launch-measure"] = _measure_reply(nbytes)
+    w = witnesses.launch_measurement(guest)
+    assert w.answer == "unknown" and f"{nbytes} bytes" in w.evidence
+    assert w.details == {"present": False, "length": nbytes}
+
+
+def test_measurement_blob_of_48_bytes_is_yes():
+    guest = sev_guest("sev-es")
+    guest.qmp.replies["query-sev-launch-measure"] = _measure_reply(48)
+    w = witnesses.launch_measurement(guest)
+    assert (w.answer, w.es) == ("yes", None) and w.details == {"present": True, "length": 48}
+
+
+def test_47_byte_blob_cannot_stand_in_for_the_host_side():
+    """With query-sev and the memory view unable to answer, a 47-byte blob used to be
+    the one host-side "yes" that let SEV-ES pass; now nothing host-side answers."""
+    guest = sev_guest("sev-es")
+    guest.qmp.replies["query-sev"] = QMP_FAULTS["CommandNotFound"]
+    guest.qmp.replies["pmemsave"] = LOST
+    guest.qmp.replies["query-sev-launch-measure"] = _measure_reply(47)
+    check = _cross("sev-es", _all(guest, "sev-es"))
+    assert not check.ok and "no host-side witness" in check.message()
+    assert evidence.MEASUREMENT in check.unknown
+    guest.qmp.replies["query-sev-launch-measure"] = _measure_reply(48)
+    check = _cross("sev-es", _all(guest, "sev-es"))
+    assert evidence.MEASUREMENT in check.decisive and "no host-side witness" not in check.message()

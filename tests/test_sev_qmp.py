@@ -105,14 +105,173 @@ def test_launch_measure_not_available_recorded():
     assert not m.present and m.not_available
 
 
+def _b64(n):
+    return base64.b64encode(bytes(range(n))).decode()
+
+
 @pytest.mark.parametrize(
-    "data,present,length",
-    [(base64.b64encode(b"x" * 20).decode(), True, 20), ("", False, None),
-     ("not base64!!", False, None), (None, False, None)],
+    "data,length",
+    [(_b64(20), 20), (_b64(47), 47), (_b64(49), 49), (_b64(96), 96), (_b64(0), None), ("", None),
+     ("not base64!!", None), (None, None)],
+    ids=["20-bytes", "47-bytes", "49-bytes", "96-bytes", "empty-b64", "empty", "not-base64", "missing"],
 )
-def test_launch_measure_shapes(data, present, length):
+def test_launch_measure_other_than_48_bytes_is_not_present(data, length):
+    """Only the 48-byte blob (32-byte MAC + 16-byte nonce) is a launch measurement."""
     m = Q.evaluate_launch_measure({"return": {"data": data}})
-    assert m.present is present and m.length == length and m.measurement is None
+    assert m.present is False and m.length == length and m.measurement is None and not m.not_available
+    assert m.problem
+
+
+def test_launch_measure_47_bytes_names_the_size():
+    m = Q.evaluate_launch_measure({"return": {"data": _b64(47)}})
+    assert "47 bytes" in m.problem and "48" in m.problem and "no launch measurement" in m.describe()
+
+
+def test_launch_measure_exactly_48_bytes_splits_mac_and_nonce():
+    m = Q.evaluate_launch_measure({"return": {"data": _b64(48)}})
+    assert m.present and m.length == 48 and m.problem is None
+    assert m.measurement == bytes(range(32)) and m.mnonce == bytes(range(32, 48))
+    assert m.describe() == "launch measurement present (48 bytes)"
+
+
+# -- query-sev as a witness: what the reply proves, and no more --------------------------
+
+def _answer(reply, expect="sev-es", **kw):
+    return Q.answer_query_sev(Q.evaluate_query_sev(reply, expect=expect, **kw))
+
+
+def _with(name, **change):
+    ret = dict(rec(name)["return"])
+    for key, value in change.items():
+        key = key.replace("_", "-")
+        if value is None:
+            ret.pop(key, None)
+        else:
+            ret[key] = value
+    return ret
+
+
+@pytest.mark.parametrize("name,expect,es", [
+    ("sev-es-qemu7.2-query-sev-running.json", "sev-es", True),
+    ("sev-es-qemu9.1-query-sev-running.json", "sev-es", True),  # sev-type "sev": SEV *or* SEV-ES
+    ("sev-qemu7.2-query-sev-running.json", "sev", False),
+])
+def test_healthy_reply_is_a_decisive_yes(name, expect, es):
+    a = _answer(rec(name), expect, host_api="1.55")
+    assert (a.encrypted, a.es) == (True, es) and a.decisive, a.reason
+    assert not a.reason.startswith("unknown")
+
+
+def test_missing_policy_is_unknown_never_not_es():
+    a = _answer(_with("sev-es-qemu7.2-query-sev-running.json", policy=None))
+    assert (a.encrypted, a.es) == (None, None) and not a.decisive
+    assert a.reason.startswith("unknown: ") and "no policy" in a.reason
+
+
+def test_missing_policy_on_plain_sev_is_unknown_too():
+    a = _answer(_with("sev-qemu7.2-query-sev-running.json", policy=None), "sev")
+    assert (a.encrypted, a.es) == (None, None)
+
+
+def test_launch_secret_state_is_unknown_naming_it():
+    a = _answer(rec("sev-es-qemu7.2-query-sev-launch-secret.json"))
+    assert (a.encrypted, a.es) == (None, None)
+    assert "state is 'launch-secret', expected 'running'" in a.reason
+
+
+def test_launch_secret_is_decisive_when_that_state_is_expected():
+    v = Q.evaluate_query_sev(rec("sev-es-qemu7.2-query-sev-launch-secret.json"), expect="sev-es",
+                             expect_state="launch-secret")
+    a = Q.answer_query_sev(v)
+    assert (a.encrypted, a.es) == (True, True) and v.expect_state == "launch-secret"
+
+
+@pytest.mark.parametrize("state", [None, "uninit", "launch-update", "send-update", "exploded"])
+def test_any_other_state_is_unknown(state):
+    a = _answer(_with("sev-es-qemu7.2-query-sev-running.json", state=state))
+    assert a.encrypted is None and a.es is None, a.reason
+
+
+def test_api_mismatch_with_the_host_is_unknown_naming_it():
+    a = _answer(rec("sev-es-qemu7.2-query-sev-running.json"), host_api="1.51")
+    assert (a.encrypted, a.es) == (None, None)
+    assert "guest firmware API 1.55 differs from host firmware 1.51" in a.reason
+    same = _answer(rec("sev-es-qemu7.2-query-sev-running.json"), host_api="1.55")
+    assert (same.encrypted, same.es) == (True, True)
+
+
+def test_missing_api_is_unknown():
+    a = _answer(_with("sev-es-qemu7.2-query-sev-running.json", api_minor=None))
+    assert a.encrypted is None and "api-major/api-minor" in a.reason
+
+
+@pytest.mark.parametrize("expect", ["sev", "sev-es"])
+def test_snp_sev_type_for_a_launched_sev_guest_is_unknown_naming_it(expect):
+    a = _answer(rec("snp-qemu9.1-query-sev-running.json"), expect)
+    assert (a.encrypted, a.es) == (None, None)
+    assert "sev-type is 'sev-snp'" in a.reason
+
+
+def test_unknown_sev_type_is_unknown():
+    a = _answer(_with("sev-es-qemu9.1-query-sev-running.json", sev_type="sev-tdx"))
+    assert a.encrypted is None and "'sev-tdx'" in a.reason
+
+
+def test_policy_without_es_for_a_launched_sev_es_guest_is_a_decisive_no():
+    a = _answer(rec("sev-qemu7.2-query-sev-running.json"), "sev-es")
+    assert (a.encrypted, a.es) == (True, False) and a.decisive
+    assert "policy 0x1 lacks the ES bit" in a.reason
+
+
+def test_sev_type_sev_with_a_policy_without_es_is_a_no_for_es():
+    """QEMU 9.1+ reports sev-type "sev" for SEV and SEV-ES alike (QAPI SevGuestType):
+    the policy's ES bit, not the type, decides."""
+    a = _answer(_with("sev-es-qemu9.1-query-sev-running.json", policy=1), "sev-es")
+    assert (a.encrypted, a.es) == (True, False)
+
+
+def test_policy_without_es_decides_in_any_state():
+    """The policy is fixed at LAUNCH_START: a guest asked for without ES is not SEV-ES,
+    whatever state QEMU reports now."""
+    a = _answer(_with("sev-es-qemu7.2-query-sev-launch-secret.json", policy=1), "sev-es")
+    assert (a.encrypted, a.es) == (True, False)
+
+
+def test_es_policy_for_a_launched_sev_guest_is_a_decisive_yes_for_es():
+    a = _answer(rec("sev-es-qemu7.2-query-sev-running.json"), "sev")
+    assert (a.encrypted, a.es) == (True, True) and "sets the ES bit" in a.reason
+
+
+def test_policy_with_unknown_bits_is_unknown():
+    a = _answer(_with("sev-es-qemu7.2-query-sev-running.json", policy=0x45))
+    assert a.encrypted is None and "outside the known mask" in a.reason
+
+
+def test_malformed_field_is_unknown():
+    a = _answer(_with("sev-es-qemu7.2-query-sev-running.json", handle="1"))
+    assert a.encrypted is None and "'handle' is not an integer" in a.reason
+
+
+@pytest.mark.parametrize("expect", ["plain", "sev", "sev-es"])
+def test_enabled_false_is_a_decisive_no(expect):
+    a = _answer(rec("plain-qemu7.2-tcg-query-sev.json"), expect)
+    assert (a.encrypted, a.es) == (False, False) and "not enabled" in a.reason
+
+
+@pytest.mark.parametrize("name,es", [("sev-es-qemu7.2-query-sev-running.json", True),
+                                     ("sev-qemu7.2-query-sev-running.json", False),
+                                     ("snp-qemu9.1-query-sev-running.json", None)])
+def test_enabled_on_the_plain_control_is_a_decisive_yes(name, es):
+    a = _answer(rec(name), "plain")
+    assert (a.encrypted, a.es) == (True, es) and "plain control" in a.reason
+
+
+@pytest.mark.parametrize("reply", [{"error": {"class": "GenericError", "desc": "boom"}},
+                                   {"state": "running", "policy": 5}, "garbage"])
+@pytest.mark.parametrize("expect", ["plain", "sev-es"])
+def test_no_usable_reply_is_unknown(reply, expect):
+    a = _answer(reply, expect)
+    assert (a.encrypted, a.es) == (None, None) and a.reason.startswith("unknown: no usable reply")
 
 
 def test_capability_errors_every_era():

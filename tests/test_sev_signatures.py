@@ -62,6 +62,24 @@ CASES = [
      "VerifyBlob: Found GUID 4DE79437-ABD2-427F-B835-D5B172D2045B in table\n"
      "VerifyBlob: Hash comparison failed for \"kernel\"\n",
      "captured: AMDESE/qemu#10 (verbatim)"),
+    # RLIMIT_MEMLOCK: QEMU's stderr line and the host kernel's line, captured together
+    ("memlock-limit", "qemu stderr",
+     "sev_ram_block_added: failed to register region (0x7fd96e6bb000+0x20000) error 'Cannot allocate memory'\n",
+     "captured: DevConf.cz 2023 demo README 'Confidential Computing, from host to workload' (verbatim)"),
+    ("memlock-limit", "host dmesg", "[2257701.103251] SEV: 131072 locked pages exceed the lock limit of 16384.\n",
+     "captured: same README, the host kernel's line (verbatim)"),
+    ("sev-es-blocked-on-snp-host", "qemu stderr",
+     "ERROR    internal error: process exited while connecting to monitor: 2025-11-13T20:17:33.041857Z "
+     "qemu-system-x86_64: -accel kvm: sev_launch_start: LAUNCH_START ret=1 fw_error=21 'Feature not supported'\n"
+     "2025-11-13T20:17:33.041899Z qemu-system-x86_64: -accel kvm: sev_common_kvm_init: failed to create "
+     "encryption context\n",
+     "captured: AMDESE/AMDSEV#282 (verbatim, SEV-ES after an SEV firmware update, SEV-SNP API 1.55 host)"),
+    ("bad-measurement-fw-error-11", "qemu stderr",
+     "qemu-system-x86_64: sev_snp_launch_finish: SNP_LAUNCH_FINISH ret=-5 fw_error=11 'Bad measurement'\n",
+     "captured: AMDESE/AMDSEV#195 (verbatim issue title)"),
+    ("platform-status-old-firmware", "qemu stderr",
+     "$ qemu-system-x86_64: sev_guest_init: failed to get platform status ret=-1fw_error='0: '\n",
+     "captured: AMDESE/AMDSEV#25 (verbatim, old QEMU's format without a space before fw_error)"),
 ]
 
 
@@ -108,3 +126,57 @@ def test_a_guest_that_failed_to_start_is_diagnosed(tmp_path):
     exc = GuestLaunchError("QEMU's monitor did not answer", logs={"qemu stderr": stderr})
     assert diagnose_error(exc).startswith("SEV signature vmsa-fw-error-3-naples: ")
     assert diagnose_error(GuestLaunchError("nothing known")) == ""
+
+
+#: lines that look like a signature's but are not its failure (code, where, text, provenance)
+NEAR_MISSES = [
+    ("memlock-limit", "qemu stderr",
+     "qemu_mlock: have only locked 8455036928 of 12884901888 bytes; still trying...\n",
+     "captured: TritonDataCenter/illumos-kvm-cmd#9 (an mlock shortfall, not SEV's pinning)"),
+    ("memlock-limit", "qemu stderr",
+     "sev_ram_block_added: failed to register region (0x7fd96e6bb000+0x20000) error 'Invalid argument'\n",
+     "(reconstructed) QEMU's format with EINVAL: not the memlock limit"),
+    ("memlock-limit", "host dmesg", "[    5.268688] SEV supported: 502 ASIDs\n",
+     "captured: same DevConf.cz README, the healthy host line"),
+    ("sev-es-blocked-on-snp-host", "qemu stderr",
+     "qemu-system-x86_64: sev_snp_launch_start: SNP_LAUNCH_START ret=-5 fw_error=21 'Feature not supported'\n",
+     "(reconstructed) the SNP command with the same code: SNP_LAUNCH_START is not SEV-ES's LAUNCH_START"),
+    ("sev-es-blocked-on-snp-host", "qemu stderr",
+     "qemu-system-x86_64: sev_launch_start: LAUNCH_START ret=1 fw_error=2 'Invalid platform state'\n",
+     "(reconstructed) QEMU's format with another firmware error"),
+    ("bad-measurement-fw-error-11", "qemu stderr",
+     "qemu-system-x86_64: sev_snp_launch_start: SNP_LAUNCH_START ret=-22 fw_error=0 ''\n",
+     "captured: AMDESE/AMDSEV#223 (verbatim), a launch failure that is not a measurement"),
+    ("bad-measurement-fw-error-11", "qemu stderr",
+     "qemu-system-x86_64: sev_snp_launch_finish: SNP_LAUNCH_FINISH ret=-5 fw_error=110 'x'\n",
+     "(reconstructed) a longer error number beginning with 11"),
+    ("platform-status-old-firmware", "snphost ok",
+     "[ FAIL ]       - SNP INIT: Failed to get SNP Platform status unable to retrieve SNP platform status\n",
+     "captured: AMDESE/AMDSEV#238 snphost output (a tool's check, not QEMU's launch error)"),
+]
+
+
+@pytest.mark.parametrize("code,where,text,prov", NEAR_MISSES, ids=[f"{c[0]}-{i}" for i, c in enumerate(NEAR_MISSES)])
+def test_near_miss_does_not_match(code, where, text, prov):
+    assert not signatures.BY_CODE[code].search(text), prov
+    assert code not in [m.signature.code for m in signatures.diagnose({where: text})], prov
+
+
+@pytest.mark.parametrize("code", ["memlock-limit", "sev-es-blocked-on-snp-host", "bad-measurement-fw-error-11",
+                                  "platform-status-old-firmware"])
+def test_new_signatures_name_source_and_remedy(code):
+    sig = signatures.BY_CODE[code]
+    assert sig.source and sig.remedy and sig.patterns
+    assert code in {c[0] for c in CASES} and code in {n[0] for n in NEAR_MISSES}
+
+
+def test_memlock_failure_of_a_guest_that_did_not_start_is_diagnosed(tmp_path):
+    """QEMU exits at start-up on the memlock limit: the guest error names it with its remedy."""
+    from pytest_sev.errors import GuestLaunchError
+    from pytest_sev.sev.witnesses import diagnose_error
+    stderr = tmp_path / "qemu-stderr.log"
+    stderr.write_text("qemu-system-x86_64: sev_ram_block_added: failed to register region "
+                      "(0x7fd96e6bb000+0x20000) error 'Cannot allocate memory'\n")
+    exc = GuestLaunchError("QEMU exited before its monitor answered", logs={"qemu stderr": stderr})
+    known = diagnose_error(exc)
+    assert known.startswith("SEV signature memlock-limit: ") and "locked/" in known

@@ -118,7 +118,7 @@ def classify_qmp_failure(exc: BaseException | Any) -> QmpFailure:
     """
     cls = getattr(exc, "error_class", None)
     err = getattr(exc, "error", None)
-    desc = getattr(err, "desc", None) if err is not None else None
+    desc = getattr(err, "desc", None)  # None when there is no error object
     if isinstance(exc, dict) and isinstance(exc.get("error"), dict):
         cls, desc = exc["error"].get("class"), exc["error"].get("desc")
     text = desc or str(exc)
@@ -128,7 +128,7 @@ def classify_qmp_failure(exc: BaseException | Any) -> QmpFailure:
     if isinstance(exc, TimeoutError) or "timed out" in text.lower() or "timeout" in kind.lower():
         return QmpFailure(UNKNOWN, f"QMP timed out ({kind}: {text})")
     if isinstance(exc, (ConnectionError, EOFError, BrokenPipeError)) or \
-            re.search(r"disconnect|connection|socket|broken pipe|EOF", f"{kind} {text}", re.IGNORECASE):
+            re.search(r"disconnect|connection|socket|broken pipe|eof", f"{kind} {text}".lower()):
         return QmpFailure(UNKNOWN, f"QMP socket lost ({kind}: {text})")
     for needle in _SEV_ABSENT:
         if needle in text:

@@ -27,6 +27,9 @@ from pytest_sev.sev import policy as _policy
 SEV_STATES = ("uninit", "launch-update", "launch-secret", "running", "send-update", "receive-update")
 SEV_TYPES = ("sev", "sev-snp")
 MEASURE_NOT_AVAILABLE = "SEV launch measurement is not available"
+#: LAUNCH_MEASURE's blob (SEV API spec): the 32-byte HMAC, then the 16-byte mnonce
+MAC_BYTES, MNONCE_BYTES = 32, 16
+MEASUREMENT_BYTES = MAC_BYTES + MNONCE_BYTES
 
 
 def split_reply(reply: Any) -> tuple[Mapping[str, Any] | None, str | None, str | None]:
@@ -82,6 +85,7 @@ class SevQueryVerdict:
     host_api: tuple[int, int] | None
     api_compared: bool
     problems: tuple[str, ...]
+    expect_state: str = "running"
 
     @property
     def ok(self) -> bool:
@@ -131,7 +135,7 @@ def evaluate_query_sev(
     if ret is None:
         problems.append(f"query-sev failed: {ecls or 'error'}: {edesc}")
         return SevQueryVerdict(expect, None, None, None, None, None, None, None, None, None,
-                               host, False, tuple(problems))
+                               host, False, tuple(problems), expect_state)
 
     enabled = ret.get("enabled")
     if not isinstance(enabled, bool):
@@ -182,7 +186,63 @@ def evaluate_query_sev(
                     f"guest firmware API {api[0]}.{api[1]} differs from host firmware {host[0]}.{host[1]}"
                 )
     return SevQueryVerdict(expect, enabled, state, pol, es_bit, sev_type, snp_pol, api, build,
-                           handle, host, api_compared, tuple(problems))
+                           handle, host, api_compared, tuple(problems), expect_state)
+
+
+# --------------------------------------------------------------------------
+# query-sev as a witness: what the verdict proves, and no more
+
+
+@dataclass(frozen=True)
+class QuerySevAnswer:
+    """``query-sev``'s answer as a witness: (encrypted, es) yes / no / None.
+
+    ``reason`` says what decided it, or for an unknown answer why not.
+    """
+
+    encrypted: bool | None
+    es: bool | None
+    reason: str
+
+    @property
+    def decisive(self) -> bool:
+        return self.encrypted is not None
+
+
+def _unknown(v: SevQueryVerdict, why: str) -> QuerySevAnswer:
+    return QuerySevAnswer(None, None, f"unknown: {why} ({v.describe()})")
+
+
+def answer_query_sev(v: SevQueryVerdict) -> QuerySevAnswer:
+    """What a judged ``query-sev`` reply proves about (encrypted, SEV-ES).
+
+    Decisive only when QEMU's own words decide: ``enabled: false`` is a no;
+    for the plain control ``enabled: true`` is a yes (it disagrees); a policy
+    whose ES bit contradicts the requested kind decides ES (a guest launched
+    as SEV-ES whose policy lacks ES is a "no" for ES). Everything else that
+    is listed as a problem leaves the answer unknown, naming it: no reply, no
+    policy (SEV cannot be told from SEV-ES), a state other than the expected
+    one, an sev-type other than ``sev`` (QEMU's type for SEV *and* SEV-ES
+    guests), an API that differs from the host firmware's, a malformed field.
+    """
+    if v.enabled is None:
+        return _unknown(v, "no usable reply")
+    if v.enabled is False:
+        return QuerySevAnswer(False, False, f"QEMU says SEV is not enabled ({v.describe()})")
+    if v.expect == "plain":
+        return QuerySevAnswer(True, v.es_bit, f"QEMU says SEV is enabled on the plain control ({v.describe()})")
+    if v.sev_type not in (None, "sev"):
+        return _unknown(v, f"sev-type is {v.sev_type!r}, not the sev-guest that was launched")
+    if v.policy is None:
+        return _unknown(v, "the reply has no policy, so SEV cannot be told from SEV-ES")
+    # the policy is what QEMU gave LAUNCH_START: the firmware never turns a guest
+    # into SEV-ES, nor drops ES from one launched with it, whatever the state now
+    contradiction = _policy.es_mismatch(v.policy, v.expect)
+    if contradiction is not None:
+        return QuerySevAnswer(True, v.es_bit, f"policy {v.policy:#x} {contradiction} ({v.describe()})")
+    if v.problems:
+        return _unknown(v, "; ".join(v.problems))
+    return QuerySevAnswer(True, v.es_bit, v.describe())
 
 
 # --------------------------------------------------------------------------
@@ -193,8 +253,10 @@ def evaluate_query_sev(
 class LaunchMeasure:
     """A launch measurement reply.
 
-    ``present``: non-empty valid base64 data. For SEV/SEV-ES the data is 48
-    bytes: 32-byte measurement then 16-byte mnonce (split only at that size).
+    ``present``: valid base64 data of exactly 48 bytes (SEV/SEV-ES: the
+    32-byte measurement MAC then the 16-byte mnonce). Any other size is not a
+    launch measurement, so it is not present (``problem`` says the size):
+    a blob of the wrong length proves nothing about encryption.
     ``not_available``: QEMU's documented "not available" error (the guest is
     past ``launch-secret`` or not an SEV guest).
     """
@@ -225,11 +287,11 @@ def evaluate_launch_measure(reply: Any) -> LaunchMeasure:
         raw = base64.b64decode(data.strip(), validate=True)
     except (binascii.Error, ValueError) as exc:
         return LaunchMeasure(False, None, None, None, False, f"'data' is not valid base64: {exc}")
-    if not raw:
-        return LaunchMeasure(False, 0, None, None, False, "'data' decodes to zero bytes")
-    if len(raw) == 48:
-        return LaunchMeasure(True, 48, raw[:32], raw[32:], False, None)
-    return LaunchMeasure(True, len(raw), None, None, False, None)
+    if len(raw) != MEASUREMENT_BYTES:
+        return LaunchMeasure(False, len(raw), None, None, False,
+                             f"'data' decodes to {len(raw)} bytes, not the {MEASUREMENT_BYTES} of a launch "
+                             f"measurement ({MAC_BYTES}-byte MAC + {MNONCE_BYTES}-byte nonce)")
+    return LaunchMeasure(True, MEASUREMENT_BYTES, raw[:MAC_BYTES], raw[MAC_BYTES:], False, None)
 
 
 # --------------------------------------------------------------------------

@@ -123,6 +123,43 @@ SIGNATURES: tuple[Signature, ...] = (
         "RNG seed) to the SEV kernel (AMDESE/qemu#10) needs its fix; else -kernel/-initrd/-append changed "
         "after QEMU hashed them",
         "AMDESE/qemu#10 (verbatim OVMF log)"),
+    Signature(
+        "memlock-limit", "SEV could not pin guest memory: QEMU's RLIMIT_MEMLOCK is below the guest's size",
+        (r"SEV: \d+ locked pages exceed the lock limit of \d+",
+         r"sev_ram_block_added: failed to register region \(.*\) error 'Cannot allocate memory'"),
+        "raise the memlock limit of the user that runs QEMU above the guest's memory (ulimit -l, "
+        "/etc/security/limits.d, systemd LimitMEMLOCK=) or give QEMU CAP_IPC_LOCK; under libvirt add "
+        "<memoryBacking><locked/></memoryBacking> (with <memtune><hard_limit>) so libvirt raises it",
+        "kernel arch/x86/kvm/svm/sev.c sev_pin_memory ('SEV: %lu locked pages exceed the lock limit of %lu.') "
+        "and QEMU target/i386/sev.c sev_ram_block_added ('failed to register region (%p+%#zx) error '%s''); "
+        "the pair captured in the DevConf.cz 2023 demo README 'Confidential Computing, from host to workload' "
+        "(libvirt guest without <locked/>, Fedora 38, EPYC 7313)"),
+    Signature(
+        "sev-es-blocked-on-snp-host",
+        "SEV-ES LAUNCH_START refused with fw_error=21 'Feature not supported': recent SEV firmware blocks "
+        "SEV-ES guests while SEV-SNP is enabled",
+        (r"(?<!SNP_)LAUNCH_START ret\s*=\s*-?\d+ fw_error=21\b",),
+        "disable SEV-SNP on the host (in the BIOS, or boot the host kernel with sev=nosnp; sev-reference.md "
+        "also names kvm_amd sev_snp=0), or run the test as SEV or SEV-SNP; SEV and SNP guests are not affected",
+        "AMDESE/AMDSEV#282 (verbatim QEMU error after an SEV firmware update on a host with SEV-SNP API 1.55); "
+        "AMDESE/elves README, known issue 2 (firmware security patches stop SEV-ES with SNP enabled)"),
+    Signature(
+        "bad-measurement-fw-error-11", "LAUNCH_FINISH failed with fw_error=11 'Bad measurement'",
+        (r"LAUNCH_FINISH ret\s*=\s*-?\d+ fw_error=11\b", r"fw_error=11 'Bad measurement'"),
+        "the firmware's launch digest differs from the expected one: host KVM's debug_swap changes each vCPU's "
+        "initial VMSA, so reload kvm_amd with debug_swap=0 (stop all guests, rmmod kvm_amd, modprobe kvm_amd "
+        "debug_swap=0), or use a host kernel, QEMU and measurement tool that agree on the VMSA features",
+        "AMDESE/AMDSEV#195 (verbatim title 'sev_snp_launch_finish: SNP_LAUNCH_FINISH ret=-5 fw_error=11 "
+        "'Bad measurement''; remedy from the maintainer's reply there); virtee/sev-snp-measure#32 and #43"),
+    Signature(
+        "platform-status-old-firmware", "QEMU could not read the SEV platform status: PSP firmware too old or not "
+        "initialised",
+        (r"failed to get platform status ret\s*=\s*-?\d+",),
+        "update the BIOS (AGESA) so the PSP carries current SEV firmware, or install the SEV firmware file "
+        "(amd_sev_fam17h_model*.sbin under /lib/firmware/amd) and reload ccp; host dmesg 'SEV: failed to INIT' "
+        "names the firmware error",
+        "AMDESE/AMDSEV#25 (verbatim QEMU error 'sev_guest_init: failed to get platform status ret=-1fw_error=' "
+        "beside host 'SEV: failed to INIT error 0x8004'; fixed by a BIOS update)"),
 )
 
 BY_CODE = {s.code: s for s in SIGNATURES}

