@@ -5,7 +5,9 @@ shows exactly which prerequisite is missing and how to fix it. What a failing
 check means depends on the mode (design.md): under ``--sev-es`` / ``--sev`` a
 check that mode needs FAILS with its value and remedy, so a runner that lost
 SEV-ES goes red; under auto/off, or for a check the mode does not need, it is
-skipped with the same text. Checks the probe could not determine are skipped.
+skipped with the same text. A check the probe could not determine is not a
+pass: it fails too when the mode needs it ("not determined", with its remedy),
+and is skipped otherwise.
 
 The check names are a static list (``CHECK_NAMES``) so parametrization is
 known at collection time, before the host is probed; the ``host`` and

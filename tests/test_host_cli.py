@@ -20,7 +20,7 @@ def test_exit_status_follows_the_mode(capsys):
     host = str(HOSTS / "epyc-milan-sev-only")
     assert main(["--recorded", host]) == 1  # default mode sev-es
     out = capsys.readouterr().out
-    assert "=> NOT ready for sev-es: host check sev_es_asids failed" in out
+    assert out.splitlines()[-1].startswith("=> NOT ready for sev-es: host check sev_es_asids failed: 0 (CPUID")
     assert "SEV-ES ASID Space Limit" in out
     assert main(["--recorded", host, "--mode", "sev"]) == 0
 
@@ -30,6 +30,10 @@ def test_json(capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["mode"] == "sev-es" and doc["first_failure"] == "sev_firmware"
     assert doc["ready"] == {"sev": False, "sev-es": False}
+    # a failure decides (not-ready); what could not be answered is still listed
+    assert doc["state"] == "not-ready"
+    assert doc["unanswered"] == ["syscfg_smee", "kernel_log_sev", "kernel_log_sev_es"]
+    assert doc["readiness"]["sev"]["state"] == "not-ready"
     assert doc["facts"]["cbitpos"] == "47"
     fw = next(c for c in doc["checks"] if c["name"] == "sev_firmware")
     assert fw["status"] == "fail" and "0x13" in fw["value"] and "SMEE" in fw["remedy"]

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from pytest_sev.host import Check, Decision, HostReport, check_outcome, decide
+from pytest_sev.host.decide import mode_needs
 from pytest_sev.host.report import FOR_NONE, FOR_SEV, FOR_SEV_ES
 
 
@@ -13,18 +14,55 @@ def report(*checks: Check) -> HostReport:
 
 
 READY = report(Check("sev", "pass", "yes", "", FOR_SEV), Check("sev_es", "pass", "yes", "", FOR_SEV_ES),
-               Check("syscfg_smee", "skip", "unknown (no msr)", "modprobe msr", FOR_SEV),
+               Check("syscfg_smee", "pass", "enabled", "", FOR_SEV),
+               Check("virsh_sev", "skip", "virsh not installed", "", FOR_NONE),  # needed by nothing
                Check("microcode", "info", "0xa0011d1"))
 NO_ES = report(Check("sev", "pass", "yes", "", FOR_SEV),
                Check("sev_es_asids", "fail", "0 (EDX=1)", "raise the SEV-ES ASID Space Limit", FOR_SEV_ES),
                Check("virsh_sev", "fail", "<sev supported='no'>", "restart libvirtd", FOR_NONE))
 NO_SEV = report(Check("cpu_vendor", "fail", "GenuineIntel", "use an EPYC", FOR_SEV),
                 Check("dev_sev", "fail", "absent", "modprobe ccp", FOR_SEV))
+# nothing failed, but SYSCFG (both modes) and the kernel log's SEV-ES line (sev-es) could not be read
+UNKNOWN = report(Check("sev", "pass", "yes", "", FOR_SEV),
+                 Check("syscfg_smee", "skip", "unknown (no msr)", "modprobe msr", FOR_SEV),
+                 Check("kernel_log_sev_es", "skip", "unknown (log rotated)", "", FOR_SEV_ES),
+                 Check("microcode", "info", "unknown"))
+# only the SEV-ES line is unknown: ready for sev, undetermined for sev-es
+UNKNOWN_ES = report(Check("sev", "pass", "yes", "", FOR_SEV),
+                    Check("kernel_log_sev_es", "skip", "unknown (log rotated)", "", FOR_SEV_ES))
+# a failure and an unknown: the failure decides and is named first
+FAILED_AND_UNKNOWN = report(Check("syscfg_smee", "skip", "unknown (no msr)", "modprobe msr", FOR_SEV),
+                            Check("dev_sev", "fail", "absent", "modprobe ccp", FOR_SEV))
 
 
-def test_skip_with_unknown_value_does_not_fail_readiness():
+def test_a_skip_needed_by_nothing_leaves_the_host_ready():
     assert READY.ready_for("sev") and READY.ready_for("sev-es")
     assert READY.failures("sev-es") == [] and READY.first_failure("sev-es") is None
+    assert READY.unanswered("sev-es") == []
+    r = READY.readiness("sev-es")
+    assert (r.state, r.ready, r.failed, r.unanswered, r.mode) == ("ready", True, (), (), "sev-es")
+    assert r.describe() == "ready"
+
+
+def test_a_needed_check_that_cannot_be_answered_makes_the_host_undetermined():
+    for mode, unknown in (("sev", ["syscfg_smee"]), ("sev-es", ["syscfg_smee", "kernel_log_sev_es"])):
+        r = UNKNOWN.readiness(mode)
+        assert r.state == "undetermined" and not r.ready and r.failed == ()
+        assert [c.name for c in r.unanswered] == unknown == [c.name for c in UNKNOWN.unanswered(mode)]
+        assert not UNKNOWN.ready_for(mode)
+        assert UNKNOWN.first_failure(mode) is None and UNKNOWN.failures(mode) == []  # nothing FAILED
+    assert UNKNOWN.readiness("sev-es").describe() == "UNDETERMINED (could not answer: syscfg_smee, kernel_log_sev_es)"
+    assert UNKNOWN_ES.ready_for("sev") and UNKNOWN_ES.readiness("sev-es").state == "undetermined"
+    with pytest.raises(ValueError):
+        UNKNOWN.unanswered("auto")
+
+
+def test_a_failure_wins_over_an_unanswered_check():
+    r = FAILED_AND_UNKNOWN.readiness("sev-es")
+    assert r.state == "not-ready" and not r.ready
+    assert [c.name for c in r.failed] == ["dev_sev"] and [c.name for c in r.unanswered] == ["syscfg_smee"]
+    assert r.describe() == "NOT ready (first failure: dev_sev)"
+    assert r.to_dict() == {"state": "not-ready", "failed": ["dev_sev"], "unanswered": ["syscfg_smee"]}
 
 
 def test_failures_follow_needed_for():
@@ -36,11 +74,21 @@ def test_failures_follow_needed_for():
         NO_SEV.ready_for("auto")
 
 
+def test_check_answers_per_mode():
+    es_only = Check("kernel_log_sev_es", "skip", "unknown", "", FOR_SEV_ES)
+    assert es_only.unanswered("sev-es") and not es_only.unanswered("sev") and not es_only.fails("sev-es")
+    failed = Check("dev_sev", "fail", "absent", "", FOR_SEV_ES)
+    assert failed.fails("sev-es") and not failed.fails("sev") and not failed.unanswered("sev-es")
+    assert not Check("sev", "pass", "yes", "", FOR_SEV).unanswered("sev")
+
+
 def test_check_validation():
     with pytest.raises(ValueError):
         Check("x", "ok", "v")
     with pytest.raises(ValueError):
         Check("x", "pass", "v", "", frozenset({"tdx"}))
+    with pytest.raises(ValueError, match="an info row cannot be needed"):
+        Check("microcode", "info", "0xa0011d1", "", FOR_SEV_ES)  # a fact is never judged, so never needed
     with pytest.raises(KeyError):
         READY.check("nope")
 
@@ -50,17 +98,27 @@ def test_format_text():
     assert text[0] == "[ PASS ] sev: yes"
     assert text[1] == "[ FAIL ] sev_es_asids: 0 (EDX=1)"
     assert text[2] == "         remedy: raise the SEV-ES ASID Space Limit"
-    assert "sev: ready" in text and "sev-es: NOT ready (first failure: sev_es_asids)" in text
+    assert text[-2:] == ["sev: ready", "sev-es: NOT ready (first failure: sev_es_asids)"]
     assert "[ INFO ] microcode: 0xa0011d1" in READY.format_text()
-    assert "[ SKIP ] syscfg_smee: unknown (no msr)" in READY.format_text()
+    assert READY.format_text().splitlines()[-2:] == ["sev: ready", "sev-es: ready"]
+    lines = UNKNOWN.format_text().splitlines()
+    assert "[ SKIP ] syscfg_smee: unknown (no msr)" in lines and "         remedy: modprobe msr" in lines
+    assert lines[-2:] == ["sev: UNDETERMINED (could not answer: syscfg_smee)",
+                          "sev-es: UNDETERMINED (could not answer: syscfg_smee, kernel_log_sev_es)"]
 
 
 def test_to_dict_is_json():
     d = json.loads(json.dumps(NO_ES.to_dict()))
     assert d["ready"] == {"sev": True, "sev-es": False}
+    assert d["readiness"]["sev-es"] == {"state": "not-ready", "failed": ["sev_es_asids"], "unanswered": []}
+    assert d["readiness"]["sev"] == {"state": "ready", "failed": [], "unanswered": []}
     assert d["checks"][1] == {"name": "sev_es_asids", "status": "fail", "value": "0 (EDX=1)",
                               "remedy": "raise the SEV-ES ASID Space Limit", "needed_for": ["sev-es"]}
     assert d["facts"] == {"cbitpos": "51"}
+    u = json.loads(json.dumps(UNKNOWN.to_dict()))
+    assert u["ready"] == {"sev": False, "sev-es": False}
+    assert u["readiness"]["sev-es"] == {"state": "undetermined", "failed": [],
+                                        "unanswered": ["syscfg_smee", "kernel_log_sev_es"]}
 
 
 @pytest.mark.parametrize("mode, rep, wants, action, named", [
@@ -77,6 +135,13 @@ def test_to_dict_is_json():
     ("sev", READY, "sev-es", "skip", None),  # --sev does not ask for SEV-ES
     ("off", READY, "sev-es", "skip", None),
     ("off", NO_SEV, "sev", "skip", None),
+    ("auto", UNKNOWN, "sev-es", "skip", "syscfg_smee"),
+    ("sev-es", UNKNOWN, "sev-es", "fail", "syscfg_smee"),
+    ("sev-es", UNKNOWN, "sev", "fail", "syscfg_smee"),
+    ("sev", UNKNOWN, "sev", "fail", "syscfg_smee"),
+    ("sev", UNKNOWN_ES, "sev", "run", None),  # the unknown line is SEV-ES's only
+    ("sev-es", UNKNOWN_ES, "sev-es", "fail", "kernel_log_sev_es"),
+    ("off", UNKNOWN, "sev-es", "skip", None),
 ])
 def test_mode_table(mode, rep, wants, action, named):
     d = decide(mode, rep, wants)
@@ -105,7 +170,9 @@ def test_check_outcome_info_rows_with_unknown_value_skip():
 @pytest.mark.parametrize("status, needed, mode, action", [
     ("pass", FOR_SEV, "sev-es", "run"),
     ("info", FOR_NONE, "sev-es", "run"),
-    ("skip", FOR_SEV, "sev-es", "skip"),
+    ("skip", FOR_SEV, "sev-es", "fail"),  # needed, and could not be answered: not a pass
+    ("skip", FOR_SEV, "auto", "skip"),
+    ("skip", FOR_SEV_ES, "sev", "skip"),
     ("fail", FOR_SEV, "sev-es", "fail"),
     ("fail", FOR_SEV, "sev", "fail"),
     ("fail", FOR_SEV_ES, "sev", "skip"),  # --sev does not need an SEV-ES-only check
@@ -121,3 +188,87 @@ def test_check_outcome(status, needed, mode, action):
         assert "absent" in d.reason and "modprobe ccp" in d.reason
     if status == "fail" and action == "skip":
         assert "modprobe ccp" in d.reason
+
+
+# -- reasons, word for word: what a nightly's red line says ------------------------------------
+
+def test_undetermined_reasons_name_every_unanswered_check_with_its_remedy():
+    why = ("host readiness for sev-es undetermined: syscfg_smee (unknown (no msr); remedy: modprobe msr), "
+           "kernel_log_sev_es (unknown (log rotated))")
+    assert decide("auto", UNKNOWN, "sev-es") == Decision("skip", why)
+    assert decide("sev-es", UNKNOWN, "sev-es") == Decision("fail", f"--sev-es but {why}")
+    assert decide("sev", UNKNOWN, "sev") == Decision(
+        "fail", "--sev but host readiness for sev undetermined: syscfg_smee (unknown (no msr); remedy: modprobe msr)")
+
+
+def test_not_ready_reasons_name_the_failure_first_then_the_unknowns():
+    assert decide("sev-es", FAILED_AND_UNKNOWN, "sev-es") == Decision(
+        "fail", "--sev-es but host not ready for sev-es: host check dev_sev failed: absent; remedy: modprobe ccp; "
+                "could not answer either: syscfg_smee")
+    assert decide("auto", NO_ES, "sev-es") == Decision(
+        "skip", "host not ready for sev-es: host check sev_es_asids failed: 0 (EDX=1); "
+                "remedy: raise the SEV-ES ASID Space Limit")
+    assert decide("auto", READY, "sev") == Decision("run", "host ready for sev")
+    assert decide("sev", READY, "sev-es") == Decision("skip", "--sev does not ask for SEV-ES (use --sev-es)")
+    no_remedy = report(Check("dev_sev", "fail", "absent", "", FOR_SEV))
+    assert decide("auto", no_remedy, "sev").reason == "host not ready for sev: host check dev_sev failed: absent"
+
+
+def test_check_outcome_of_an_unanswered_row_follows_the_mode():
+    """A row the mode needs and the probe could not answer fails under that
+    mode (naming its value and remedy), and is skipped where it is not needed."""
+    smee = Check("syscfg_smee", "skip", "unknown (no msr)", "modprobe msr", FOR_SEV)
+    for mode in ("sev-es", "sev"):
+        assert check_outcome(smee, mode) == Decision(
+            "fail", f"--{mode} needs it: syscfg_smee not determined: unknown (no msr); remedy: modprobe msr")
+    for mode in ("auto", "off"):
+        assert check_outcome(smee, mode) == Decision(
+            "skip", "syscfg_smee not determined: unknown (no msr); remedy: modprobe msr")
+    es_line = Check("kernel_log_sev_es", "skip", "unknown (log rotated)", "", FOR_SEV_ES)
+    assert check_outcome(es_line, "sev") == Decision("skip", "kernel_log_sev_es not determined: unknown (log rotated)")
+    assert check_outcome(es_line, "sev-es").action == "fail"
+    virsh = Check("virsh_sev", "skip", "virsh not installed", "", FOR_NONE)
+    assert check_outcome(virsh, "sev-es") == Decision("skip", "virsh_sev not determined: virsh not installed")
+    unread_info = Check("memlock", "info", "unknown")
+    assert check_outcome(unread_info, "sev-es") == Decision("skip", "memlock not determined: unknown")
+
+
+def test_check_outcome_reasons_word_for_word():
+    dev = Check("dev_sev", "fail", "absent", "modprobe ccp", FOR_SEV_ES)
+    assert check_outcome(dev, "sev-es") == Decision(
+        "fail", "--sev-es needs it: host check dev_sev failed: absent; remedy: modprobe ccp")
+    assert check_outcome(dev, "auto") == Decision(
+        "skip", "host check dev_sev failed: absent; remedy: modprobe ccp (needed for sev-es; mode auto does not require it)")
+    virsh = Check("virsh_sev", "fail", "<sev supported='no'>", "", FOR_NONE)
+    assert check_outcome(virsh, "sev-es") == Decision(
+        "skip", "host check virsh_sev failed: <sev supported='no'> (needed for nothing the harness runs; "
+                "mode sev-es does not require it)")
+    assert check_outcome(Check("sev", "pass", "yes", "", FOR_SEV), "sev-es") == Decision("run", "sev: yes")
+    assert check_outcome(Check("microcode", "info", "0xa0011d1"), "auto") == Decision("run", "microcode: 0xa0011d1")
+    with pytest.raises(ValueError):
+        check_outcome(dev, "snp")
+
+
+def test_bad_values_are_refused_naming_the_choices():
+    with pytest.raises(ValueError, match=r"^check x: bad status 'ok'$"):
+        Check("x", "ok", "v")
+    with pytest.raises(ValueError, match=r"^check x: unknown modes \['tdx'\]$"):
+        Check("x", "pass", "v", "", frozenset({"tdx"}))
+    with pytest.raises(ValueError, match=r"^readiness mode must be one of sev, sev-es, not 'auto'$"):
+        READY.readiness("auto")
+    with pytest.raises(KeyError, match="no host check named 'nope'"):
+        READY.check("nope")
+    with pytest.raises(ValueError, match=r"^sev mode must be one of auto, sev-es, sev, off, not 'snp'$"):
+        decide("snp", READY, "sev")
+    with pytest.raises(ValueError, match=r"^a test wants one of sev, sev-es, not 'snp'$"):
+        decide("auto", READY, "snp")
+
+
+def test_mode_needs():
+    assert [mode_needs(m) for m in ("auto", "sev-es", "sev", "off")] == [None, "sev-es", "sev", None]
+
+
+def test_check_outcome_names_every_mode_a_check_is_needed_for():
+    c = Check("dev_sev", "fail", "absent", "", FOR_SEV)
+    assert check_outcome(c, "off").reason == ("host check dev_sev failed: absent (needed for sev/sev-es; "
+                                              "mode off does not require it)")

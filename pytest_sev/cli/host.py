@@ -1,7 +1,9 @@
 """``python -m pytest_sev host``: the host readiness report, ``sevctl ok`` style.
 
 Exit status 0 when the host is ready for the requested mode (default
-sev-es), 1 when it is not, so a runner's provisioning can gate on it.
+sev-es), 1 when it is not or when a check that mode needs could not be
+answered ("UNDETERMINED": not knowing is not ready), so a runner's
+provisioning can gate on it.
 ``--recorded DIR`` replays a recorded host; ``--record DIR`` probes this
 machine and saves what was read as a new recorded host.
 """
@@ -14,10 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pytest_sev.host.decide import describe_failure
+from pytest_sev.host.decide import describe_failure, describe_unanswered
 from pytest_sev.host.probe import probe_host
 from pytest_sev.host.recorded import load_recorded, record_host
-from pytest_sev.host.report import HostReport
+from pytest_sev.host.report import HostReport, Readiness
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,18 +37,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _emit(report: HostReport, mode: str, as_json: bool) -> int:
-    ready = report.ready_for(mode)
+    readiness = report.readiness(mode)
     if as_json:
         doc = report.to_dict()
         doc["mode"] = mode
-        first = report.first_failure(mode)
-        doc["first_failure"] = first.name if first else None
+        doc["state"] = readiness.state
+        doc["first_failure"] = readiness.failed[0].name if readiness.failed else None
+        doc["unanswered"] = [c.name for c in readiness.unanswered]
         print(json.dumps(doc, indent=2))
     else:
         sys.stdout.write(report.format_text())
-        first = report.first_failure(mode)
-        print(f"=> ready for {mode}" if ready or first is None else f"=> NOT ready for {mode}: {describe_failure(first)}")
-    return 0 if ready else 1
+        print(_verdict_line(readiness))
+    return 0 if readiness.ready else 1
+
+
+def _verdict_line(readiness: Readiness) -> str:
+    """The last line: ready, NOT ready naming the failure, or UNDETERMINED naming what could not be answered."""
+    mode = readiness.mode
+    if readiness.failed:
+        return f"=> NOT ready for {mode}: {describe_failure(readiness.failed[0])}"
+    if readiness.unanswered:
+        return f"=> UNDETERMINED for {mode}: could not answer " + ", ".join(map(describe_unanswered, readiness.unanswered))
+    return f"=> ready for {mode}"
 
 
 def main(argv: list[str]) -> int:

@@ -145,7 +145,7 @@ def _qemu_version(qemu: str) -> tuple[int, int]:
 def host_cbitpos(mode: str, recorded: Path | None, qemu: str,
                  ovmf: tuple[Path, Path]) -> int:
     """Probe the host (or replay a recorded one); C-bit, or LaunchError naming the check."""
-    from pytest_sev.host.decide import describe_failure
+    from pytest_sev.host.decide import why_not_ready
     from pytest_sev.host.probe import probe_host
     from pytest_sev.host.recorded import load_recorded
     if recorded is not None:
@@ -153,10 +153,9 @@ def host_cbitpos(mode: str, recorded: Path | None, qemu: str,
             report = load_recorded(recorded, Path(scratch)).probe()
     else:
         report = probe_host(qemu=qemu, ovmf_code=ovmf[0], ovmf_vars=ovmf[1])
-    first = report.first_failure(mode)
-    if first is not None:
-        raise LaunchError(f"host not ready for {mode}: {describe_failure(first)}\n"
-                          "(python -m pytest_sev host shows every check)")
+    readiness = report.readiness(mode)
+    if not readiness.ready:  # a failed check, or one the probe could not answer
+        raise LaunchError(f"{why_not_ready(readiness)}\n(python -m pytest_sev host shows every check)")
     cbit = report.facts.get("cbitpos", "unknown")
     if not cbit.isdigit():
         raise LaunchError(f"host probe gave no C-bit position (cbitpos={cbit})")

@@ -131,8 +131,14 @@ def syscfg_check(ev: Evidence, v: CpuView) -> Check:
     if v.is_amd is False:
         return Check("syscfg_smee", "skip", "n/a (not an AMD CPU)", "", FOR_SEV)
     if ev.syscfg is None:
+        if v.info is not None and "sev" in v.info.flags:
+            # The kernel read SYSCFG at boot and clears 'sev' when SMEE is off
+            # (arch/x86/kernel/cpu/amd.c): a kept flag is the kernel's own "enabled".
+            return Check("syscfg_smee", "pass",
+                         f"enabled (the kernel kept the cpuinfo 'sev' flag, which it clears at boot when "
+                         f"SYSCFG.SMEE is off; the MSR itself was not read: {ev.syscfg_error})", "", FOR_SEV)
         value = f"{UNKNOWN} ({ev.syscfg_error})"
-        if v.sev is not None and v.sev.sev and v.info is not None and "sev" not in v.info.flags:
+        if v.sev is not None and v.sev.sev and v.info is not None:
             # The kernel clears the 'sev' flag when SYSCFG.SMEE is off: a strong hint, not a reading.
             value += "; CPUID has SEV but the kernel hid the 'sev' flag, as it does when SMEE is off"
         return Check("syscfg_smee", "skip", value,

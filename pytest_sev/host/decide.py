@@ -5,6 +5,10 @@
 mode that asks for SEV(-ES) (``--sev-es``, ``--sev``) turns an unready host
 into a FAILURE naming the check, so a nightly goes red when a runner loses
 SEV-ES; ``auto`` turns it into a skip with the same reason; ``off`` skips.
+
+A check that cannot be answered is not a pass: a host whose needed checks
+did not fail but could not all be answered is *undetermined*, and a named
+mode fails on it too, naming those checks (auto skips, naming them).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pytest_sev.host.report import UNKNOWN, Check, HostReport
+from pytest_sev.host.report import UNKNOWN, Check, HostReport, Readiness, names
 from pytest_sev.modes import RUN_MODES, SEV_KINDS
 
 WANTS = SEV_KINDS
@@ -35,6 +39,23 @@ def describe_failure(check: Check) -> str:
     return f"{text}; remedy: {check.remedy}" if check.remedy else text
 
 
+def describe_unanswered(check: Check) -> str:
+    """``name (what was read; remedy: ...)`` for a check the probe could not answer."""
+    return f"{check.name} ({check.value}; remedy: {check.remedy})" if check.remedy else f"{check.name} ({check.value})"
+
+
+def why_not_ready(readiness: Readiness) -> str:
+    """Why a host is not ready for a mode: the first failed check, else every
+    check that could not be answered (the "ready" answer has no reason)."""
+    mode = readiness.mode
+    if readiness.failed:
+        text = f"host not ready for {mode}: {describe_failure(readiness.failed[0])}"
+        if readiness.unanswered:
+            text += f"; could not answer either: {names(readiness.unanswered)}"
+        return text
+    return f"host readiness for {mode} undetermined: " + ", ".join(describe_unanswered(c) for c in readiness.unanswered)
+
+
 def decide(mode: str, report: HostReport, wants: str) -> Decision:
     """May a test that needs ``wants`` ("sev-es" or "sev") run in ``mode``?"""
     _validate(mode)
@@ -44,12 +65,13 @@ def decide(mode: str, report: HostReport, wants: str) -> Decision:
         return Decision("skip", OFF_REASON)
     if mode == "sev" and wants == "sev-es":
         return Decision("skip", "--sev does not ask for SEV-ES (use --sev-es)")
-    first = report.first_failure(wants)
-    if first is None:
+    readiness = report.readiness(wants)
+    if readiness.ready:
         return Decision("run", f"host ready for {wants}")
+    why = why_not_ready(readiness)
     if mode == "auto":
-        return Decision("skip", f"host not ready for {wants}: {describe_failure(first)}")
-    return Decision("fail", f"--{mode} but host not ready for {wants}: {describe_failure(first)}")
+        return Decision("skip", why)
+    return Decision("fail", f"--{mode} but {why}")
 
 
 def mode_needs(mode: str) -> str | None:
@@ -63,18 +85,25 @@ def _unknown(value: str) -> bool:
     return not v or v.startswith(UNKNOWN) or v.startswith("n/a")
 
 
+def _not_determined(check: Check) -> str:
+    reason = f"{check.name} not determined: {check.value}"
+    return f"{reason}; remedy: {check.remedy}" if check.remedy else reason
+
+
 def check_outcome(check: Check, mode: str) -> Decision:
-    """One row of suites/test_host.py: pass, or skip/fail with value and remedy."""
+    """One row of suites/test_host.py: pass, or skip/fail with value and remedy.
+
+    A row the mode needs fails when it failed AND when it could not be
+    answered; a row it does not need skips, saying why."""
     needs = mode_needs(mode)
-    if check.status == "info" and _unknown(check.value):
-        # an info row whose value could not be read is not a pass: say so
-        return Decision("skip", f"{check.name} not determined: {check.value}")
-    if check.status in ("pass", "info"):
+    if check.status == "pass" or (check.status == "info" and not _unknown(check.value)):
         return Decision("run", f"{check.name}: {check.value}")
-    if check.status == "skip":
-        reason = f"{check.name} not determined: {check.value}"
-        return Decision("skip", f"{reason}; remedy: {check.remedy}" if check.remedy else reason)
+    # a failure, a skip, or an info row whose value could not be read (not a pass: say so)
+    failed = check.status == "fail"
+    what = describe_failure(check) if failed else _not_determined(check)
     if needs is not None and needs in check.needed_for:
-        return Decision("fail", f"--{mode} needs it: {describe_failure(check)}")
+        return Decision("fail", f"--{mode} needs it: {what}")
+    if not failed:
+        return Decision("skip", what)
     needed = "/".join(sorted(check.needed_for)) or "nothing the harness runs"
-    return Decision("skip", f"{describe_failure(check)} (needed for {needed}; mode {mode} does not require it)")
+    return Decision("skip", f"{what} (needed for {needed}; mode {mode} does not require it)")

@@ -26,6 +26,7 @@ from pytest_sev.plugin.hooks import (
     pytest_addoption,
     pytest_configure,
     pytest_report_header,
+    pytest_runtest_call,
     pytest_runtest_makereport,
     pytest_runtest_setup,
     pytest_terminal_summary,
@@ -36,7 +37,7 @@ from pytest_sev.plugin.signals import pytest_keyboard_interrupt, pytest_timeout_
 
 __all__ = [
     "_sev_shared_guest", "guest", "guest_factory", "host", "pytest_addhooks", "pytest_addoption", "pytest_configure",
-    "pytest_keyboard_interrupt", "pytest_report_header", "pytest_runtest_makereport", "pytest_runtest_setup",
+    "pytest_keyboard_interrupt", "pytest_report_header", "pytest_runtest_call", "pytest_runtest_makereport", "pytest_runtest_setup",
     "pytest_terminal_summary", "pytest_timeout_set_timer", "pytest_unconfigure", "pytest_xdist_auto_num_workers",
     "run_config",
     "sev_es_guest", "sev_guest",

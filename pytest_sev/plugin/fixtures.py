@@ -27,13 +27,14 @@ from typing import Any
 import pytest
 
 from pytest_sev.config import RunConfig
-from pytest_sev.errors import GuestError
+from pytest_sev.errors import GuestError, SpecError
 from pytest_sev.guest.budget import Slot, acquire_for, slot_dir
 from pytest_sev.guest.guest import Guest
 from pytest_sev.guest.spec import GuestSpec
 from pytest_sev.guest.specs import cbitpos_of, plain_spec, sev_spec
+from pytest_sev.modes import SEV_KINDS
 from pytest_sev.plugin import sinks
-from pytest_sev.plugin.mode_table import apply_mode_table
+from pytest_sev.plugin.mode_table import guard_guest
 from pytest_sev.plugin.state import guest_budget, host_report
 from pytest_sev.plugin.state import run_config as _run_config
 from pytest_sev.reporting.guest_attach import attach_guest
@@ -139,9 +140,13 @@ class GuestFactory:
             return None  # Guest makes (and removes) a temporary one
         return workdir
 
-    def __call__(self, spec: GuestSpec | None = None, *, before_boot: Callable[[Any], Any] | None = None,
-                 **fields) -> Guest:
-        spec = spec or plain_spec(self.cfg, **fields)
+    def __call__(self, spec: GuestSpec | None = None, *, kind: str = "plain",
+                 before_boot: Callable[[Any], Any] | None = None, **fields) -> Guest:
+        """Start a guest from *spec*, else from *kind* ("plain", "sev", "sev-es")
+        and GuestSpec *fields*. An SEV(-ES) guest goes through the mode table
+        first (skip, or a failure naming the host check), before its spec is
+        assembled or any room on the host is taken."""
+        spec = self._spec(spec, kind, fields)
         slots: list[Slot] = []
         if self.config is not None:  # wait for room on the host (CPUs, memory, ASIDs)
             kind = spec.sev.mode if spec.sev is not None else "plain"
@@ -157,6 +162,21 @@ class GuestFactory:
         else:
             guest.start()  # on failure the fixture's teardown still closes it
         return guest
+
+    def _spec(self, spec: GuestSpec | None, kind: str, fields: dict[str, Any]) -> GuestSpec:
+        if kind != "plain" and kind not in SEV_KINDS:
+            raise SpecError(f"guest kind {kind!r}: expected plain, {', '.join(SEV_KINDS)}")
+        if spec is not None and kind != "plain":
+            raise SpecError("give guest_factory a spec or a kind, not both")
+        wants = spec.sev.mode if spec is not None and spec.sev is not None else kind
+        if wants != "plain" and self.config is not None:  # outside a session there is no mode to apply
+            guard_guest(self.config, wants)
+        if spec is not None:
+            return spec
+        if kind == "plain":
+            return plain_spec(self.cfg, **fields)
+        cbitpos = cbitpos_of(host_report(self.config)) if self.config is not None else None
+        return sev_spec(self.cfg, kind, cbitpos, **fields)
 
     def retire(self, guest: Guest) -> None:
         """Tear one guest down now (logs kept: something made it unusable)."""
@@ -193,7 +213,8 @@ def _sink_reporter(config: pytest.Config) -> SinkFailed:
 
 @pytest.fixture
 def guest_factory(request: pytest.FixtureRequest, run_config: RunConfig) -> Iterator[Callable[..., Guest]]:
-    """``guest_factory(spec=None, **GuestSpec fields) -> started Guest``."""
+    """``guest_factory(spec=None, *, kind="plain", **GuestSpec fields) -> started Guest``;
+    an SEV or SEV-ES spec (or kind) is decided by the mode table first."""
     root = _log_root(run_config, request.config) / _slug(request.node.nodeid)
     factory = GuestFactory(run_config, root, request.config, _sink_reporter(request.config))
     yield factory
@@ -265,7 +286,8 @@ def guest(_sev_shared_guest: SharedGuest) -> Guest:
 
 def _decided_sev_guest(request: pytest.FixtureRequest, factory: GuestFactory,
                        host_rep: Any, mode_wanted: str) -> Guest:
-    apply_mode_table(request.config, mode_wanted)
+    # decided before the spec: a host without a C-bit skips or fails by the table, not by a SpecError
+    guard_guest(request.config, mode_wanted)
     return factory(sev_spec(factory.cfg, mode_wanted, cbitpos_of(host_rep)))
 
 

@@ -4,8 +4,9 @@ markers that apply the mode table, outcome bookkeeping.
 Markers (registered here, read here): ``@pytest.mark.sev_es`` and
 ``@pytest.mark.sev`` say a test needs an SEV-ES / SEV guest; before any
 fixture is set up (so before any boot) the plugin applies design.md's mode
-table to them: run, skip naming the failing host check (auto), or fail
-naming it (``--sev-es``/``--sev``).  ``@pytest.mark.plain`` marks a test on
+table to them (:mod:`.mode_table`), on every collected item: run, skip naming
+the failing or unanswerable host check (auto), or fail naming it
+(``--sev-es``/``--sev``).  ``@pytest.mark.plain`` marks a test on
 plain guests, which runs in every mode.  Suites never call the table by hand,
 as qemu_test's ``require_accelerator`` and labgrid's ``lg_feature`` do it.
 
@@ -19,9 +20,8 @@ from typing import Any
 
 import pytest
 
-from pytest_sev.modes import SEV_KINDS
 from pytest_sev.plugin import hookspecs, signals, sinks
-from pytest_sev.plugin.mode_table import apply_to_item
+from pytest_sev.plugin.mode_table import ModeTableRefusal, apply_to_item, fail_in_call_phase
 from pytest_sev.plugin.options import add_options, read_config
 from pytest_sev.plugin.state import RUN_CONFIG, max_guests, run_config, verdict_line
 from pytest_sev.qemu.accel import choose_accel
@@ -32,8 +32,7 @@ MARKERS = (
     "sev: needs an SEV guest (the mode table decides run/skip/fail before any boot)",
     "plain: runs on plain (unencrypted) guests, in every mode",
 )
-#: marker name -> the readiness it asks of the host
-MARKER_WANTS = {kind.replace("-", "_"): kind for kind in SEV_KINDS}
+
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     hookspecs.register(pluginmanager)
@@ -92,12 +91,27 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [verdict_line(config), f"pytest-sev: accelerator {accel.name} ({accel.reason})"]
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Apply the mode table to ``sev_es``/``sev`` markers before any fixture."""
-    for marker, wants in MARKER_WANTS.items():
-        if item.get_closest_marker(marker) is not None:
-            apply_to_item(item, wants)
+@pytest.hookimpl(wrapper=True, trylast=True)  # inside pytest's own wrappers (logging, capture), before any fixture
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    """Apply the mode table to ``sev_es``/``sev`` markers (and the guest
+    fixtures) before any fixture; a fixture whose SEV guest the table refused
+    makes the test fail in its call phase, as a marked test does."""
+    apply_to_item(item)
+    try:
+        return (yield)
+    except ModeTableRefusal as refusal:
+        fail_in_call_phase(item, refusal.decision.reason)
+        return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """``guest_factory`` refused an SEV guest in the test body: the same failure."""
+    try:
+        return (yield)
+    except ModeTableRefusal as refusal:
+        reason = refusal.decision.reason
+    pytest.fail(reason, pytrace=False)  # outside the except: the refusal is the whole story
 
 
 @pytest.hookimpl(wrapper=True)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_sev.config import RunConfig
+from pytest_sev.host.report import Readiness, names
 
 if TYPE_CHECKING:
     from pytest_sev.guest.budget import Budget
@@ -44,9 +45,18 @@ def verdict_line(config: pytest.Config) -> str:
     report = host_report(config)
     parts = [f"pytest-sev: mode {cfg.mode}"]
     for wants in ("sev-es", "sev"):
-        first = report.first_failure(wants)
-        parts.append(f"{wants}: " + ("READY" if first is None else f"NOT READY ({first.name}: {first.value})"))
+        parts.append(f"{wants}: {readiness_word(report.readiness(wants))}")
     return "; ".join(parts)
+
+
+def readiness_word(readiness: Readiness) -> str:
+    """The header's word for one mode: READY only when every needed check passed."""
+    if readiness.failed:
+        first = readiness.failed[0]
+        return f"NOT READY ({first.name}: {first.value})"
+    if readiness.unanswered:
+        return f"UNDETERMINED (could not answer: {names(readiness.unanswered)})"
+    return "READY"
 
 
 def max_guests(config: pytest.Config) -> int:

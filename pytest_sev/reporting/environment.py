@@ -83,11 +83,19 @@ def host_entries(facts: Mapping[str, str]) -> dict[str, str]:
 
 
 def readiness_entries(report) -> dict[str, str]:
-    """``host.ready.sev-es=no (first failure: sev_es_firmware)`` per mode."""
+    """``host.ready.sev-es=no (first failure: sev_es_firmware)`` per mode, or
+    ``undetermined (could not answer: syscfg_smee)``: a check the probe could
+    not answer is not a "yes"."""
     entries = {}
     for mode in ("sev-es", "sev"):
-        first = report.first_failure(mode)
-        entries[f"host.ready.{mode}"] = "yes" if first is None else f"no (first failure: {first.name})"
+        readiness = report.readiness(mode)
+        if readiness.failed:
+            value = f"no (first failure: {readiness.failed[0].name})"
+        elif readiness.unanswered:
+            value = "undetermined (could not answer: " + ", ".join(c.name for c in readiness.unanswered) + ")"
+        else:
+            value = "yes"
+        entries[f"host.ready.{mode}"] = value
     return entries
 
 
