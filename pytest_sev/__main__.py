@@ -5,9 +5,11 @@ Commands:
   host        host readiness report, like ``sevctl ok`` (exit 1 when not ready)
   launch      launch-qemu.sh options, interactive serial console
   build       build.sh equivalent: build qemu, ovmf, kernel from pinned sources
-  measure     expected SEV / SEV-ES launch digest of what would be launched
+  measure     expected SEV / SEV-ES / SEV-SNP launch digest of what would be launched
   merge       several runners' Allure results (and JUnit XML) into one report's input
   capture     record this runner (host inputs, guest witnesses) as a fixture bundle
+  snp-report  verify an SEV-SNP attestation report offline (signature, VCEK chain,
+              nonce, measurement, policy, VMPL, TCB)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ COMMANDS = {
     "measure": "pytest_sev.cli.measure",
     "merge": "pytest_sev.cli.merge",
     "capture": "pytest_sev.cli.capture",
+    "snp-report": "pytest_sev.cli.snp_report",
 }
 
 

@@ -1,6 +1,8 @@
 """The ``measure`` command.
 
-Known-answer: the kat.json SEV-ES 4-vCPU digest. Cross-implementation:
+Known-answer: the kat.json SEV-ES 4-vCPU digest, and every SNP case of
+snp-kat/kat.json (upstream sev-snp-measure's digests) on the last line of
+``--mode snp``. Cross-implementation:
 for the default OVMF installed here, digests equal those printed by the
 ``sev-snp-measure`` command line (a separate process of the same library, so
 this shows our input mapping, not an independent measurement).
@@ -8,6 +10,7 @@ this shows our input mapping, not an independent measurement).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -94,3 +97,129 @@ def test_launch_qemu_sh_options(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_errors(capsys: pytest.CaptureFixture[str], argv: list[str], rc: int, text: str) -> None:
     assert main(argv) == rc
     assert text in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- --mode snp
+
+_SNP_KAT_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "snp-kat"  # copied unchanged from shared/data/snp-kat
+_SNP_CASES = [c for c in json.loads((_SNP_KAT_DIR / "kat.json").read_text())["digests"]["cases"]
+              if c["mode"] == "snp"]
+_SNP_DIGEST_CASES = [c for c in _SNP_CASES if "expect_error" not in c]
+_SNP_REFUSED = [c for c in _SNP_CASES if "expect_error" in c]
+SNP_DISTRO_OVMF = "/usr/share/ovmf/OVMF.fd"  # Debian 'ovmf': OvmfPkgX64 with SNP metadata
+
+
+def _snp_argv(case: dict) -> list[str]:
+    """The command line for a kat.json SNP case ("empty" kernel/initrd = a zero-length file)."""
+    argv = ["measure", "--mode", "snp", "--ovmf", str(_SNP_KAT_DIR / case["ovmf"]), "--vcpus", str(case["vcpus"]),
+            "--guest-features", case["guest_features"], "--vmm-type", case["vmm_type"]]
+    if case["vcpu_type"]:
+        argv += ["--vcpu-type", case["vcpu_type"]]
+    for option in ("kernel", "initrd"):
+        if case[option]:
+            argv += [f"--{option}", "/dev/null" if case[option] == "empty" else case[option]]
+    if case["append"] is not None:
+        argv += ["--append", case["append"]]
+    return argv
+
+
+@pytest.mark.parametrize("case", _SNP_DIGEST_CASES, ids=[c["name"] for c in _SNP_DIGEST_CASES])
+def test_snp_kat_digest_on_last_line(capsys: pytest.CaptureFixture[str], case: dict) -> None:
+    """Known-answer: the last line is sev-snp-measure's upstream digest for every SNP case,
+    each VMM type, from the OVMF file alone (no precomputed OVMF hash)."""
+    assert _last_line(capsys, _snp_argv(case)) == case["digest"]
+
+
+@pytest.mark.parametrize("case", [c for c in _SNP_DIGEST_CASES if c.get("snp_ovmf_hash")],
+                         ids=[c["name"] for c in _SNP_DIGEST_CASES if c.get("snp_ovmf_hash")])
+def test_snp_kat_digest_with_given_ovmf_hash(capsys: pytest.CaptureFixture[str], case: dict) -> None:
+    """Known-answer: the cases that give a precomputed OVMF hash, fed through --snp-ovmf-hash."""
+    assert main(_snp_argv(case) + ["--snp-ovmf-hash", case["snp_ovmf_hash"]]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == case["digest"]
+    assert f"ovmf pages: given {case['snp_ovmf_hash']}" in lines
+
+
+@pytest.mark.parametrize("case", _SNP_REFUSED, ids=[c["name"] for c in _SNP_REFUSED])
+def test_snp_kat_refused_case(capsys: pytest.CaptureFixture[str], case: dict) -> None:
+    """Known-answer: OvmfX64 with a kernel is refused with upstream's reason, on one stderr line."""
+    assert main(_snp_argv(case)) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and case["expect_error"] in out.err and len(out.err.strip().splitlines()) == 1
+
+
+def test_snp_real_command_line() -> None:
+    """``python -m pytest_sev measure --mode snp`` in its own process prints a 4-vCPU case's digest last."""
+    case = next(c for c in _SNP_DIGEST_CASES if c["name"] == "test_snp_with_multiple_vcpus_default")
+    run = subprocess.run([sys.executable, "-m", "pytest_sev", *_snp_argv(case)], capture_output=True, text=True,
+                         check=False, cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == case["digest"]
+    assert "guest features: 0x21 (SNPActive, DebugSwap)" in run.stdout
+
+
+def test_snp_id_block_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """With the kat's test keys the id-block lines carry kat.json's key digests, the id-block embeds
+    the printed digest, and the digest stays the last line."""
+    kat = json.loads((_SNP_KAT_DIR / "kat.json").read_text())["id_block"]
+    case = _SNP_DIGEST_CASES[0]
+    argv = _snp_argv(case) + ["--id-key", str(_SNP_KAT_DIR / kat["id_key"]),
+                              "--author-key", str(_SNP_KAT_DIR / kat["author_key"])]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == case["digest"]
+    assert kat["expect_contains"][1] in lines and kat["expect_contains"][2] in lines
+    block_b64 = next(ln for ln in lines if "id-block=" in ln).split("id-block=", 1)[1].split(",", 1)[0]
+    assert base64.b64decode(block_b64)[:48].hex() == case["digest"]
+
+
+def _snp_bad(*extra: str) -> list[str]:
+    return ["--mode", "snp", "--ovmf", str(_SNP_KAT_DIR / "ovmf_AmdSev_suffix.bin"), "--vcpu-type", "EPYC-v4",
+            *extra]
+
+
+@pytest.mark.parametrize("extra, text", [
+    (("--ovmf", "/etc/passwd", "--guest-features", "0x1"), "is not an OVMF image"),
+    (("--guest-features", "21"), "0x prefix"),
+    (("--guest-features", "0xZZ"), "0x prefix"),
+    (("--guest-features", "0x20"), "SNPActive"),
+    (("--guest-features", "0x1", "--vcpus", "0"), "at least 1"),
+    (("--guest-features", "0x1", "--vcpus", "-2"), "at least 1"),
+    ((), "needs --guest-features"),
+    (("--guest-features", "0x1", "--vmm-type", "xen"), "unknown VMM type"),
+    (("--guest-features", "0x1", "--snp-ovmf-hash", "abcd"), "48 bytes"),
+    (("--guest-features", "0x1", "--vmsa", "legacy"), "only for --mode sev-es"),
+    (("--guest-features", "0x1", "--append", "x"), "need --kernel"),
+    (("--guest-features", "0x1", "--id-key", "k.pem"), "both --id-key and --author-key"),
+])
+def test_snp_bad_inputs_one_line(capsys: pytest.CaptureFixture[str], extra: tuple[str, ...], text: str) -> None:
+    """Bad SNP inputs: exit non-zero, one line on stderr naming the problem, nothing on stdout."""
+    assert main(_snp_bad(*extra)) != 0
+    out = capsys.readouterr()
+    assert out.out == "" and text in out.err and len(out.err.strip().splitlines()) == 1
+    assert "Traceback" not in out.err
+
+
+def test_snp_options_refused_for_sev_modes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--mode", "sev-es", "--ovmf", AMDSEV, "--guest-features", "0x1", "--vmm-type", "gce"]) == 2
+    assert "--guest-features, --vmm-type: only for --mode snp" in capsys.readouterr().err
+    assert main(["-sev-snp", "-smp", "4"]) == 2
+    assert "--mode snp" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.exists(SNP_DISTRO_OVMF), reason=f"{SNP_DISTRO_OVMF} not installed")
+@pytest.mark.parametrize("vmm", ["QEMU", "ec2", "gce"])
+def test_snp_distro_ovmf_matches_sev_snp_measure_cli(capsys: pytest.CaptureFixture[str], vmm: str) -> None:
+    """A full 2 MiB OVMF.fd: our SNP digest equals ``sev-snp-measure --mode snp``'s (input mapping)."""
+    ours = _last_line(capsys, ["--mode", "snp", "--ovmf", SNP_DISTRO_OVMF, "--vcpus", "2", "--vcpu-type",
+                               "EPYC-Milan", "--guest-features", "0x21", "--vmm-type", vmm])
+    theirs = _ssm_cli("--mode", "snp", "--vcpus", "2", "--vcpu-type", "EPYC-Milan", "--guest-features", "0x21",
+                      "--vmm-type", vmm, "--ovmf", SNP_DISTRO_OVMF)
+    assert ours == theirs
+
+
+@pytest.mark.skipif(not os.path.exists(DEFAULT_OVMF), reason=f"{DEFAULT_OVMF} not installed")
+def test_snp_refuses_ovmf_without_sev_metadata(capsys: pytest.CaptureFixture[str]) -> None:
+    """Debian's OVMF_CODE_4M.fd has SEV-ES support but no SEV metadata: no SNP launch can use it."""
+    assert main(["--mode", "snp", "--ovmf", DEFAULT_OVMF, "--guest-features", "0x1"]) == 1
+    assert "has no SEV metadata" in capsys.readouterr().err

@@ -16,6 +16,9 @@ leave them zero. ``vmsa="init2"`` is sev-snp-measure's (and virtee/sev's)
 QEMU layout; ``vmsa="legacy"`` zeroes those two fields (virtee/sevctl's
 vectors). :func:`candidate_digests` yields both so a verdict can say which
 one the firmware measured.
+
+SEV-SNP digests (a chained SHA-384 over pages, metadata sections and VMSAs,
+with guest features and VMM types) live in :mod:`pytest_sev.attest.snp_measure`.
 """
 
 from __future__ import annotations
@@ -100,7 +103,8 @@ class OvmfFacts:
                 f"kernel-hashes table {'yes' if self.kernel_hashes else 'no'}; launch-secret area {sec}")
 
 
-def _load_ovmf(path: str) -> OVMF:
+def load_ovmf(path: str) -> OVMF:
+    """sev-snp-measure's view of an OVMF image, its read/parse failures as :class:`MeasureError`."""
     try:
         return OVMF(path)
     except OSError as exc:
@@ -111,7 +115,7 @@ def _load_ovmf(path: str) -> OVMF:
 
 def ovmf_facts(path: str) -> OvmfFacts:
     """Read the SEV-relevant entries of ``path``'s OVMF footer table."""
-    ovmf = _load_ovmf(path)
+    ovmf = load_ovmf(path)
     try:
         eip: int | None = ovmf.sev_es_reset_eip()
     except RuntimeError:
@@ -132,7 +136,7 @@ def vmsa_pages(ovmf_path: str, vcpus: int, signature: int, vmsa: VmsaKind = "ini
     """The initial VMSA page of each vCPU, in launch order (BSP first)."""
     if vmsa not in VMSA_KINDS:
         raise MeasureError(f"unknown VMSA kind {vmsa!r}: expected one of {', '.join(VMSA_KINDS)}")
-    ovmf = _load_ovmf(ovmf_path)
+    ovmf = load_ovmf(ovmf_path)
     try:
         eip = ovmf.sev_es_reset_eip()
     except RuntimeError as exc:
@@ -176,7 +180,7 @@ def launch_digest(inputs: LaunchInputs, mode: Mode) -> bytes:
 
 
 def _seves_legacy(inputs: LaunchInputs) -> bytes:
-    ovmf = _load_ovmf(inputs.ovmf)
+    ovmf = load_ovmf(inputs.ovmf)
     h = hashlib.sha256(ovmf.data())
     if inputs.kernel:
         if not ovmf.is_sev_hashes_table_supported():

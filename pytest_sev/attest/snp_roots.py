@@ -1,0 +1,119 @@
+"""AMD's SEV-SNP ASK/ARK per product (X.509), shipped in the package and pinned; VCEK and chain files read.
+
+Why pinned: the ARK is the one trust anchor of an SNP report. A VCEK is only
+worth believing when it traces to AMD's ARK, so the ARK must not come from
+the host, the guest or a file a person was handed: the package carries AMD's
+``cert_chain`` of each product (``amdcerts/snp/ask_ark_<product>.pem``, ASK
+then ARK, as AMD's key server serves ``/vcek/v1/<Product>/cert_chain``,
+copied unchanged from ``shared/data/snp-kat/reports/``: the Milan and Genoa
+files equal google/go-sev-guest ``verify/trust/ask_ark_{milan,genoa}.pem``,
+the Milan and Turin files virtee/sev's ``tests/certs_data/cert_chain_*``),
+and each load checks the file's SHA-256 against the value recorded here. A
+chain given as a file (``--chain``) is used only if its ARK is one of these
+pinned ARKs (:func:`pinned_arks`, decided in :mod:`.snp_verify`).
+
+This is the one module of the SNP verifier that reads files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from .errors import ChainError, FormatError
+from .snp_report import PRODUCTS
+
+#: The copies shipped with the package.
+SNP_CERTS_DIR = Path(__file__).resolve().parent / "amdcerts" / "snp"
+
+#: SHA-256 of ``ask_ark_<product>.pem`` as published by AMD's key server
+PINNED_SHA256: dict[str, str] = {
+    "milan": "22e62f8d2c21a156470145fc75f7b5a377cb053ced3e97f0bd3f8d8ca5941ce6",
+    "genoa": "e6ecc853fa56d3170a624d40851f98a1036f974b50204ea69e6aec91d777aca3",
+    "turin": "cc9a52fbed3fbc6e4a0a50149a541a75938f975658909c2a6084767829b36e85",
+}
+
+
+@dataclass(frozen=True)
+class SnpChain:
+    """An ASK and the ARK above it; ``source`` says where they came from (for messages)."""
+
+    ask: x509.Certificate
+    ark: x509.Certificate
+    source: str
+
+
+def _load_der_or_pem(data: bytes, what: str) -> list[x509.Certificate]:
+    """Certificates in ``data`` (PEM, one or more; or one DER).
+
+    AMD's VCEKs as served by the key server may carry a serial number that
+    is not positive (the go-sev-guest test VCEK does); ``cryptography``
+    warns about it and still loads it. The warning says nothing about the
+    key, so it is silenced here and only here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*serial number.*")
+        try:
+            if b"-----BEGIN CERTIFICATE-----" in data:
+                return x509.load_pem_x509_certificates(data)
+            return [x509.load_der_x509_certificate(data)]
+        except ValueError as exc:
+            raise FormatError(f"{what} is not an X.509 certificate (PEM or DER): {exc}") from exc
+
+
+def _read(path: Path | str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise FormatError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+
+
+def split_chain(data: bytes, source: str) -> SnpChain:
+    """ASK and ARK from a ``cert_chain`` body: two certificates, the ARK being the self-issued one."""
+    certs = _load_der_or_pem(data, source)
+    if len(certs) != 2:
+        raise ChainError(f"{source} holds {len(certs)} certificates, expected two (ASK and ARK)")
+    roots = [c for c in certs if c.subject == c.issuer]
+    if len(roots) != 1:
+        raise ChainError(f"{source}: expected one self-issued ARK and one ASK, found {len(roots)} self-issued")
+    ark = roots[0]
+    ask = next(c for c in certs if c is not ark)
+    return SnpChain(ask, ark, source)
+
+
+def load_product_chain(product: str, certs_dir: Path | str = SNP_CERTS_DIR) -> SnpChain:
+    """AMD's ASK and ARK of ``product`` from the package, byte-identical to the pinned file."""
+    if product not in PRODUCTS:
+        raise ChainError(f"unknown SNP product {product!r}: expected one of {', '.join(PRODUCTS)}")
+    path = Path(certs_dir) / f"ask_ark_{product}.pem"
+    data = _read(path, f"{product} ASK/ARK")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != PINNED_SHA256[product]:
+        raise ChainError(f"{path} is not AMD's published {product} ASK/ARK (sha256 {digest}, "
+                         f"pinned {PINNED_SHA256[product]})")
+    return split_chain(data, f"AMD's {product} ASK/ARK")
+
+
+def pinned_arks(certs_dir: Path | str = SNP_CERTS_DIR) -> dict[str, x509.Certificate]:
+    """Product -> AMD's ARK: the only anchors an SNP chain is verified to."""
+    return {product: load_product_chain(product, certs_dir).ark for product in PRODUCTS}
+
+
+def read_chain_file(path: Path | str) -> SnpChain:
+    """A ``cert_chain`` file (ASK and ARK, PEM); whether its ARK is AMD's is checked when verifying."""
+    return split_chain(_read(path, "chain file"), f"chain file {path}")
+
+
+def read_vcek(path: Path | str) -> x509.Certificate:
+    """One VCEK (or VLEK) certificate, DER as AMD's key server serves it, or PEM."""
+    certs = _load_der_or_pem(_read(path, "VCEK file"), f"VCEK file {path}")
+    if len(certs) != 1:
+        raise FormatError(f"VCEK file {path} holds {len(certs)} certificates, expected one")
+    return certs[0]
+
+
+__all__ = ["SNP_CERTS_DIR", "PINNED_SHA256", "SnpChain", "load_product_chain", "pinned_arks", "read_chain_file",
+           "read_vcek", "split_chain"]
