@@ -42,6 +42,18 @@ def qmp_reply(path: str):
     return data["return"]
 
 
+def edited(reply: dict, **change) -> dict:
+    """A copy of a QMP return dict with fields changed (``None``: dropped); ``api_major`` names ``api-major``."""
+    ret = dict(reply)
+    for key, value in change.items():
+        key = key.replace("_", "-")
+        if value is None:
+            ret.pop(key, None)
+        else:
+            ret[key] = value
+    return ret
+
+
 def plaintext_page(i: int) -> bytes:
     text = (f"line {i} of some kernel text; struct page at ffff8880{i:08x}\n" * 200).encode()
     return text[:4096].ljust(4096, b"\0")

@@ -211,15 +211,8 @@ def test_pmemsave_qmp_fault_is_unknown(fault):
 # -- query-sev and the launch measurement do not overstate (issue 21, item 4) --------------
 
 def _query_sev_reply(name, **change):
-    from evidence_doubles import qmp_reply
-    ret = dict(qmp_reply(f"qmp/{name}"))
-    for key, value in change.items():
-        key = key.replace("_", "-")
-        if value is None:
-            ret.pop(key, None)
-        else:
-            ret[key] = value
-    return ret
+    from evidence_doubles import edited, qmp_reply
+    return edited(qmp_reply(f"qmp/{name}"), **change)
 
 
 def _measure_reply(nbytes):

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_host_suite import CONFTEST  # the host suite against a recorded host, as there
 
 from pytest_sev.cli.host import main
 from pytest_sev.host import CHECK_NAMES, decide
@@ -85,19 +86,6 @@ def test_host_cli_exits_1_and_says_undetermined(tmp_path, capsys):
     assert doc["ready"] == {"sev": False, "sev-es": False}
 
 
-CONFTEST = """
-import types, pytest
-from pathlib import Path
-from pytest_sev.host.recorded import load_recorded
-
-@pytest.fixture(scope="session")
-def host(tmp_path_factory):
-    return load_recorded(Path({host!r}), tmp_path_factory.mktemp("host")).probe()
-
-@pytest.fixture(scope="session")
-def run_config():
-    return types.SimpleNamespace(mode={mode!r})
-"""
 
 
 def _suite(pytester, host: Path, mode: str):

@@ -141,14 +141,8 @@ def _answer(reply, expect="sev-es", **kw):
 
 
 def _with(name, **change):
-    ret = dict(rec(name)["return"])
-    for key, value in change.items():
-        key = key.replace("_", "-")
-        if value is None:
-            ret.pop(key, None)
-        else:
-            ret[key] = value
-    return ret
+    from evidence_doubles import edited
+    return edited(rec(name)["return"], **change)
 
 
 @pytest.mark.parametrize("name,expect,es", [

@@ -80,24 +80,22 @@ class DigestChange:
         return "launch digest changed with its inputs: " + "; ".join(self.lines)
 
 
+def _changed(before: Mapping[str, str], now: Mapping[str, str]) -> list[tuple[str, str | None, str | None]]:
+    """(key, before, now) for every key whose value differs, in key order."""
+    keys = sorted(set(before) | set(now))
+    return [(k, before.get(k), now.get(k)) for k in keys if before.get(k) != now.get(k)]
+
+
 def _digest_lines(before: DigestEntry, now: DigestEntry) -> list[str]:
-    out = []
-    for label in sorted(set(before.expected) | set(now.expected)):
-        a, b = before.expected.get(label), now.expected.get(label)
-        if a != b:
-            out.append(f"expected {label} digest changed: {a or 'none'} -> {b or 'none'}")
+    out = [f"expected {label} digest changed: {a or 'none'} -> {b or 'none'}"
+           for label, a, b in _changed(before.expected, now.expected)]
     if before.reported and now.reported and before.reported != now.reported:
         out.append(f"firmware's measurement matched {before.reported!r} before, now {now.reported!r}")
     return out
 
 
 def _input_lines(before: DigestEntry, now: DigestEntry) -> list[str]:
-    out = []
-    for key in sorted(set(before.inputs) | set(now.inputs)):
-        a, b = before.inputs.get(key), now.inputs.get(key)
-        if a != b:
-            out.append(f"input {key}: {a} -> {b}")
-    return out
+    return [f"input {key}: {a} -> {b}" for key, a, b in _changed(before.inputs, now.inputs)]
 
 
 def judge(before: DigestEntry | None, now: DigestEntry) -> DigestChange:
