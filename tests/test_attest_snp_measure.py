@@ -31,7 +31,7 @@ from pytest_sev.attest.snp_measure import (
 )
 
 _HERE = Path(__file__).resolve()
-#: the checkout's copy when there is one, else the shared known answers beside the checkout
+#: the known answers, in the checkout
 KAT_DIR = _HERE.parents[1] / "fixtures" / "snp-kat"  # copied unchanged from shared/data/snp-kat
 KAT = json.loads((KAT_DIR / "kat.json").read_text())
 SNP_CASES = [c for c in KAT["digests"]["cases"] if c["mode"] == "snp"]
