@@ -17,12 +17,17 @@ class Mode(StrEnum):
     SEV_ES = "sev-es"  #: the host must run SEV-ES (and SEV) guests
     SEV = "sev"        #: the host must run SEV guests
     OFF = "off"        #: plain guests only
+    SEV_SNP = "sev-snp"  #: an SEV-SNP guest: a readiness kind of the host report (not yet a run mode)
 
 
 #: every run mode, in the order help texts list them
 RUN_MODES: tuple[Mode, ...] = (Mode.AUTO, Mode.SEV_ES, Mode.SEV, Mode.OFF)
 #: the modes that are also guest kinds (an SEV or SEV-ES guest)
 SEV_KINDS: tuple[Mode, ...] = (Mode.SEV, Mode.SEV_ES)
+#: the readiness a host report answers for: every SEV guest kind, SEV-SNP included.
+#: Kept apart from RUN_MODES and SEV_KINDS so that answering "ready for SEV-SNP?"
+#: changes neither the --sev-mode choices nor the guest kinds a test may ask for.
+READINESS_KINDS: tuple[Mode, ...] = (Mode.SEV, Mode.SEV_ES, Mode.SEV_SNP)
 
 
 def parse_kind(text: str) -> Mode:

@@ -29,7 +29,7 @@ def test_json(capsys):
     assert main(["--recorded", str(HOSTS / "epyc-rome-smee-off"), "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["mode"] == "sev-es" and doc["first_failure"] == "sev_firmware"
-    assert doc["ready"] == {"sev": False, "sev-es": False}
+    assert doc["ready"] == {"sev": False, "sev-es": False, "sev-snp": False}
     # a failure decides (not-ready); what could not be answered is still listed
     assert doc["state"] == "not-ready"
     assert doc["unanswered"] == ["syscfg_smee", "kernel_log_sev", "kernel_log_sev_es"]

@@ -98,25 +98,27 @@ def test_format_text():
     assert text[0] == "[ PASS ] sev: yes"
     assert text[1] == "[ FAIL ] sev_es_asids: 0 (EDX=1)"
     assert text[2] == "         remedy: raise the SEV-ES ASID Space Limit"
-    assert text[-2:] == ["sev: ready", "sev-es: NOT ready (first failure: sev_es_asids)"]
+    assert text[-3:] == ["sev: ready", "sev-es: NOT ready (first failure: sev_es_asids)",
+                         "sev-snp: NOT ready (first failure: sev_es_asids)"]
     assert "[ INFO ] microcode: 0xa0011d1" in READY.format_text()
-    assert READY.format_text().splitlines()[-2:] == ["sev: ready", "sev-es: ready"]
+    assert READY.format_text().splitlines()[-3:] == ["sev: ready", "sev-es: ready", "sev-snp: ready"]
     lines = UNKNOWN.format_text().splitlines()
     assert "[ SKIP ] syscfg_smee: unknown (no msr)" in lines and "         remedy: modprobe msr" in lines
-    assert lines[-2:] == ["sev: UNDETERMINED (could not answer: syscfg_smee)",
-                          "sev-es: UNDETERMINED (could not answer: syscfg_smee, kernel_log_sev_es)"]
+    assert lines[-3:] == ["sev: UNDETERMINED (could not answer: syscfg_smee)",
+                          "sev-es: UNDETERMINED (could not answer: syscfg_smee, kernel_log_sev_es)",
+                          "sev-snp: UNDETERMINED (could not answer: syscfg_smee, kernel_log_sev_es)"]
 
 
 def test_to_dict_is_json():
     d = json.loads(json.dumps(NO_ES.to_dict()))
-    assert d["ready"] == {"sev": True, "sev-es": False}
+    assert d["ready"] == {"sev": True, "sev-es": False, "sev-snp": False}
     assert d["readiness"]["sev-es"] == {"state": "not-ready", "failed": ["sev_es_asids"], "unanswered": []}
     assert d["readiness"]["sev"] == {"state": "ready", "failed": [], "unanswered": []}
     assert d["checks"][1] == {"name": "sev_es_asids", "status": "fail", "value": "0 (EDX=1)",
-                              "remedy": "raise the SEV-ES ASID Space Limit", "needed_for": ["sev-es"]}
+                              "remedy": "raise the SEV-ES ASID Space Limit", "needed_for": ["sev-es", "sev-snp"]}
     assert d["facts"] == {"cbitpos": "51"}
     u = json.loads(json.dumps(UNKNOWN.to_dict()))
-    assert u["ready"] == {"sev": False, "sev-es": False}
+    assert u["ready"] == {"sev": False, "sev-es": False, "sev-snp": False}
     assert u["readiness"]["sev-es"] == {"state": "undetermined", "failed": [],
                                         "unanswered": ["syscfg_smee", "kernel_log_sev_es"]}
 
@@ -238,7 +240,7 @@ def test_check_outcome_reasons_word_for_word():
     assert check_outcome(dev, "sev-es") == Decision(
         "fail", "--sev-es needs it: host check dev_sev failed: absent; remedy: modprobe ccp")
     assert check_outcome(dev, "auto") == Decision(
-        "skip", "host check dev_sev failed: absent; remedy: modprobe ccp (needed for sev-es; mode auto does not require it)")
+        "skip", "host check dev_sev failed: absent; remedy: modprobe ccp (needed for sev-es/sev-snp; mode auto does not require it)")
     virsh = Check("virsh_sev", "fail", "<sev supported='no'>", "", FOR_NONE)
     assert check_outcome(virsh, "sev-es") == Decision(
         "skip", "host check virsh_sev failed: <sev supported='no'> (needed for nothing the harness runs; "
@@ -254,7 +256,7 @@ def test_bad_values_are_refused_naming_the_choices():
         Check("x", "ok", "v")
     with pytest.raises(ValueError, match=r"^check x: unknown modes \['tdx'\]$"):
         Check("x", "pass", "v", "", frozenset({"tdx"}))
-    with pytest.raises(ValueError, match=r"^readiness mode must be one of sev, sev-es, not 'auto'$"):
+    with pytest.raises(ValueError, match=r"^readiness mode must be one of sev, sev-es, sev-snp, not 'auto'$"):
         READY.readiness("auto")
     with pytest.raises(KeyError, match="no host check named 'nope'"):
         READY.check("nope")
@@ -270,5 +272,5 @@ def test_mode_needs():
 
 def test_check_outcome_names_every_mode_a_check_is_needed_for():
     c = Check("dev_sev", "fail", "absent", "", FOR_SEV)
-    assert check_outcome(c, "off").reason == ("host check dev_sev failed: absent (needed for sev/sev-es; "
+    assert check_outcome(c, "off").reason == ("host check dev_sev failed: absent (needed for sev/sev-es/sev-snp; "
                                               "mode off does not require it)")

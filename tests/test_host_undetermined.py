@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_host_suite import CONFTEST  # the host suite against a recorded host, as there
+from test_host_suite import CONFTEST, SNP_ROWS_NOT_PASSING  # the host suite against a recorded host, as there
 
 from pytest_sev.cli.host import main
 from pytest_sev.host import CHECK_NAMES, decide
@@ -54,9 +54,11 @@ def test_the_rotated_host_is_undetermined_not_ready(rotated):
         assert r.state == "undetermined" and r.failed == ()
         assert [c.name for c in r.unanswered] == names
         assert not rotated.ready_for(mode)
-    assert rotated.format_text().splitlines()[-2:] == [
+    assert rotated.format_text().splitlines()[-3:] == [
         "sev: UNDETERMINED (could not answer: sev_firmware, kernel_log_sev)",
-        "sev-es: UNDETERMINED (could not answer: sev_firmware, kernel_log_sev, kernel_log_sev_es)"]
+        "sev-es: UNDETERMINED (could not answer: sev_firmware, kernel_log_sev, kernel_log_sev_es)",
+        # a 6.8 host without SNP support: its kvm_amd has sev_snp=N, a fact the rotated log cannot hide
+        "sev-snp: NOT ready (first failure: kvm_amd_sev_snp)"]
 
 
 def test_the_mode_table_fails_or_skips_naming_the_unanswered_checks(rotated):
@@ -83,7 +85,7 @@ def test_host_cli_exits_1_and_says_undetermined(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert (doc["mode"], doc["state"], doc["first_failure"]) == ("sev-es", "undetermined", None)
     assert doc["unanswered"] == UNANSWERED["sev-es"]
-    assert doc["ready"] == {"sev": False, "sev-es": False}
+    assert doc["ready"] == {"sev": False, "sev-es": False, "sev-snp": False}
 
 
 
@@ -96,19 +98,22 @@ def _suite(pytester, host: Path, mode: str):
 
 def test_host_suite_rows_fail_under_sev_es(pytester, tmp_path):
     result = _suite(pytester, rotated_log_host(tmp_path), "sev-es")
-    result.assert_outcomes(passed=len(CHECK_NAMES) - 3, failed=3)
+    # the SNP rows that do not pass (SNP_ROWS_NOT_PASSING of test_host_suite): skipped, sev-snp needs them
+    result.assert_outcomes(passed=len(CHECK_NAMES) - 3 - SNP_ROWS_NOT_PASSING, failed=3,
+                           skipped=SNP_ROWS_NOT_PASSING)
     result.stdout.fnmatch_lines([
         "*--sev-es needs it: kernel_log_sev_es not determined: unknown (no SEV-ES ASID line*remedy: the kernel log*"])
 
 
 def test_host_suite_under_sev_fails_the_rows_sev_needs(pytester, tmp_path):
     result = _suite(pytester, rotated_log_host(tmp_path), "sev")
-    result.assert_outcomes(passed=len(CHECK_NAMES) - 3, failed=2, skipped=1)  # the SEV-ES line: not needed by --sev
+    result.assert_outcomes(passed=len(CHECK_NAMES) - 3 - SNP_ROWS_NOT_PASSING, failed=2,
+                           skipped=1 + SNP_ROWS_NOT_PASSING)  # the SEV-ES line: not needed by --sev
 
 
 def test_host_suite_rows_skip_under_auto(pytester, tmp_path):
     result = _suite(pytester, rotated_log_host(tmp_path), "auto")
-    result.assert_outcomes(passed=len(CHECK_NAMES) - 3, skipped=3)
+    result.assert_outcomes(passed=len(CHECK_NAMES) - 3 - SNP_ROWS_NOT_PASSING, skipped=3 + SNP_ROWS_NOT_PASSING)
 
 
 def test_report_environment_says_undetermined_not_yes(rotated, tmp_path):
@@ -118,6 +123,8 @@ def test_report_environment_says_undetermined_not_yes(rotated, tmp_path):
     entries = readiness_entries(rotated)
     assert entries["host.ready.sev-es"].startswith("undetermined (could not answer: ")
     ready = load_recorded(READY_HOST, tmp_path / "ready").probe()
-    assert readiness_entries(ready) == {"host.ready.sev-es": "yes", "host.ready.sev": "yes"}
+    entries = readiness_entries(ready)
+    assert (entries["host.ready.sev-es"], entries["host.ready.sev"]) == ("yes", "yes")
+    assert entries["host.ready.sev-snp"].startswith("no (first failure: ")  # a 2024 Milan host without SNP
     intel = load_recorded(READY_HOST.parent / "intel-xeon-icelake", tmp_path / "intel").probe()
     assert readiness_entries(intel)["host.ready.sev-es"].startswith("no (first failure: cpu_vendor")

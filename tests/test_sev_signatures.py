@@ -80,6 +80,40 @@ CASES = [
     ("platform-status-old-firmware", "qemu stderr",
      "$ qemu-system-x86_64: sev_guest_init: failed to get platform status ret=-1fw_error='0: '\n",
      "captured: AMDESE/AMDSEV#25 (verbatim, old QEMU's format without a space before fw_error)"),
+    # --- SEV-SNP
+    ("snp-iommu-passthrough", "host dmesg", (LOGS / "amdsev-88-snp-host-iommu-pt.txt").read_text(),
+     "captured: AMDESE/AMDSEV#88 (5.14 snp-host, iommu=pt)"),
+    ("snp-iommu-passthrough", "host dmesg",
+     "[   32.381854] AMD-Vi: SNP: IOMMU is disabled or configured in passthrough mode, SNP cannot be supported\n",
+     "captured: AMDESE/AMDSEV#113 (verbatim)"),
+    ("snp-iommu-passthrough", "host dmesg",
+     "[    0.912345] AMD-Vi: SNP: IOMMU disabled or configured in passthrough mode, SNP cannot be supported.\n",
+     "(reconstructed) the upstream format string of drivers/iommu/amd/init.c iommu_snp_enable"),
+    ("snp-init-failed", "host dmesg", (LOGS / "amdsev-189-init-0x1-then-api.txt").read_text(),
+     "captured: AMDESE/AMDSEV#189"),
+    ("snp-init-failed", "host dmesg",
+     "[    3.014584] ccp 0000:43:00.1: SEV-SNP: failed to INIT error 0x3\n"
+     "[    3.031942] ccp 0000:43:00.1: SEV API:1.51 build:3\n",
+     "captured: AMDESE/AMDSEV#176 (verbatim lines)"),
+    ("snp-qemu-too-old", "qemu stderr",
+     "qemu-system-x86_64: -object sev-snp-guest,id=sev0,cbitpos=51,reduced-phys-bits=1: "
+     "Parameter 'qom-type' does not accept value 'sev-snp-guest'\n",
+     "captured: coconut-svsm/svsm#680 (verbatim)"),
+    ("snp-kvm-required", "qemu stderr",
+     "qemu-system-x86_64: cannot set up private guest memory for sev-snp-guest: KVM required\n",
+     "captured: qemu-devel review of the SNP debug-swap patch; sev-reference.md 9 (QEMU 10.0.2 under TCG, here)"),
+    ("snp-kvm-vm-type", "qemu stderr", "qemu-system-x86_64: -accel kvm: vm-type SEV-SNP not supported by KVM\n",
+     "captured: qemu-devel review of the SNP debug-swap patch (the line as quoted there)"),
+    ("snp-vmm-without-guest-memfd", "host dmesg", (LOGS / "sev-utils-19-milan-snp-new-wording.txt").read_text(),
+     "captured: amd/sev-utils#19"),
+    ("snp-vmm-without-guest-memfd", "host dmesg", "[   47.614768] kvm_amd: SEV-SNP requires restricted memory.\n",
+     "captured: AMDESE/AMDSEV#166 (verbatim, the older wording)"),
+    ("snp-readonly-firmware", "qemu stderr",
+     "qemu-system-x86_64: kvm_set_user_memory_region: KVM_SET_USER_MEMORY_REGION2 failed, slot=2, "
+     "start=0xffc84000, size=0x37c000, flags=0x2, guest_memfd=-1, guest_memfd_offset=0x0: Invalid argument\n",
+     "captured: AMDESE/AMDSEV#242 (verbatim)"),
+    ("snp-readonly-firmware", "qemu stderr", "qemu-system-x86_64: pflash with kvm requires KVM readonly memory support\n",
+     "(reconstructed) QEMU hw/i386/pc_sysfw.c error_report text"),
 ]
 
 
@@ -153,6 +187,29 @@ NEAR_MISSES = [
     ("platform-status-old-firmware", "snphost ok",
      "[ FAIL ]       - SNP INIT: Failed to get SNP Platform status unable to retrieve SNP platform status\n",
      "captured: AMDESE/AMDSEV#238 snphost output (a tool's check, not QEMU's launch error)"),
+    # --- SEV-SNP
+    ("snp-iommu-passthrough", "host dmesg", "[    3.693304] AMD-Vi: SNP enabled\n",
+     "captured: AMDESE/AMDSEV#181 (the IOMMU accepting SNP)"),
+    ("snp-iommu-passthrough", "host dmesg",
+     "[    0.080454] Kernel command line: BOOT_IMAGE=/boot/vmlinuz-5.14.0-rc2-snp-host-6d4469b86f90 ro iommu=pt\n",
+     "captured (shortened): AMDESE/AMDSEV#88, the cause on the command line is not the kernel's refusal"),
+    ("snp-init-failed", "host dmesg", "[   11.717361] ccp 0000:42:00.1: SEV: failed to INIT error 0x1, rc -5\n",
+     "captured: AMDESE/AMDSEV#189, the plain SEV INIT failure that follows, not SNP_INIT"),
+    ("snp-qemu-too-old", "qemu stderr",
+     "qemu-system-86 64: -object memory-backend-memfd-private, id-ram1,size-2048M,share-true: "
+     "Parameter 'qom-type' does not accept value 'memorv-backend-memfd-private'\n",
+     "captured: AMDESE/AMDSEV#146 (verbatim, another object type refused)"),
+    ("snp-kvm-required", "qemu stderr", "qemu-system-x86_64: -accel kvm: vm-type SEV-SNP not supported by KVM\n",
+     "captured: qemu-devel (KVM is there; the VM type is not)"),
+    ("snp-kvm-vm-type", "qemu stderr",
+     "qemu-system-x86_64: cannot set up private guest memory for sev-snp-guest: KVM required\n",
+     "captured: qemu-devel (TCG, not a VM type KVM lacks)"),
+    ("snp-vmm-without-guest-memfd", "host dmesg", "[   17.001402] kvm_amd: SEV-SNP enabled (ASIDs 1 - 99)\n",
+     "captured: amd/sev-utils#19, the healthy SNP line"),
+    ("snp-readonly-firmware", "qemu stderr",
+     "qemu-system-x86_64: kvm_set_user_memory_region: KVM_SET_USER_MEMORY_REGION failed, slot=10, "
+     "start=0xfebd1000, size=0x1000: File exists\n",
+     "captured: oracle/qemu#9 (a duplicate memslot, not a read-only one)"),
 ]
 
 
@@ -163,7 +220,9 @@ def test_near_miss_does_not_match(code, where, text, prov):
 
 
 @pytest.mark.parametrize("code", ["memlock-limit", "sev-es-blocked-on-snp-host", "bad-measurement-fw-error-11",
-                                  "platform-status-old-firmware"])
+                                  "platform-status-old-firmware", "snp-iommu-passthrough", "snp-init-failed",
+                                  "snp-qemu-too-old", "snp-kvm-required", "snp-kvm-vm-type",
+                                  "snp-vmm-without-guest-memfd", "snp-readonly-firmware"])
 def test_new_signatures_name_source_and_remedy(code):
     sig = signatures.BY_CODE[code]
     assert sig.source and sig.remedy and sig.patterns

@@ -1,7 +1,7 @@
 """``python -m pytest_sev host``: the host readiness report, ``sevctl ok`` style.
 
 Exit status 0 when the host is ready for the requested mode (default
-sev-es), 1 when it is not or when a check that mode needs could not be
+sev-es; ``--mode sev`` or ``--mode sev-snp`` ask for the others), 1 when it is not or when a check that mode needs could not be
 answered ("UNDETERMINED": not knowing is not ready), so a runner's
 provisioning can gate on it.
 ``--recorded DIR`` replays a recorded host; ``--record DIR`` probes this
@@ -19,13 +19,13 @@ from pathlib import Path
 from pytest_sev.host.decide import describe_failure, describe_unanswered
 from pytest_sev.host.probe import probe_host
 from pytest_sev.host.recorded import load_recorded, record_host
-from pytest_sev.host.report import HostReport, Readiness
+from pytest_sev.host.report import MODES, HostReport, Readiness
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pytest_sev host",
-                                description="Check whether this host can run SEV / SEV-ES guests.")
-    p.add_argument("--mode", choices=("sev-es", "sev"), default="sev-es",
+                                description="Check whether this host can run SEV / SEV-ES / SEV-SNP guests.")
+    p.add_argument("--mode", choices=MODES, default="sev-es",
                    help="readiness to report in the exit status (default: sev-es)")
     p.add_argument("--qemu", default="qemu-system-x86_64", help="QEMU binary to ask (default: from PATH)")
     p.add_argument("--ovmf-code", default=None, help="OVMF code file (default: look in the usual places)")

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 from pytest_sev.host.evidence import Evidence
 from pytest_sev.host.parse_cpu import CpuInfo, SevCpuid, decode_sev_leaf, parse_cpuinfo, parse_syscfg_smee
-from pytest_sev.host.report import FOR_NONE, FOR_SEV, FOR_SEV_ES, UNKNOWN, Check
+from pytest_sev.host.report import FOR_NONE, FOR_SEV, FOR_SEV_ES, FOR_SNP, UNKNOWN, Check
 
 CPUID_SOURCE = "/dev/cpu/0/cpuid"
 CPUINFO_SOURCE = "/proc/cpuinfo"
 
-REMEDY_NOT_AMD = "SEV and SEV-ES need an AMD EPYC host: run on an EPYC runner, or use --sev-mode=off / auto here"
+REMEDY_NOT_AMD = "SEV, SEV-ES and SEV-SNP need an AMD EPYC host: run on an EPYC runner, or use --sev-mode=off / auto here"
 REMEDY_CPUID = "load the cpuid driver (modprobe cpuid) and run as root so CPUID 0x8000001F can be read"
 REMEDY_SMEE = ("enable memory encryption in the BIOS: SMEE (AMD CBS > CPU Common Options > SMEE) = Enabled, "
                "and SEV / SEV-ES support, then reboot")
@@ -98,14 +98,14 @@ def cpu_checks(ev: Evidence) -> list[Check]:
         checks.append(Check("microcode", "info", info.microcode or UNKNOWN))
 
     no_sev = "this CPU does not implement SEV: use an AMD EPYC (7001 Naples or later)"
-    # SME and SNP are reported, not required (cpuinfo lists 'sme' only while SME is active).
+    # SME is reported, not required (cpuinfo lists 'sme' only while SME is active).
     sme = _feature("sme", "sme", "sme", v, FOR_NONE, "")
     checks.append(Check("sme", "info", sme.value) if sme.status != "skip" else sme)
     checks.append(_feature("sev", "sev", "sev", v, FOR_SEV, no_sev))
     checks.append(_feature("sev_es", "sev_es", "sev_es", v, FOR_SEV_ES,
                            "this CPU does not implement SEV-ES: use an AMD EPYC 7002 (Rome) or later"))
-    snp = _feature("snp", "snp", "sev_snp", v, FOR_NONE, "")
-    checks.append(Check("snp", "info", snp.value) if snp.status in ("pass", "fail") else snp)
+    checks.append(_feature("snp", "snp", "sev_snp", v, FOR_SNP,
+                           "this CPU does not implement SEV-SNP: use an AMD EPYC 7003 (Milan) or later"))
 
     has_sev = bool(sev and sev.sev)
     has_es = bool(sev and sev.sev_es)

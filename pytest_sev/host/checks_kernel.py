@@ -11,7 +11,7 @@ from pytest_sev.host.checks_cpu import REMEDY_SMEE
 from pytest_sev.host.evidence import KVM_API_VERSION, DeviceAccess, Evidence
 from pytest_sev.host.parse_log import HWERROR_PLATFORM, KernelLog, parse_kernel_log
 from pytest_sev.host.parse_tools import param_enabled, parse_kernel_release
-from pytest_sev.host.report import FOR_SEV, FOR_SEV_ES, UNKNOWN, Check
+from pytest_sev.host.report import FOR_SEV, FOR_SEV_ES, FOR_SEV_NOT_SNP, FOR_SNP, UNKNOWN, Check
 
 REMEDY_KVM_AMD = ("load kvm_amd with SEV: modprobe kvm_amd sev=1 sev_es=1 "
                   "(or kvm_amd.sev=1 kvm_amd.sev_es=1 on the kernel command line)")
@@ -24,7 +24,8 @@ _INIT_REMEDIES: dict[int, str] = {
     HWERROR_PLATFORM: f"SEV firmware INIT error 0x13 means SMEE is off: {REMEDY_SMEE}",
     0x1: ("INVALID_PLATFORM_STATE: the PSP was not in the state SEV INIT needs. On SNP-capable hosts "
           "it follows a failed or unsupported SEV-SNP INIT (see the SEV-SNP line; firmware older than "
-          "1.51 cannot do SNP): update the BIOS / SEV firmware (amd_sev_fam19h_model*.sbin in "
+          "1.51 cannot do SNP; on Milan, SNP also needs a PSP bootloader >= 00.13.00.70, which only a BIOS "
+          "update brings): update the BIOS / SEV firmware (amd_sev_fam19h_model*.sbin in "
           "/lib/firmware/amd), or disable SEV-SNP in the BIOS, then reboot"),
     0x3: ("INVALID_CONFIG: check the BIOS SNP settings (SNP Memory Coverage, IOMMU, SEV-ES ASID "
           "Space Limit) and update the SEV firmware"),
@@ -99,6 +100,16 @@ def firmware_check(log: KernelLog | None, log_error: str) -> Check:
                  f"{REMEDY_LOG}; the ccp driver must be loaded (modprobe ccp)", FOR_SEV)
 
 
+REMEDY_KVM_AMD_SNP = ("load kvm_amd with SEV-SNP: modprobe kvm_amd sev=1 sev_es=1 sev_snp=1 (or kvm_amd.sev_snp=1 "
+                      "on the kernel command line; it is on by default where the host supports SNP)")
+_ASID_REMEDIES: dict[str, str] = {
+    "SEV": f"{REMEDY_KVM_AMD}; if already asked for, see sev_firmware and syscfg_smee",
+    "SEV-ES": f"{REMEDY_KVM_AMD}; if already asked for, see sev_es_asids (BIOS SEV-ES ASID limit)",
+    "SEV-SNP": (f"{REMEDY_KVM_AMD_SNP}; if already asked for, see syscfg_snpen, rmp_table, snp_iommu and "
+                "snp_firmware (kvm_amd enables SNP only when the kernel and the PSP brought it up)"),
+}
+
+
 def asid_check(name: str, feature: str, log: KernelLog | None, log_error: str,
                needed: frozenset[str]) -> Check:
     """kvm_amd's ASID announcement for one feature, in any wording (a
@@ -106,12 +117,13 @@ def asid_check(name: str, feature: str, log: KernelLog | None, log_error: str,
     if log is None:
         return Check(name, "skip", f"{UNKNOWN} (kernel log not readable: {log_error})", "", needed)
     line = log.asids.get(feature)
-    remedy = (f"{REMEDY_KVM_AMD}; if already asked for, see sev_firmware and syscfg_smee" if feature == "SEV"
-              else f"{REMEDY_KVM_AMD}; if already asked for, see sev_es_asids (BIOS SEV-ES ASID limit)")
+    remedy = _ASID_REMEDIES[feature]
     if line is None:
-        if feature == "SEV-ES" and log.wording == "old" and "SEV" in log.asids:
-            # Old kernels print the SEV-ES line only when SEV-ES got enabled.
-            return Check(name, "fail", "not enabled (kvm_amd announced SEV but no 'SEV-ES supported' line)",
+        if feature != "SEV" and log.wording == "old" and "SEV" in log.asids:
+            # Old kernels print the SEV-ES line only when SEV-ES got enabled, and
+            # name SEV-SNP only in the combined "SEV-ES and SEV-SNP supported" line.
+            said = "SEV-ES supported" if feature == "SEV-ES" else "SEV-ES and SEV-SNP supported"
+            return Check(name, "fail", f"not enabled (kvm_amd announced SEV but no '{said}' line)",
                          remedy, needed)
         return Check(name, "skip", f"{UNKNOWN} (no {feature} ASID line from kvm_amd in the kernel log)",
                      REMEDY_LOG, needed)
@@ -172,8 +184,9 @@ def kernel_checks(ev: Evidence) -> list[Check]:
         firmware_check(log, ev.kernel_log_error),
         _param("kvm_amd_sev", "sev", ev, FOR_SEV),
         _param("kvm_amd_sev_es", "sev_es", ev, FOR_SEV_ES),
-        asid_check("kernel_log_sev", "SEV", log, ev.kernel_log_error, FOR_SEV),
+        asid_check("kernel_log_sev", "SEV", log, ev.kernel_log_error, FOR_SEV_NOT_SNP),
         asid_check("kernel_log_sev_es", "SEV-ES", log, ev.kernel_log_error, FOR_SEV_ES),
+        asid_check("kernel_log_snp", "SEV-SNP", log, ev.kernel_log_error, FOR_SNP),
         _dev_sev(ev.dev_sev),
         _dev_kvm(ev),
     ]

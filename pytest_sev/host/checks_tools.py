@@ -19,7 +19,7 @@ from pytest_sev.host.parse_tools import (
     parse_qemu_version,
     sev_validate_reason,
 )
-from pytest_sev.host.report import FOR_NONE, FOR_SEV, FOR_SEV_ES, UNKNOWN, Check
+from pytest_sev.host.report import FOR_NONE, FOR_SEV, FOR_SEV_ES, FOR_SEV_NOT_SNP, UNKNOWN, Check
 
 MIN_QEMU_SEV_ES = (6, 0)
 REMEDY_QEMU = "install qemu-system-x86 >= 6.0 or build it (python -m pytest_sev build qemu), or pass --qemu PATH"
@@ -89,10 +89,10 @@ def virsh_check(ev: Evidence, sev: SevCpuid | None) -> Check:
 
 def ovmf_check(ev: Evidence) -> Check:
     if ev.ovmf_code and ev.ovmf_vars and not ev.ovmf_missing:
-        return Check("ovmf", "pass", f"code {ev.ovmf_code}, vars {ev.ovmf_vars}", "", FOR_SEV)
+        return Check("ovmf", "pass", f"code {ev.ovmf_code}, vars {ev.ovmf_vars}", "", FOR_SEV_NOT_SNP)
     return Check("ovmf", "fail", "not found: " + ", ".join(ev.ovmf_missing or ["(no path)"]),
                  "SEV guests boot only with OVMF (UEFI): install ovmf or build it "
-                 "(python -m pytest_sev build ovmf)", FOR_SEV)
+                 "(python -m pytest_sev build ovmf)", FOR_SEV_NOT_SNP)
 
 
 def memlock_check(ev: Evidence) -> Check:

@@ -20,6 +20,7 @@ from pytest_sev.host.parse_cpu import EXT_MAX_LEAF, SEV_LEAF, CpuidRegs, parse_c
 from pytest_sev.host.qmp_probe import QmpAnswer, QmpProbe, query_sev_capabilities
 
 SYSCFG_MSR = 0xC0010010
+RMP_MSRS = (0xC0010132, 0xC0010133)  # RMP_BASE, RMP_END: where the BIOS put the SEV-SNP RMP table
 KVM_GET_API_VERSION = 0xAE00
 KVM_API_VERSION = 12
 KVM_AMD_PARAMS = ("sev", "sev_es", "sev_snp")
@@ -52,6 +53,8 @@ class Evidence:
     syscfg: int | None = None
     syscfg_source: str = ""
     syscfg_error: str = ""
+    rmp_msrs: tuple[int, int] | None = None  # (RMP_BASE, RMP_END), None when not read
+    rmp_msrs_error: str = ""
     kvm_amd: dict[str, str] | None = None  # None: module not loaded
     dev_sev: DeviceAccess = DeviceAccess("/dev/sev", False)
     dev_kvm: DeviceAccess = DeviceAccess("/dev/kvm", False)
@@ -141,6 +144,41 @@ def _read_syscfg(root: Path, runner: Runner) -> tuple[int | None, str, str]:
     return None, "", "; ".join(why)
 
 
+def _read_rmp_msrs(root: Path, runner: Runner, syscfg_source: str) -> tuple[tuple[int, int] | None, str]:
+    """RMP_BASE and RMP_END: the msr device when SYSCFG came from it, else rdmsr.
+
+    Why rdmsr after a device read that fell short: a recorded host keeps the
+    device as one sparse file, which cannot hold two adjacent 8-byte MSRs, so
+    recordings store these two as rdmsr answers (recorded.save_recording). No
+    fresh modprobe: the SYSCFG read already tried it."""
+    why: list[str] = []
+    path = under(root, "/dev/cpu/0/msr")
+    if syscfg_source == "/dev/cpu/0/msr" and path.exists():
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                raws = [os.pread(fd, 8, msr) for msr in RMP_MSRS]
+            finally:
+                os.close(fd)
+            if all(len(raw) == 8 for raw in raws):
+                base, end = (int.from_bytes(raw, "little") for raw in raws)
+                return (base, end), ""
+            why.append("/dev/cpu/0/msr: short read of the RMP MSRs")
+        except OSError as exc:
+            why.append(f"/dev/cpu/0/msr: {exc.strerror}")
+    elif not syscfg_source:
+        return None, "the MSRs were not readable (see syscfg)"
+    values: list[int] = []
+    for msr in RMP_MSRS:
+        status, out = runner.run(["rdmsr", "-p", "0", hex(msr)])
+        value = parse_rdmsr_output(out) if status == 0 else None
+        if value is None:
+            why.append(f"rdmsr {hex(msr)}: exit {status}")
+            return None, "; ".join(why)
+        values.append(value)
+    return (values[0], values[1]), ""
+
+
 def _device(root: Path, host_path: str) -> DeviceAccess:
     path = under(root, host_path)
     if not path.exists():
@@ -196,6 +234,7 @@ def gather(root: Path, runner: Runner, qemu: str, ovmf_code: str | None,
     ev.cpuinfo = _read(under(root, "/proc/cpuinfo"))
     ev.cpuid, ev.cpuid_error = _read_cpuid(root, runner)
     ev.syscfg, ev.syscfg_source, ev.syscfg_error = _read_syscfg(root, runner)
+    ev.rmp_msrs, ev.rmp_msrs_error = _read_rmp_msrs(root, runner, ev.syscfg_source)
     params = under(root, "/sys/module/kvm_amd/parameters")
     if under(root, "/sys/module/kvm_amd").is_dir():
         ev.kvm_amd = {}

@@ -232,6 +232,7 @@ class KernelLog:
     snp_firmware_too_old: str  # the ">= 1:51" line, or ""
     timeouts: tuple[str, ...]
     wording: str  # "old", "new", "both" or "" when no ASID line was seen
+    snp_api: FirmwareVersion | None = None  # the first "SEV-SNP API:x.y build:z" line: SNP_INIT succeeded
 
     # Compatibility with the earlier single-line view.
     @property
@@ -354,7 +355,8 @@ class _Boot:
             status_errors=status, psps=psps,
             missing_firmware=tuple(f for p in every for f in p.missing_firmware),
             snp_firmware_too_old=self.snp_too_old,
-            timeouts=tuple(t for p in every for t in p.timeouts), wording=wording)
+            timeouts=tuple(t for p in every for t in p.timeouts), wording=wording,
+            snp_api=next((v for v in versions if v.source == "SEV-SNP API"), None))
 
 
 def parse_kernel_log(text: str) -> KernelLog:

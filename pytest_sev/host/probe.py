@@ -13,10 +13,12 @@ from pathlib import Path
 
 from pytest_sev.host.checks_cpu import cpu_checks, cpu_view
 from pytest_sev.host.checks_kernel import kernel_checks
+from pytest_sev.host.checks_snp import snp_checks
 from pytest_sev.host.checks_tools import tool_checks
 from pytest_sev.host.commands import Runner, SubprocessRunner
 from pytest_sev.host.evidence import Evidence, gather
 from pytest_sev.host.parse_log import parse_kernel_log
+from pytest_sev.host.parse_snp import parse_snp_log
 from pytest_sev.host.parse_tools import format_version, parse_memlock, parse_qemu_version
 from pytest_sev.host.qmp_probe import QmpProbe
 from pytest_sev.host.report import UNKNOWN, HostReport
@@ -25,10 +27,10 @@ CHECK_NAMES: tuple[str, ...] = (
     "cpu_vendor", "cpu_model", "microcode",
     "sme", "sev", "sev_es", "snp",
     "cbitpos", "reduced_phys_bits", "encrypted_guests", "sev_es_asids",
-    "syscfg_smee", "sev_firmware",
-    "kvm_amd_sev", "kvm_amd_sev_es", "kernel_log_sev", "kernel_log_sev_es",
+    "syscfg_smee", "syscfg_snpen", "rmp_table", "snp_iommu", "sev_firmware", "snp_firmware",
+    "kvm_amd_sev", "kvm_amd_sev_es", "kvm_amd_sev_snp", "kernel_log_sev", "kernel_log_sev_es", "kernel_log_snp",
     "dev_sev", "dev_kvm", "host_kernel",
-    "qemu_version", "qmp_sev_capabilities", "virsh_sev", "ovmf", "memlock",
+    "qemu_version", "qemu_snp", "qmp_sev_capabilities", "virsh_sev", "ovmf", "memlock",
 )
 
 
@@ -55,6 +57,8 @@ def facts_of(ev: Evidence) -> dict[str, str]:
         "qemu_accel": ev.qmp.accel,
         "kvm_amd_sev": (ev.kvm_amd or {}).get("sev", UNKNOWN),
         "kvm_amd_sev_es": (ev.kvm_amd or {}).get("sev_es", UNKNOWN),
+        "kvm_amd_sev_snp": (ev.kvm_amd or {}).get("sev_snp", UNKNOWN),
+        "snp_api": f"{log.snp_api.major}.{log.snp_api.minor}" if log and log.snp_api else UNKNOWN,
         "ovmf_code": ev.ovmf_code or UNKNOWN,
         "ovmf_vars": ev.ovmf_vars or UNKNOWN,
         "memlock": (parse_memlock(ev.limits) if ev.limits else None) or UNKNOWN,
@@ -64,8 +68,10 @@ def facts_of(ev: Evidence) -> dict[str, str]:
 
 def build_report(ev: Evidence) -> HostReport:
     """Judge gathered evidence (pure: no I/O)."""
-    sev = cpu_view(ev).sev
-    checks = [*cpu_checks(ev), *kernel_checks(ev), *tool_checks(ev, sev)]
+    view = cpu_view(ev)
+    log = parse_kernel_log(ev.kernel_log) if ev.kernel_log is not None else None
+    snp = parse_snp_log(ev.kernel_log) if ev.kernel_log is not None else None
+    checks = [*cpu_checks(ev), *kernel_checks(ev), *snp_checks(ev, view, log, snp), *tool_checks(ev, view.sev)]
     by_name = {c.name: c for c in checks}
     if set(by_name) != set(CHECK_NAMES) or len(checks) != len(CHECK_NAMES):
         raise AssertionError(f"probe produced {sorted(by_name)}, CHECK_NAMES says {sorted(CHECK_NAMES)}")

@@ -7,7 +7,9 @@ Layout of ``fixtures/hosts/<name>/``::
                       sys/module/kvm_amd/parameters/*, dev/sev, dev/kvm (its text
                       is the KVM_GET_API_VERSION answer), OVMF placeholders
     cpuid.json        {"0x8000001f": [eax, ebx, ecx, edx], ...} (hex strings)
-    msr.json          {"0xc0010010": "0x..."} when the MSR device was readable
+    msr.json          {"0xc0010010": "0x..."} when the MSR device was readable (the
+                      RMP MSRs, adjacent offsets, are kept as "rdmsr -p 0 0xc001013x"
+                      answers in commands.json)
     commands.json     {"dmesg": {"status": 0, "file": "dmesg.txt"}, "uname -r": {...}}
     qmp.json          the query-sev-capabilities reply or error, and the accel
     expected.txt      the report the probe must produce from all of the above
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_sev.host.commands import RecordingRunner, ReplayRunner, Runner, SubprocessRunner
-from pytest_sev.host.evidence import SYSCFG_MSR, Evidence, gather, under
+from pytest_sev.host.evidence import RMP_MSRS, SYSCFG_MSR, Evidence, gather, under
 from pytest_sev.host.parse_cpu import CpuidRegs
 from pytest_sev.host.probe import build_report, probe_host
 from pytest_sev.host.qmp_probe import QmpAnswer, QmpProbe, query_sev_capabilities
@@ -149,6 +151,11 @@ def save_recording(ev: Evidence, log: dict[str, tuple[int, str]], dest: Path, me
             {f"0x{leaf:08x}": regs.as_hex() for leaf, regs in sorted(ev.cpuid.items())}, indent=1) + "\n")
     if ev.syscfg is not None and ev.syscfg_source == "/dev/cpu/0/msr":
         (dest / "msr.json").write_text(json.dumps({hex(SYSCFG_MSR): hex(ev.syscfg)}) + "\n")
+    log = dict(log)
+    if ev.rmp_msrs is not None:
+        # adjacent MSRs cannot share the sparse msr file: kept as the rdmsr answers they equal
+        for msr, reading in zip(RMP_MSRS, ev.rmp_msrs, strict=True):
+            log.setdefault(f"rdmsr -p 0 {hex(msr)}", (0, f"{reading:x}\n"))
     commands: dict[str, dict] = {}
     for key, (status, out) in sorted(log.items()):
         if key in _LOG_COMMANDS:

@@ -2,7 +2,8 @@
 
 Readiness is a property of the report, not of the probe: a check says which
 modes need it (``needed_for``) and whether it passed, so the same report can
-answer "ready for SEV?" and "ready for SEV-ES?" and name the reason not.
+answer "ready for SEV?", "ready for SEV-ES?" and "ready for SEV-SNP?" and name
+the reason not.
 
 The answer has three values (:class:`Readiness`), because not knowing is not
 knowing yes: *ready* only when every check the mode needs passed; *not ready*
@@ -17,16 +18,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pytest_sev.modes import SEV_KINDS
+from pytest_sev.modes import READINESS_KINDS
 
 Status = Literal["pass", "fail", "skip", "info"]
 STATUSES: tuple[str, ...] = ("pass", "fail", "skip", "info")
-MODES = SEV_KINDS  # the readiness a report answers for
+MODES = READINESS_KINDS  # the readiness a report answers for: sev, sev-es, sev-snp
 
-# needed_for shorthands: SEV-ES guests are SEV guests, so every check SEV
-# needs is also needed for SEV-ES.
-FOR_SEV: frozenset[str] = frozenset({"sev", "sev-es"})
-FOR_SEV_ES: frozenset[str] = frozenset({"sev-es"})
+# needed_for shorthands. SEV-ES guests are SEV guests, and SEV-SNP guests are
+# SEV-ES guests (an encrypted VMSA, ASIDs from the SEV-ES range; kvm_amd turns
+# SNP on only over SEV-ES over SEV), so what SEV needs SEV-ES and SEV-SNP need
+# too, and what SEV-ES needs SEV-SNP needs too.
+FOR_SEV: frozenset[str] = frozenset({"sev", "sev-es", "sev-snp"})
+FOR_SEV_ES: frozenset[str] = frozenset({"sev-es", "sev-snp"})
+FOR_SNP: frozenset[str] = frozenset({"sev-snp"})
+# Rows SEV and SEV-ES need but SNP does not: the plain-SEV ASID range (SNP
+# guests take SEV-ES ASIDs) and the OVMF code/vars pair (SNP firmware is one
+# -bios image, a pair answers nothing about it).
+FOR_SEV_NOT_SNP: frozenset[str] = frozenset({"sev", "sev-es"})
 FOR_NONE: frozenset[str] = frozenset()
 
 UNKNOWN = "unknown"

@@ -87,7 +87,7 @@ def readiness_entries(report) -> dict[str, str]:
     ``undetermined (could not answer: syscfg_smee)``: a check the probe could
     not answer is not a "yes"."""
     entries = {}
-    for mode in ("sev-es", "sev"):
+    for mode in ("sev-es", "sev", "sev-snp"):
         readiness = report.readiness(mode)
         if readiness.failed:
             value = f"no (first failure: {readiness.failed[0].name})"

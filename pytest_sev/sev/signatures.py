@@ -160,6 +160,69 @@ SIGNATURES: tuple[Signature, ...] = (
         "names the firmware error",
         "AMDESE/AMDSEV#25 (verbatim QEMU error 'sev_guest_init: failed to get platform status ret=-1fw_error=' "
         "beside host 'SEV: failed to INIT error 0x8004'; fixed by a BIOS update)"),
+    # --- SEV-SNP (issue 22 item 8) ------------------------------------------------------------
+    Signature(
+        "snp-iommu-passthrough", "the host IOMMU is off or in passthrough mode: the kernel turned SEV-SNP down",
+        (r"SNP: IOMMU (?:is )?(?:either )?disabled or configured in passthrough mode",),
+        "boot the host without iommu=pt (and iommu.passthrough=1 / amd_iommu=off), or with iommu=nopt where the "
+        "kernel defaults to passthrough; enable the IOMMU in the BIOS; python -m pytest_sev host --mode sev-snp "
+        "names it as snp_iommu",
+        "AMDESE/AMDSEV#88 ('AMD-Vi: SEV-SNP: IOMMU is either disabled or configured in passthrough mode.', 5.14 "
+        "snp-host with iommu=pt; fixed by removing iommu=pt) and #113 ('AMD-Vi: SNP: IOMMU is disabled or "
+        "configured in passthrough mode, SNP cannot be supported', 5.19 snp-host); upstream wording from "
+        "drivers/iommu/amd/init.c iommu_snp_enable"),
+    Signature(
+        "snp-init-failed", "the PSP refused SNP_INIT: SEV-SNP is unusable on this host (and SEV INIT often fails "
+        "after it with 0x1)",
+        (r"SEV-SNP: failed to INIT\b",),
+        "update the BIOS: SNP needs SEV firmware >= 1.51 and, on Milan, a PSP bootloader >= 00.13.00.70 (AMD's "
+        "snp-latest README); error 0x3 (INVALID_CONFIG) also means a BIOS SNP setting is off (SEV-SNP Support, "
+        "SNP Memory Coverage, SMEE, IOMMU); or disable SEV-SNP in the BIOS to get SEV/SEV-ES back",
+        "fixtures/host-logs/amdsev-189-init-0x1-then-api.txt (captured, AMDESE/AMDSEV#189 'SEV-SNP: failed to "
+        "INIT rc -5, error 0x3'); AMDESE/AMDSEV#176 ('SEV-SNP: failed to INIT error 0x3', firmware 1.51 over a "
+        "1.23 base); sev-step/sev-step#3"),
+    Signature(
+        "snp-qemu-too-old", "this QEMU has no sev-snp-guest object: SEV-SNP needs QEMU >= 9.1",
+        (r"Parameter 'qom-type' does not accept value 'sev-snp-guest'",),
+        "use a QEMU >= 9.1 (the harness's provisioned one, e.g. Debian bookworm-backports' 10.0, via --qemu); "
+        "python -m pytest_sev host --mode sev-snp names it as qemu_snp",
+        "coconut-svsm/svsm#680 (verbatim, a distribution QEMU); project-oak/oak#5045 (the same line from vanilla "
+        "QEMU 9.0.1); qapi/qom.json SevSnpGuestProperties 'Since: 9.1'"),
+    Signature(
+        "snp-kvm-required", "SEV-SNP guest memory needs KVM: QEMU ran under TCG",
+        (r"cannot set up private guest memory for sev-snp-guest: KVM required",),
+        "SNP guests run only with KVM on an SNP-ready host (python -m pytest_sev host --mode sev-snp); on a "
+        "machine without one, run the SNP tests under --sev-mode=auto (they skip)",
+        "QEMU system/physmem.c ram_block_add (qemu-devel review thread of the SNP debug-swap patch, quoting the "
+        "line); sev-reference.md 9: QEMU 10.0.2 under TCG stops with it (tried here)"),
+    Signature(
+        "snp-kvm-vm-type", "KVM cannot create an SEV-SNP VM: the host kernel has no SNP, or SNP is off on this host",
+        (r"vm-type SEV-SNP not supported by KVM",),
+        "make the host SNP-ready: a host kernel with SEV-SNP support (>= 6.11), SEV-SNP and RMP Table Coverage "
+        "enabled in the BIOS, the IOMMU not in passthrough; python -m pytest_sev host --mode sev-snp names what "
+        "is missing",
+        "qemu-devel review thread of the SNP debug-swap patch ('-accel kvm: vm-type SEV-SNP not supported by KVM' "
+        "on hardware without SNP); an operator's notes: the same line with RMP Table Coverage disabled in firmware"),
+    Signature(
+        "snp-vmm-without-guest-memfd", "kvm_amd refused an SNP VM without guest_memfd: the VMM is older than the "
+        "host kernel's SNP interface",
+        (r"SEV-SNP requires private memory support via guest_memfd", r"SEV-SNP requires restricted memory"),
+        "launch SNP guests with an upstream QEMU >= 9.1 (it gives SNP guests guest_memfd memory), not an older "
+        "SNP fork built for an earlier host kernel; the host kernel needs CONFIG_KVM_PRIVATE_MEM",
+        "fixtures/host-logs/sev-utils-19-milan-snp-new-wording.txt (captured, amd/sev-utils#19); "
+        "coconut-svsm/svsm#409 (same line; reply: enable CONFIG_KVM_PRIVATE_MEM); AMDESE/AMDSEV#166 ('SEV-SNP "
+        "requires restricted memory.', the 6.4-era wording)"),
+    Signature(
+        "snp-readonly-firmware", "SNP firmware mapped read-only: KVM refuses read-only memory for SNP guests "
+        "(pflash, or a read-only -bios mapping)",
+        (r"KVM_SET_USER_MEMORY_REGION2 failed, .*flags=0x2\b", r"pflash with kvm requires KVM readonly memory support"),
+        "launch SNP guests with the firmware as one -bios image and no -drive if=pflash (QEMU refuses pflash for "
+        "SNP); if -bios alone fails this way, the QEMU and the host kernel disagree on read-only firmware "
+        "mappings (a 6.11 host with QEMU 9.1 in AMDESE/AMDSEV#236, #242): keep them in lock-step",
+        "AMDESE/AMDSEV#242 (verbatim 'kvm_set_user_memory_region: KVM_SET_USER_MEMORY_REGION2 failed, slot=2, "
+        "start=0xffc84000, size=0x37c000, flags=0x2, guest_memfd=-1, ...'), #236 (the same with -drive "
+        "if=pflash); the pflash line is reconstructed from QEMU hw/i386/pc_sysfw.c (its error when KVM offers "
+        "no read-only memory, as for SNP VMs), not captured"),
 )
 
 BY_CODE = {s.code: s for s in SIGNATURES}
