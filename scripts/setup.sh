@@ -75,3 +75,9 @@ fi
 
 # The default guest's kernel: fetched once into the content-addressed cache.
 .venv/bin/python -m pytest_sev provision
+
+# A QEMU >= 9.1 for SEV-SNP launches, beside the host's (Debian backports' qemu-system-x86,
+# ~15 MB, fetched with a private apt configuration in about 1-2 s; cached). Not fatal: without
+# it the SNP argv tests skip naming this command and `launch -sev-snp` says what it needs.
+.venv/bin/python -m pytest_sev provision qemu-snp \
+  || echo "setup: no SEV-SNP QEMU (python -m pytest_sev provision qemu-snp says why)"

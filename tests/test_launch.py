@@ -187,7 +187,7 @@ def test_bad_options_fail_with_one_line(args, message, capsys, guestdir):
 
 def test_unknown_option_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["-sev-snp"])
+        main(["-sev-tdx"])  # (-sev-snp was the example until SEV-SNP launches arrived)
     assert exc.value.code == 2
 
 

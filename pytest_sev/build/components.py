@@ -30,12 +30,14 @@ from pytest_sev.build.recipes import AMDSEV_NAME, BuildOptions
 from pytest_sev.build.sources import COMPONENTS, KNOWN_COMPONENTS, Source
 from pytest_sev.qemu.firmware import find_amdsev_ovmf, find_ovmf
 
-KINDS = ("system", "prefix", "build")
+KINDS = ("system", "prefix", "build", "backports")
+#: the one component a ``backports`` source exists for
+BACKPORTS_COMPONENTS = ("qemu",)
 
 
 @dataclass(frozen=True)
 class Choice:
-    kind: str               # system | prefix | build
+    kind: str               # system | prefix | build | backports (qemu only)
     path: Path | None = None
 
     def describe(self) -> str:
@@ -64,17 +66,20 @@ def parse_components(spec: str | None) -> dict[str, Choice]:
         if name and name not in KNOWN_COMPONENTS:
             raise SourcesError(f"--components: unknown component {name!r} (known: {', '.join(KNOWN_COMPONENTS)})")
         choice = _choice(value, name or "all")
+        if choice.kind == "backports" and name not in BACKPORTS_COMPONENTS:
+            raise SourcesError(f"--components: {name or 'all'}=backports: only qemu has a backports source")
         for comp in ([name] if name else COMPONENTS):
             plan[comp] = choice
     return plan
 
 
 def _choice(value: str, name: str) -> Choice:
-    if value in ("system", "build"):
+    if value in ("system", "build", "backports"):
         return Choice(value)
     if value.startswith("prefix:") and len(value) > len("prefix:"):
         return Choice("prefix", Path(value[len("prefix:"):]).expanduser())
-    raise SourcesError(f"--components: {name}={value!r}: expected system, build or prefix:PATH")
+    raise SourcesError(f"--components: {name}={value!r}: expected system, build or prefix:PATH "
+                       "(qemu also: backports)")
 
 
 @dataclass(frozen=True)
@@ -109,8 +114,19 @@ def _found(component: str, choice: Choice, version: str, files: dict[str, Path])
                     version=version, artifacts={n: artifact_record(p) for n, p in files.items()})
 
 
+def _backports_qemu() -> Path:
+    """The QEMU ``provision qemu-snp`` left in the cache (resolving never fetches)."""
+    from pytest_sev.images.qemu_snp import PROVISION_COMMAND, provisioned_snp_qemu
+    found = provisioned_snp_qemu()
+    if found is None:
+        raise SourcesError(f"qemu (backports): no QEMU >= 9.1 in the cache (run `{PROVISION_COMMAND}`)")
+    return found.binary
+
+
 def _locate_qemu(choice: Choice) -> Manifest:
-    if choice.kind == "system":
+    if choice.kind == "backports":
+        binary = _backports_qemu()
+    elif choice.kind == "system":
         found = shutil.which("qemu-system-x86_64")
         if not found:
             raise SourcesError("qemu (system): qemu-system-x86_64 is not on PATH (install qemu-system-x86)")

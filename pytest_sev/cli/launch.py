@@ -1,6 +1,6 @@
 """``python -m pytest_sev launch``: AMD's ``launch-qemu.sh`` for a person.
 
-Same options as the script (single dash: ``-sev``, ``-sev-es``, ``-hda``,
+Same options as the script (single dash: ``-sev``, ``-sev-es``, ``-sev-snp``, ``-hda``,
 ``-mem``, ``-smp``, ``-console``, ``-vnc``, ``-cdrom``, ``-gdb``,
 ``-allow-debug``, ``-novirtio``, ``-execpath``, plus ``-kernel``, ``-initrd``,
 ``-append`` from AMD's later branches) and the same QEMU command line, in the
@@ -23,6 +23,12 @@ tests/test_launch.py compares it with
   ``-enable-kvm``; with ``-sev``/``-sev-es`` the host is probed first
   (:func:`pytest_sev.host.probe_host`) and an unready host stops the launch
   with the failing check (exit 1); the C-bit comes from the probe;
+* ``-sev-snp`` (AMD's snp-latest branch) launches with upstream QEMU's
+  ``sev-snp-guest`` (QEMU >= 9.1: the one on PATH or in ``-execpath`` when it
+  is new enough, else the one ``python -m pytest_sev provision qemu-snp`` put
+  in the cache); the firmware is one ``-bios`` image (the AmdSev OVMF, else
+  ``OVMF.fd``); ``-certs-path`` is refused: that property exists only in
+  AMD's QEMU fork;
 * networking is always user-mode (the script makes a tap on ``br0`` with sudo
   when that bridge exists).
 
@@ -54,15 +60,15 @@ from pathlib import Path
 from typing import Literal
 
 from pytest_sev.errors import GuestError, LaunchError, SpecError
-from pytest_sev.guest.spec import Disk, Firmware, GuestSpec, SevLaunch, SevMode
+from pytest_sev.guest.spec import AMD_FORK_ONLY, Disk, Firmware, GuestSpec, SevLaunch, SevMode, SnpLaunch
 from pytest_sev.qemu.accel import choose_accel
-from pytest_sev.qemu.argv import DEFAULT_APPEND, launch_argv
+from pytest_sev.qemu.argv import DEFAULT_APPEND, SNP_DEFAULT_CPU, SNP_MIN_QEMU, check_snp_qemu, launch_argv
 from pytest_sev.qemu.binary import qemu_version
-from pytest_sev.qemu.firmware import find_ovmf, vars_store
+from pytest_sev.qemu.firmware import find_ovmf, find_snp_firmware, vars_store
 from pytest_sev.qemu.process import EXITED, QemuProcess, StopStage
 from pytest_sev.qemu.qmp import QMP
 from pytest_sev.sev.launchsh import LaunchOptions, guest_name
-from pytest_sev.sev.policy import policy_for
+from pytest_sev.sev.policy import policy_for, snp_policy_for
 
 ESCAPE = "\x1d"  # Ctrl-]
 QEMU_NAME = "qemu-system-x86_64"
@@ -76,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("-sev", action="store_true", help="launch an SEV guest")
     a("-sev-es", dest="sev_es", action="store_true", help="launch an SEV-ES guest (implies -sev)")
+    a("-sev-snp", dest="sev_snp", action="store_true",
+      help="launch an SEV-SNP guest (upstream QEMU >= 9.1; implies -sev-es)")
+    a("-certs-path", dest="certs_path", metavar="PATH",
+      help="refused: a property of AMD's QEMU fork only, upstream QEMU has none")
     a("-hda", metavar="PATH", help="disk image (qcow2 when the name ends in qcow2, else raw)")
     a("-mem", metavar="MB", type=int, default=4096, help="guest memory in MiB (4096)")
     a("-smp", metavar="N", type=int, default=4, help="vCPUs (4)")
@@ -179,10 +189,51 @@ def check_sizes(args: argparse.Namespace) -> None:
         raise LaunchError(f"-smp {args.smp}: vcpus {args.smp} out of range 1..64")
 
 
+def refuse_fork_only(args: argparse.Namespace) -> None:
+    """Options of AMD's snp-latest script that only AMD's QEMU fork understands:
+    upstream QEMU would stop with "Property not found"; say why up front."""
+    if args.certs_path is not None:
+        raise LaunchError(f"-certs-path: {AMD_FORK_ONLY[0]} exists only in AMD's QEMU fork "
+                          "(AMDESE/qemu snp-latest); upstream QEMU's sev-snp-guest has no such property")
+
+
+def snp_qemu(qemu: str) -> str:
+    """A QEMU that can launch SNP: *qemu* when >= 9.1, else the provisioned one;
+    neither is the one start-up line naming the version."""
+    if _qemu_version(qemu) >= SNP_MIN_QEMU:
+        return qemu
+    from pytest_sev.images.qemu_snp import PROVISION_COMMAND, provisioned_snp_qemu
+    cached = provisioned_snp_qemu()
+    if cached is not None:
+        os.environ.update(cached.environment())  # this launcher's own QEMU child inherits it
+        return str(cached.binary)
+    have = ".".join(map(str, _qemu_version(qemu)))
+    raise LaunchError(f"SEV-SNP needs QEMU >= {SNP_MIN_QEMU[0]}.{SNP_MIN_QEMU[1]} (this one is {have}); "
+                      f"`{PROVISION_COMMAND}` fetches one beside it, or pass -execpath")
+
+
+def snp_launch(args: argparse.Namespace, execpath: Path, kernel: Path | None,
+               cbitpos: int) -> tuple[Firmware, SnpLaunch]:
+    """The one-image firmware and the ``sev-snp-guest`` of ``-sev-snp``: kernel
+    hashes only with the AmdSev OVMF (it alone has their table)."""
+    found = find_snp_firmware(execpath)
+    if found is None:
+        raise LaunchError(f"SEV-SNP needs a one-file OVMF (OVMF.amdsev.fd or OVMF.fd) in "
+                          f"{execpath}/share/qemu or the distro's places; QEMU refuses pflash for SNP")
+    kind, image = found
+    firmware = Firmware("amdsev" if kind == "amdsev" else "bios", code=image)
+    snp = SnpLaunch(cbitpos=cbitpos, policy=snp_policy_for(args.allow_debug),
+                    kernel_hashes=kind == "amdsev" and kernel is not None)
+    return firmware, snp
+
+
 def resolve(args: argparse.Namespace) -> Resolved:
     check_sizes(args)
+    refuse_fork_only(args)
     execpath = Path(args.execpath)
     qemu = find_qemu(execpath)
+    if args.sev_snp:
+        qemu = snp_qemu(qemu)
     code, vars_template = find_firmware(execpath)
     hda = _abs(args.hda, "-hda")
     cdrom = _abs(args.cdrom, "-cdrom")
@@ -196,7 +247,13 @@ def resolve(args: argparse.Namespace) -> Resolved:
     home = hda.parent if hda else Path.cwd()
     sev_mode: SevMode | None = "sev-es" if args.sev_es else ("sev" if args.sev else None)
     sev = None
-    if sev_mode:
+    firmware = Firmware("ovmf", code, vars_template, vars_path=home / f"{name}.fd")
+    snp = None
+    if args.sev_snp:
+        cbit = host_cbitpos("sev-snp", args.host_recorded, qemu, (code, vars_template))
+        firmware, snp = snp_launch(args, execpath, kernel, cbit)
+        accel = "kvm"
+    elif sev_mode:
         cbit = host_cbitpos(sev_mode, args.host_recorded, qemu, (code, vars_template))
         sev = SevLaunch(sev_mode, policy_for(sev_mode, args.allow_debug), cbit)
         accel = "kvm"  # SEV is a KVM feature: no fallback
@@ -208,11 +265,12 @@ def resolve(args: argparse.Namespace) -> Resolved:
         disks = (Disk(hda, bus="ide" if args.novirtio else "virtio-scsi", format=fmt),)
     try:
         spec = GuestSpec(
-            name=name, memory_mib=args.mem, vcpus=args.smp, cpu="EPYC", machine="q35",
-            firmware=Firmware("ovmf", code, vars_template, vars_path=home / f"{name}.fd"),
+            name=name, memory_mib=args.mem, vcpus=args.smp,
+            cpu=SNP_DEFAULT_CPU if snp else "EPYC", machine="q35", firmware=firmware,
             kernel=kernel, initrd=initrd,
             append=args.append if args.append is not None else (DEFAULT_APPEND if kernel else ""),
-            disks=disks, sev=sev, no_reboot=bool(args.sev_es))
+            disks=disks, sev=sev, snp=snp, no_reboot=bool(args.sev_es or args.sev_snp))
+        check_snp_qemu(spec, _qemu_version(qemu))
     except SpecError as exc:
         raise LaunchError(str(exc)) from None
     qmp = home / f"{name}.qmp"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pytest_sev.errors import SpecError
-from pytest_sev.sev.policy import es_mismatch
+from pytest_sev.sev.policy import SNP_DEFAULT_POLICY, describe_snp_policy, es_mismatch, snp_policy_problem
 
 Bus = Literal["virtio-blk", "virtio-scsi", "ide"]
 SevMode = Literal["sev", "sev-es"]
@@ -52,9 +52,12 @@ class Disk:
             raise SpecError(f"unknown disk format {self.format!r} (raw or qcow2)")
 
 
-FirmwareKind = Literal["seabios", "ovmf", "amdsev"]
+FirmwareKind = Literal["seabios", "ovmf", "amdsev", "bios"]
 #: the firmware kinds that boot SEV and SEV-ES guests (UEFI with the SEV code)
 UEFI_KINDS = ("ovmf", "amdsev")
+#: the one-image firmware kinds, given to QEMU as ``-bios``: the only way an
+#: SEV-SNP guest gets its firmware (QEMU refuses pflash for SNP)
+ONE_IMAGE_KINDS = ("amdsev", "bios")
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,10 @@ class Firmware:
     per-guest VARS copy, made once from ``vars_template`` and then reused; or
     ``amdsev``: the one-file OVMF of ``OvmfPkg/AmdSev/AmdSevX64.dsc`` as
     ``-bios`` (variables live in memory), which has the launch-secret page and
-    checks QEMU's kernel hashes, as a guest owner's attested launch needs."""
+    checks QEMU's kernel hashes, as a guest owner's attested launch needs;
+    or ``bios``: any other one-file OVMF (a distribution's ``OVMF.fd``) as
+    ``-bios``, which an SEV-SNP guest boots from when there is no AmdSev build
+    (it carries the SNP metadata, but no kernel-hashes table)."""
 
     kind: FirmwareKind = "seabios"
     code: Path | None = None
@@ -71,12 +77,14 @@ class Firmware:
     vars_path: Path | None = None  # None: a copy in the guest's run directory
 
     def __post_init__(self) -> None:
-        if self.kind not in ("seabios", *UEFI_KINDS):
-            raise SpecError(f"unknown firmware kind {self.kind!r} (seabios, ovmf or amdsev)")
+        if self.kind not in ("seabios", *UEFI_KINDS, "bios"):
+            raise SpecError(f"unknown firmware kind {self.kind!r} (seabios, ovmf, amdsev or bios)")
         if self.kind == "ovmf" and (self.code is None or self.vars_template is None):
             raise SpecError("OVMF needs both its CODE and VARS files")
         if self.kind == "amdsev" and self.code is None:
             raise SpecError("the AmdSev OVMF needs its image (OVMF.amdsev.fd)")
+        if self.kind == "bios" and self.code is None:
+            raise SpecError("a one-file firmware (bios) needs its image (OVMF.fd)")
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,62 @@ class SevLaunch:
             raise SpecError(f"policy {self.policy:#x} {problem}")
 
 
+#: sizes QEMU's ``sev-snp-guest`` requires of its base64 properties (bytes, decoded)
+SNP_HOST_DATA_BYTES = 32
+SNP_ID_BLOCK_BYTES = 96
+SNP_ID_AUTH_BYTES = 4096
+#: properties AMD's snp-latest launch-qemu.sh passes that exist only in AMD's QEMU fork
+AMD_FORK_ONLY = ("certs-path",)
+
+
+def _exact_size(name: str, value: bytes | None, size: int) -> None:
+    if value is not None and len(value) != size:
+        raise SpecError(f"SNP {name} is {len(value)} bytes; QEMU's sev-snp-guest needs exactly {size}")
+
+
+@dataclass(frozen=True)
+class SnpLaunch:
+    """The ``sev-snp-guest`` object (upstream QEMU >= 9.1): policy, C-bit, and
+    the launch inputs the attestation report will carry (host data, ID block).
+
+    A separate type from :class:`SevLaunch` because nothing of SEV's launch
+    session (DH certificate, session blob) applies: an SNP guest proves itself
+    with its own attestation report.  Byte fields hold raw bytes; the renderer
+    base64-encodes them as QEMU reads them."""
+
+    #: the host's C-bit position (CPUID 0x8000001F EBX[5:0])
+    cbitpos: int
+    policy: int = SNP_DEFAULT_POLICY
+    reduced_phys_bits: int = 1
+    #: QEMU ``kernel-hashes=on``: -kernel/-initrd/-append hashed into the firmware's table
+    kernel_hashes: bool = False
+    #: 32 bytes the host binds into the report (HOST_DATA)
+    host_data: bytes | None = None
+    #: the guest owner's ID block (96 bytes) and its signature block (4096 bytes)
+    id_block: bytes | None = None
+    id_auth: bytes | None = None
+    author_key_enabled: bool = False
+
+    @property
+    def mode(self) -> str:
+        return "sev-snp"
+
+    def describe(self) -> str:
+        return f"sev-snp, policy {describe_snp_policy(self.policy)}"
+
+    def __post_init__(self) -> None:
+        problem = snp_policy_problem(self.policy)
+        if problem:
+            raise SpecError(problem)
+        _exact_size("host-data", self.host_data, SNP_HOST_DATA_BYTES)
+        _exact_size("id-block", self.id_block, SNP_ID_BLOCK_BYTES)
+        _exact_size("id-auth", self.id_auth, SNP_ID_AUTH_BYTES)
+        if (self.id_block is None) != (self.id_auth is None):
+            raise SpecError("SNP id-block and id-auth go together: the ID block is checked against its signature")
+        if self.author_key_enabled and self.id_block is None:
+            raise SpecError("SNP author-key-enabled needs an id-block and id-auth (the author key signs the ID key)")
+
+
 @dataclass(frozen=True)
 class Login:
     """Serial-console login for disk-image guests."""
@@ -150,6 +214,8 @@ class GuestSpec:
     append: str = ""
     disks: tuple[Disk, ...] = ()
     sev: SevLaunch | None = None
+    #: an SEV-SNP launch instead of ``sev`` (the two exclude each other)
+    snp: SnpLaunch | None = None
     no_reboot: bool = True
     extra_args: tuple[str, ...] = ()
     #: regex the console prints when the guest is up (before any login)
@@ -175,9 +241,24 @@ class GuestSpec:
             raise SpecError("an initrd needs a kernel (-kernel)")
         if self.sev is not None and self.firmware.kind not in UEFI_KINDS:
             raise SpecError("SEV and SEV-ES guests need OVMF: SeaBIOS cannot boot them")
+        self._check_snp()
         for path in (self.kernel, self.initrd):
             if path is not None and not Path(path).is_file():
                 raise SpecError(f"{path}: no such file")
+
+    def _check_snp(self) -> None:
+        """SNP's own rules: one launch kind, and the firmware as one ``-bios`` image."""
+        if self.snp is None:
+            return
+        if self.sev is not None:
+            raise SpecError("a guest is launched as SEV/SEV-ES or as SEV-SNP, not both (sev and snp given)")
+        if self.firmware.kind not in ONE_IMAGE_KINDS:
+            raise SpecError(f"SEV-SNP needs the firmware as one -bios image (OVMF.fd or OVMF.amdsev.fd): "
+                            f"QEMU refuses pflash for SNP guests, and {self.firmware.kind!r} is "
+                            + ("split CODE/VARS pflash" if self.firmware.kind == "ovmf" else "not UEFI"))
+        if self.snp.kernel_hashes and self.firmware.kind != "amdsev":
+            raise SpecError("SNP kernel-hashes=on needs the AmdSev OVMF (OVMF.amdsev.fd): only it has the "
+                            f"kernel-hashes table, {self.firmware.code} does not")
 
     def with_(self, **changes: Any) -> GuestSpec:
         """A copy with some fields changed (validated again)."""

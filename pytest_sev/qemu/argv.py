@@ -18,13 +18,22 @@ code.
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
-from pytest_sev.guest.spec import Disk, Firmware, GuestSpec, Preload, SevLaunch
+from pytest_sev.errors import SpecError
+from pytest_sev.guest.spec import ONE_IMAGE_KINDS, Disk, Firmware, GuestSpec, Preload, SevLaunch, SnpLaunch
 from pytest_sev.sev.policy import QEMU_DEFAULT_POLICY
 
 #: launch-qemu.sh's kernel command line for ``-kernel`` (AMD's later branches)
 DEFAULT_APPEND = "console=ttyS0 earlyprintk=serial root=/dev/sda2"
+
+#: the first upstream QEMU with ``sev-snp-guest`` (qapi/qom.json SevSnpGuestProperties, "Since: 9.1")
+SNP_MIN_QEMU = (9, 1)
+#: the id of the memfd RAM backend an SNP guest's private memory is set up from
+SNP_RAM_ID = "ram1"
+#: the CPU model of SNP guests when the spec names none (QEMU's SNP documentation uses it)
+SNP_DEFAULT_CPU = "EPYC-v4"
 
 
 # -- the pieces both shapes share ------------------------------------------------
@@ -38,8 +47,8 @@ def machine_key(qemu_version: tuple[int, int]) -> str:
 
 def pflash_args(fw: Firmware, vars_path: Path | None) -> list[str]:
     """OVMF as two pflash drives: read-only CODE, the guest's own VARS copy;
-    the one-file AmdSev OVMF as ``-bios``."""
-    if fw.kind == "amdsev":
+    a one-file OVMF (the AmdSev build, or ``bios``: a distribution's ``OVMF.fd``) as ``-bios``."""
+    if fw.kind in ONE_IMAGE_KINDS:
         return ["-bios", str(fw.code)]
     if fw.kind != "ovmf":
         return []
@@ -57,6 +66,47 @@ def sev_object(sev: SevLaunch, policy: str) -> str:
     hashes = ",kernel-hashes=on" if sev.kernel_hashes else ""
     return (f"sev-guest,id=sev0{policy},cbitpos={sev.cbitpos},"
             f"reduced-phys-bits={sev.reduced_phys_bits}{session}{hashes}")
+
+
+def check_snp_qemu(spec: GuestSpec, qemu_version: tuple[int, int]) -> None:
+    """An SNP spec on a QEMU without ``sev-snp-guest`` is one start-up line
+    (SpecError) instead of QEMU's "invalid object type" after a fork."""
+    if spec.snp is not None and tuple(qemu_version[:2]) < SNP_MIN_QEMU:
+        have = ".".join(map(str, qemu_version[:2])) if any(qemu_version) else "of unknown version"
+        raise SpecError(f"SEV-SNP needs QEMU >= {SNP_MIN_QEMU[0]}.{SNP_MIN_QEMU[1]} (this one is {have})")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def snp_object(snp: SnpLaunch) -> str:
+    """The ``sev-snp-guest`` object, upstream QEMU's property names; the byte
+    properties base64-encoded as QEMU decodes them."""
+    props = [f"sev-snp-guest,id=sev0,policy={snp.policy:#x},cbitpos={snp.cbitpos}",
+             f"reduced-phys-bits={snp.reduced_phys_bits}"]
+    if snp.kernel_hashes:
+        props.append("kernel-hashes=on")
+    if snp.host_data is not None:
+        props.append(f"host-data={_b64(snp.host_data)}")
+    if snp.id_block is not None and snp.id_auth is not None:
+        props += [f"id-block={_b64(snp.id_block)}", f"id-auth={_b64(snp.id_auth)}",
+                  f"author-key-enabled={'on' if snp.author_key_enabled else 'off'}"]
+    return ",".join(props)
+
+
+def snp_memory_object(memory_mib: int) -> str:
+    """The guest's RAM as a memfd backend, as AMD's snp-latest launch-qemu.sh
+    gives it (``-machine memory-backend=ram1`` names it): private guest memory
+    is set up beside it."""
+    return f"memory-backend-memfd,id={SNP_RAM_ID},size={memory_mib}M,share=true,prealloc=false"
+
+
+def snp_object_args(spec: GuestSpec) -> list[str]:
+    """The two ``-object``s of an SNP launch (none without one)."""
+    if spec.snp is None:
+        return []
+    return ["-object", snp_memory_object(spec.memory_mib), "-object", snp_object(spec.snp)]
 
 
 def virtio_flags(disk: Disk, sev: bool, on: str = "on") -> str:
@@ -113,12 +163,16 @@ def machine_arg(spec: GuestSpec, qemu_version: tuple[int, int]) -> str:
     machine = spec.machine
     if spec.sev is not None:
         machine += f",{machine_key(qemu_version)}=sev0"
+    if spec.snp is not None:
+        machine += f",confidential-guest-support=sev0,memory-backend={SNP_RAM_ID}"
     return machine
 
 
 def default_cpu(spec: GuestSpec, accel: str) -> str:
     if spec.cpu:
         return spec.cpu
+    if spec.snp is not None:
+        return SNP_DEFAULT_CPU
     if spec.sev is not None:
         return "EPYC"
     return "host" if accel == "kvm" else "max"
@@ -127,6 +181,7 @@ def default_cpu(spec: GuestSpec, accel: str) -> str:
 def build_argv(spec: GuestSpec, *, qemu: str, accel: str, qemu_version: tuple[int, int],
                serial_fd: int, qmp_fd: int, vars_path: Path | None = None) -> list[str]:
     """Full argv; ``serial_fd``/``qmp_fd`` are inherited socketpair ends."""
+    check_snp_qemu(spec, qemu_version)
     argv = [qemu, "-name", spec.name, "-nodefaults", "-no-user-config", "-display", "none",
             "-accel", accel, "-cpu", default_cpu(spec, accel),
             "-machine", machine_arg(spec, qemu_version),
@@ -142,9 +197,10 @@ def build_argv(spec: GuestSpec, *, qemu: str, accel: str, qemu_version: tuple[in
             argv += ["-initrd", str(spec.initrd)]
         if spec.append:
             argv += ["-append", spec.append]
-    argv += disk_args(spec.disks, spec.sev is not None)
+    argv += disk_args(spec.disks, spec.sev is not None or spec.snp is not None)
     if spec.sev is not None:
         argv += ["-object", sev_object(spec.sev, f",policy={spec.sev.policy:#x}")]
+    argv += snp_object_args(spec)
     argv += preload_args(spec.preloads)
     argv += ["-chardev", f"socket,id=serial0,fd={serial_fd}", "-serial", "chardev:serial0",
              "-chardev", f"socket,id=qmp0,fd={qmp_fd}", "-mon", "chardev=qmp0,mode=control"]
@@ -165,7 +221,10 @@ def _script_policy(sev: SevLaunch) -> str:
 def launch_argv(spec: GuestSpec, *, qemu: str, accel: str, qemu_version: tuple[int, int],
                 console: str = "serial", vnc: str | None = None, cdrom: Path | None = None,
                 gdb: bool = False, qmp_socket: Path | None = None) -> list[str]:
-    """QEMU's argv for *spec* in launch-qemu.sh's shape and order."""
+    """QEMU's argv for *spec* in launch-qemu.sh's shape and order (for SNP,
+    the snp-latest branch's: ``-machine confidential-guest-support=sev0,vmport=off``,
+    the memfd backend, ``-machine memory-backend=ram1``, the ``sev-snp-guest``)."""
+    check_snp_qemu(spec, qemu_version)
     argv = [qemu] + (["-enable-kvm"] if accel == "kvm" else ["-accel", accel])
     argv += ["-cpu", spec.cpu or "EPYC", "-machine", spec.machine,
              "-smp", f"{spec.vcpus},maxcpus=64", "-m", f"{spec.memory_mib}M,slots=5,maxmem=30G"]
@@ -184,6 +243,10 @@ def launch_argv(spec: GuestSpec, *, qemu: str, accel: str, qemu_version: tuple[i
     if spec.sev is not None:
         argv += ["-object", sev_object(spec.sev, _script_policy(spec.sev)),
                  "-machine", f"{machine_key(qemu_version)}=sev0,vmport=off"]
+    if spec.snp is not None:
+        argv += ["-machine", "confidential-guest-support=sev0,vmport=off",
+                 "-object", snp_memory_object(spec.memory_mib),
+                 "-machine", f"memory-backend={SNP_RAM_ID}", "-object", snp_object(spec.snp)]
     if spec.kernel is not None:
         argv += ["-kernel", str(spec.kernel), "-append", spec.append or DEFAULT_APPEND]
         if spec.initrd is not None:

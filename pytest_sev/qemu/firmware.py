@@ -45,6 +45,31 @@ def find_amdsev_ovmf() -> Path | None:
     return next((Path(c) for c in AMDSEV_CANDIDATES if Path(c).is_file()), None)
 
 
+#: one-file OVMF images of distributions (CODE and VARS in one), the -bios an
+#: SEV-SNP guest boots from when there is no AmdSev build (Debian/Ubuntu, Fedora)
+ONE_IMAGE_CANDIDATES = (
+    "/usr/share/ovmf/OVMF.fd",
+    "/usr/share/OVMF/OVMF.fd",
+    "/usr/share/edk2/ovmf/OVMF.fd",
+)
+
+
+def find_snp_firmware(prefix: Path | None = None) -> tuple[str, Path] | None:
+    """The firmware an SEV-SNP guest boots from, as (kind, image): the AmdSev
+    build first (it checks kernel hashes), then a one-file ``OVMF.fd``; a
+    build.sh prefix before the distribution's.  None: neither is installed.
+    Why not OVMF_CODE/VARS: QEMU refuses pflash for SNP guests."""
+    share = Path(prefix) / "share" / "qemu" if prefix is not None else None
+    amdsev = [share / "OVMF.amdsev.fd"] if share else []
+    one = [share / "OVMF.fd"] if share else []
+    for kind, cands in (("amdsev", [*amdsev, *map(Path, AMDSEV_CANDIDATES)]),
+                        ("bios", [*one, *map(Path, ONE_IMAGE_CANDIDATES)])):
+        found = next((c for c in cands if c.is_file()), None)
+        if found is not None:
+            return kind, found
+    return None
+
+
 def vars_store(fw: Firmware, default: Path) -> tuple[Path | None, bool]:
     """The per-guest UEFI variable store of *fw*: (path, made now).
 

@@ -119,3 +119,73 @@ def check_policy(policy: int, mode: Mode) -> None:
     problem = es_mismatch(policy, mode)
     if problem:
         raise ValueError(f"policy {policy:#x} {problem}")
+
+
+# -- SEV-SNP guest policy (SNP firmware ABI, GUEST_POLICY; QEMU ``sev-snp-guest``) --------
+#
+# Why apart from the SEV table above: the SNP policy is a different 64-bit word
+# (QEMU's ``policy`` property of ``sev-snp-guest``), with its own rule (bit 17
+# must be 1) and its own meaning for "debug".  It is checked before launch so a
+# policy the firmware would refuse (SNP_LAUNCH_START fails with an opaque
+# status) is one line naming the bit instead.
+
+SNP_ABI_MASK = 0xFFFF                #: bits 0-15: minimum ABI minor (0-7) and major (8-15)
+SNP_SMT = 1 << 16                    #: SMT (hyper-threading) allowed on the host
+SNP_RESERVED_ONE = 1 << 17           #: reserved, the firmware requires it set
+SNP_MIGRATE_MA = 1 << 18             #: association with a migration agent allowed
+SNP_DEBUG = 1 << 19                  #: SNP_DBG_DECRYPT/ENCRYPT of guest memory allowed
+SNP_SINGLE_SOCKET = 1 << 20          #: the guest may run on one socket only
+
+#: (mask, name, meaning) of the named SNP policy bits, in bit order.
+SNP_POLICY_BITS: tuple[tuple[int, str, str], ...] = (
+    (SNP_SMT, "SMT", "SMT allowed (bit 16)"),
+    (SNP_RESERVED_ONE, "RESERVED-1", "reserved, must be 1 (bit 17)"),
+    (SNP_MIGRATE_MA, "MIGRATE_MA", "migration agent allowed (bit 18)"),
+    (SNP_DEBUG, "DEBUG", "debugging allowed (bit 19)"),
+    (SNP_SINGLE_SOCKET, "SINGLE_SOCKET", "single socket only (bit 20)"),
+    (1 << 21, "CXL_ALLOW", "CXL memory allowed (bit 21)"),
+    (1 << 22, "MEM_AES_256_XTS", "AES-256-XTS memory encryption required (bit 22)"),
+    (1 << 23, "RAPL_DIS", "running average power limit disabled (bit 23)"),
+    (1 << 24, "CIPHERTEXT_HIDING", "ciphertext hiding required (bit 24)"),
+    (1 << 25, "PAGE_SWAP_DISABLE", "guest page swap disabled (bit 25)"),
+)
+
+SNP_KNOWN_MASK = SNP_ABI_MASK | sum(mask for mask, _, _ in SNP_POLICY_BITS)
+
+#: QEMU's ``sev-snp-guest`` default (and AMD's snp-latest launch-qemu.sh's): SMT + bit 17.
+SNP_DEFAULT_POLICY = SNP_SMT | SNP_RESERVED_ONE
+
+
+def snp_policy_for(allow_debug: bool = False) -> int:
+    """The SNP policy of ``launch -sev-snp`` (QEMU's default) and ``-allow-debug`` (bit 19)."""
+    return SNP_DEFAULT_POLICY | (SNP_DEBUG if allow_debug else 0)
+
+
+def describe_snp_policy(policy: int) -> str:
+    """``0x30000: SMT allowed, debug off, single socket off, ABI >= 0.0`` (what
+    a reader needs to judge a guest: the three bits that change its exposure)."""
+    def onoff(mask: int) -> str:
+        return "on" if policy & mask else "off"
+    smt = "SMT allowed" if policy & SNP_SMT else "SMT not allowed"
+    abi = f"ABI >= {(policy >> 8) & 0xFF}.{policy & 0xFF}"
+    return f"{policy:#x}: {smt}, debug {onoff(SNP_DEBUG)}, single socket {onoff(SNP_SINGLE_SOCKET)}, {abi}"
+
+
+def snp_policy_problem(policy: int) -> str | None:
+    """Why *policy* cannot launch an SNP guest, or None.
+
+    Refused: not a 64-bit unsigned integer; bit 17 clear (the firmware
+    requires it); bits outside the SNP ABI's named ones.  The message carries
+    :func:`describe_snp_policy` so SMT, debug and single socket are named."""
+    if not isinstance(policy, int) or isinstance(policy, bool):
+        return f"SNP policy {policy!r} is not an integer"
+    if not 0 <= policy < 1 << 64:
+        return f"SNP policy {policy:#x} is not a 64-bit value"
+    if not policy & SNP_RESERVED_ONE:
+        return (f"SNP policy {describe_snp_policy(policy)} lacks bit 17 (0x20000), "
+                "which the firmware requires set")
+    unknown = policy & ~SNP_KNOWN_MASK
+    if unknown:
+        return (f"SNP policy {describe_snp_policy(policy)} sets unknown bits {unknown:#x} "
+                f"(known mask {SNP_KNOWN_MASK:#x})")
+    return None
