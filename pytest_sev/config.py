@@ -70,7 +70,7 @@ class RunConfig:
 
     @property
     def wants_sev(self) -> bool:
-        return self.mode in ("sev", "sev-es")
+        return self.mode in ("sev", "sev-es", "sev-snp")
 
 
 def _existing(name: str, value: str | None) -> Path | None:
@@ -286,13 +286,14 @@ def check_regex(name: str, text: str | None) -> None:
         raise ConfigError(f"{name} {text!r} is not a valid regex: {exc}") from None
 
 
-def resolve_mode(sev_es: bool, sev: bool, sev_mode: str | None) -> str:
-    """Fold ``--sev-es``, ``--sev`` and ``--sev-mode`` into one mode."""
+def resolve_mode(sev_es: bool, sev: bool, sev_mode: str | None, sev_snp: bool = False) -> str:
+    """Fold ``--sev-snp``, ``--sev-es``, ``--sev`` and ``--sev-mode`` into one mode."""
     if sev_mode is not None and sev_mode not in RUN_MODES:
         raise ConfigError(f"--sev-mode {sev_mode!r} is not one of {', '.join(RUN_MODES)}")
-    flags = [m for m, on in (("sev-es", sev_es), ("sev", sev)) if on]
+    flags = [m for m, on in (("sev-snp", sev_snp), ("sev-es", sev_es), ("sev", sev)) if on]
     if len(flags) > 1:
-        raise ConfigError("--sev-es and --sev are exclusive: pick the mode the host must support")
+        raise ConfigError(f"{' and '.join('--' + f for f in flags)} are exclusive: "
+                          "pick the mode the host must support")
     if flags and sev_mode is not None and sev_mode != flags[0]:
         raise ConfigError(f"--{flags[0]} contradicts --sev-mode={sev_mode}")
     return flags[0] if flags else (sev_mode or "auto")
@@ -330,7 +331,7 @@ def parse_max_guests(text: str | None) -> int | None:
 
 def build_config(get) -> RunConfig:
     """Build a RunConfig from ``get(name) -> str|bool|None`` (option, then ini)."""
-    mode = resolve_mode(bool(get("sev_es")), bool(get("sev")), get("sev_mode"))
+    mode = resolve_mode(bool(get("sev_es")), bool(get("sev")), get("sev_mode"), bool(get("sev_snp")))
     accel = get("accel") or "auto"
     if accel not in ACCELS:
         raise ConfigError(f"--accel {accel!r} is not one of {', '.join(ACCELS)}")

@@ -1,4 +1,4 @@
-"""SEV and SEV-ES activation, proven by independent witnesses.
+"""SEV, SEV-ES and SEV-SNP activation, proven by independent witnesses.
 
 Every witness answers yes / no / unknown (with the reason); unknown is never
 an answer. A plain control guest runs in every mode and must look
@@ -6,9 +6,12 @@ unencrypted; its memory witness must find the marker it wrote (else the
 instrument is broken), and a decoy search proves a dump without the marker is
 "unknown", never "encrypted". The SEV guest (policy 0x1) and the SEV-ES guest
 run when the mode and host allow (design.md's mode table: skip in auto, fail
-fast in --sev / --sev-es; --sev-es runs the SEV subset too). The cross-check
-counts decisive answers only: >= 4 agreeing for SEV/SEV-ES, the MSR on every
-vCPU and one host-side witness among them; >= 3 for the plain control.
+fast in --sev / --sev-es; --sev-es runs the SEV subset too), and so does the
+SEV-SNP guest (fail fast in --sev-snp, which runs SEV-ES and SEV where the host
+can). The cross-check counts decisive answers only: >= 4 agreeing for
+SEV/SEV-ES/SEV-SNP, the MSR on every vCPU and one host-side witness among them
+(SNP guests: each witness that can tell must say SNP; QEMU keeps no launch
+measurement for them, so that row is unknown); >= 3 for the plain control.
 """
 
 from __future__ import annotations
@@ -20,19 +23,20 @@ import allure
 import pytest
 
 from pytest_sev.errors import PytestSevError
-from pytest_sev.guest.specs import cbitpos_of, plain_spec, sev_spec
+from pytest_sev.guest.specs import cbitpos_of, plain_spec, reduced_phys_bits_of, sev_spec, snp_spec
 from pytest_sev.plugin.fixtures import scoped_guest
 from pytest_sev.sev import evidence, witnesses
 
 pytestmark = [pytest.mark.qemu, allure.epic("pytest-sev"), allure.feature("activation")]
 
-KINDS = ["plain", "sev", "sev-es"]
+KINDS = ["plain", "sev", "sev-es", "sev-snp"]
 #: the marker of each kind: the plugin applies the mode table to it before any boot
 #: and its xdist group, so under ``--dist loadgroup`` each kind's guest boots in one worker only
 PARAMS = [pytest.param(kind, marks=[getattr(pytest.mark, marker), pytest.mark.xdist_group(f"activation-{kind}")])
-          for kind, marker in (("plain", "plain"), ("sev", "sev"), ("sev-es", "sev_es"))]
-#: what each witness must answer per kind: (memory encrypted, SEV-ES)
+          for kind, marker in (("plain", "plain"), ("sev", "sev"), ("sev-es", "sev_es"), ("sev-snp", "sev_snp"))]
+#: what each witness must answer per kind: (memory encrypted, SEV-ES), and SEV-SNP where it can tell
 EXPECTED = evidence.EXPECTED
+EXPECTED_SNP = evidence.EXPECTED_SNP
 #: answers recorded by the witness tests, read by the cross-check
 ANSWERS: dict[str, dict[str, witnesses.Witness]] = {kind: {} for kind in KINDS}
 
@@ -51,6 +55,8 @@ def subject(request, run_config, host):
     kind = request.param
     if kind == "plain":
         spec = plain_spec(run_config, name="plain-control", memory_mib=GUEST_MEMORY_MIB)
+    elif kind == "sev-snp":
+        spec = snp_spec(run_config, cbitpos_of(host), reduced_phys_bits_of(host), memory_mib=GUEST_MEMORY_MIB)
     else:
         spec = sev_spec(run_config, kind, cbitpos_of(host), memory_mib=GUEST_MEMORY_MIB)
     with _named_failures(), scoped_guest(request, run_config, f"activation-{kind}", spec) as guest:
@@ -72,6 +78,7 @@ def _named_failures():
 def _record(subject: Subject, witness: witnesses.Witness) -> witnesses.Witness:
     ANSWERS[subject.kind][witness.name] = witness
     allure.attach(json.dumps({"answer": witness.answer, "encrypted": witness.encrypted, "es": witness.es,
+                              "snp": witness.snp,
                               "evidence": witness.evidence, **witness.details}, indent=1, default=str),
                   name=f"{subject.kind}: {witness.name}", attachment_type=allure.attachment_type.JSON)
     return witness
@@ -90,6 +97,8 @@ def _assert_expected(subject: Subject, witness: witnesses.Witness, check_es: boo
     assert witness.encrypted == want_enc, f"{witness.name}: {witness.evidence}"
     if check_es and witness.es is not None:
         assert witness.es == want_es, f"{witness.name}: {witness.evidence}"
+    if witness.snp is not None:
+        assert witness.snp == EXPECTED_SNP[subject.kind], f"{witness.name}: {witness.evidence}"
 
 
 def test_guest_kernel_log(subject):
@@ -131,7 +140,9 @@ def test_memory_view_decoy_is_unknown(subject):
 
 
 def test_launch_measurement(subject):
-    _assert_expected(subject, _record(subject, witnesses.launch_measurement(subject.guest)), check_es=False)
+    # SEV/SEV-ES only: an SNP guest's row is unknown by design (its proof is the attestation report)
+    _assert_expected(subject, _record(subject, witnesses.launch_measurement(subject.guest)), check_es=False,
+                     may_be_unknown=subject.kind == "sev-snp")
 
 
 def _gather(subject: Subject, host) -> dict[str, witnesses.Witness]:
@@ -168,3 +179,11 @@ def test_sev_guest_fixture(sev_guest):
     SEV_STATUS bit 0 set and bit 1 clear on every vCPU."""
     w = witnesses.sev_status_msr(sev_guest)
     assert w.encrypted is True and w.es is False, w.evidence
+
+
+@pytest.mark.sev_snp
+def test_sev_snp_guest_fixture(sev_snp_guest):
+    """The plugin's ``sev_snp_guest`` fixture boots an SEV-SNP guest: SEV_STATUS
+    bits 0, 1 and 2 set on every vCPU."""
+    w = witnesses.sev_status_msr(sev_snp_guest)
+    assert (w.encrypted, w.es, w.snp) == (True, True, True), w.evidence

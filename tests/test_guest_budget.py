@@ -140,3 +140,17 @@ def test_auto_workers_follow_the_budget(pytester):
         result = pytester.runpytest_subprocess("-n", "auto", f"--max-guests={budget}", "--sev-mode=off")
         assert result.ret == 0
         result.stdout.fnmatch_lines([f"*created: {workers}*"])
+
+
+def test_snp_guests_take_sev_es_slots(tmp_path):
+    """SNP guests use the SEV-ES ASID range: an SNP guest and an SEV-ES guest
+    count against the same slots, and an SNP guest waits like an SEV-ES one."""
+    from pytest_sev.guest.budget import asid_pool
+    assert (asid_pool("sev-snp"), asid_pool("sev-es"), asid_pool("sev")) == ("sev-es", "sev-es", "sev")
+    budget = budget_for(_facts(1), max_guests=10)
+    snp = acquire_for(budget, "sev-snp", tmp_path, timeout=1)
+    assert [s.kind for s in snp] == ["plain", "sev-es"]
+    with pytest.raises(GuestBudgetTimeout, match=r"no sev-es guest slot became free within 0.3s: sev-es budget 1"):
+        acquire_for(budget, "sev-es", tmp_path, timeout=0.3)
+    for s in snp:
+        s.release()

@@ -98,3 +98,46 @@ def test_guest_image_is_opened_with_snapshot(tmp_path):
     cfg = RunConfig(guest_image=img, ovmf_code=Path("/fw/CODE.fd"), ovmf_vars=Path("/fw/VARS.fd"))
     spec = image_spec(cfg)
     assert [(d.path, d.snapshot) for d in spec.disks] == [(img, True)]
+
+
+# -- SEV-SNP (issue 22) ---------------------------------------------------------------------
+
+def test_snp_spec_boots_the_one_image_firmware_with_the_hosts_cbit(tmp_path, monkeypatch):
+    import pytest_sev.guest.specs as specs
+    from pytest_sev.sev.policy import SNP_DEBUG
+    image = tmp_path / "OVMF.fd"
+    image.write_bytes(b"\0" * 16)
+    monkeypatch.setattr(specs, "find_snp_firmware", lambda: ("bios", image))
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"k")
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(b"i")
+    cfg = RunConfig(mode="sev-snp", guest_kernel=kernel, guest_initrd=initrd)
+    spec = specs.snp_spec(cfg, 51, 5)
+    assert spec.sev is None and spec.snp is not None and spec.name == "sev-snp"
+    assert (spec.snp.policy, spec.snp.cbitpos, spec.snp.reduced_phys_bits) == (0x30000, 51, 5)
+    assert (spec.firmware.kind, spec.firmware.code) == ("bios", image)
+    assert specs.snp_spec(cfg, 51).snp.reduced_phys_bits == 1  # QEMU's value when the host could not tell
+    debug = RunConfig(mode="sev-snp", guest_kernel=kernel, guest_initrd=initrd, allow_debug=True)
+    assert specs.snp_spec(debug, 51).snp.policy == 0x30000 | SNP_DEBUG
+    amdsev = RunConfig(mode="sev-snp", guest_kernel=kernel, guest_initrd=initrd, ovmf_amdsev=image)
+    assert specs.snp_spec(amdsev, 51).firmware.kind == "amdsev"
+
+
+def test_snp_spec_refuses_without_cbit_or_firmware(tmp_path, monkeypatch):
+    import pytest_sev.guest.specs as specs
+    from pytest_sev.errors import SpecError
+    with pytest.raises(SpecError, match="no C-bit position: cannot launch an SEV-SNP guest"):
+        specs.snp_launch(RunConfig(mode="sev-snp"), None)
+    monkeypatch.setattr(specs, "find_snp_firmware", lambda: None)
+    with pytest.raises(SpecError, match="no firmware for an SEV-SNP guest: it boots one -bios image"):
+        specs.snp_firmware(RunConfig(mode="sev-snp"))
+
+
+def test_reduced_phys_bits_of_a_host_report():
+    from types import SimpleNamespace
+
+    from pytest_sev.guest.specs import reduced_phys_bits_of
+    assert reduced_phys_bits_of(SimpleNamespace(facts={"reduced_phys_bits": "5"})) == 5
+    assert reduced_phys_bits_of(SimpleNamespace(facts={"reduced_phys_bits": "unknown"})) is None
+    assert reduced_phys_bits_of(SimpleNamespace(facts={})) is None

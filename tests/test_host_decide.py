@@ -6,7 +6,7 @@ import pytest
 
 from pytest_sev.host import Check, Decision, HostReport, check_outcome, decide
 from pytest_sev.host.decide import mode_needs
-from pytest_sev.host.report import FOR_NONE, FOR_SEV, FOR_SEV_ES
+from pytest_sev.host.report import FOR_NONE, FOR_SEV, FOR_SEV_ES, FOR_SNP
 
 
 def report(*checks: Check) -> HostReport:
@@ -30,6 +30,13 @@ UNKNOWN = report(Check("sev", "pass", "yes", "", FOR_SEV),
 # only the SEV-ES line is unknown: ready for sev, undetermined for sev-es
 UNKNOWN_ES = report(Check("sev", "pass", "yes", "", FOR_SEV),
                     Check("kernel_log_sev_es", "skip", "unknown (log rotated)", "", FOR_SEV_ES))
+# SEV-ES and SEV ready, SNP not: the IOMMU in passthrough (the SNP check named)
+NO_SNP = report(*READY.checks, Check("snp_iommu", "fail", "passthrough", "boot with iommu=nopt", FOR_SNP))
+# SNP ready, SEV-ES broken (recent firmware on an SNP host), SEV ready
+SNP_NO_ES = report(Check("sev", "pass", "yes", "", FOR_SEV), Check("snp_iommu", "pass", "on", "", FOR_SNP),
+                   Check("sev_es_boot", "fail", "no", "disable SNP for SEV-ES", frozenset({"sev-es"})))
+# SNP's own check could not be read
+UNKNOWN_SNP = report(*READY.checks, Check("syscfg_snpen", "skip", "unknown (no msr)", "modprobe msr", FOR_SNP))
 # a failure and an unknown: the failure decides and is named first
 FAILED_AND_UNKNOWN = report(Check("syscfg_smee", "skip", "unknown (no msr)", "modprobe msr", FOR_SEV),
                             Check("dev_sev", "fail", "absent", "modprobe ccp", FOR_SEV))
@@ -144,6 +151,22 @@ def test_to_dict_is_json():
     ("sev", UNKNOWN_ES, "sev", "run", None),  # the unknown line is SEV-ES's only
     ("sev-es", UNKNOWN_ES, "sev-es", "fail", "kernel_log_sev_es"),
     ("off", UNKNOWN, "sev-es", "skip", None),
+    # --sev-snp: SNP demanded, SEV-ES and SEV where the host can
+    ("sev-snp", READY, "sev-snp", "run", None),
+    ("sev-snp", NO_SNP, "sev-snp", "fail", "snp_iommu"),
+    ("sev-snp", UNKNOWN_SNP, "sev-snp", "fail", "syscfg_snpen"),
+    ("sev-snp", NO_SNP, "sev-es", "run", None),
+    ("sev-snp", NO_SNP, "sev", "run", None),
+    ("sev-snp", SNP_NO_ES, "sev-snp", "run", None),
+    ("sev-snp", SNP_NO_ES, "sev-es", "skip", "sev_es_boot"),  # not demanded: a skip naming the check
+    ("sev-snp", NO_SEV, "sev", "skip", "cpu_vendor"),
+    ("sev-snp", NO_SEV, "sev-snp", "fail", "cpu_vendor"),
+    ("auto", NO_SNP, "sev-snp", "skip", "snp_iommu"),
+    ("auto", UNKNOWN_SNP, "sev-snp", "skip", "syscfg_snpen"),
+    ("auto", READY, "sev-snp", "run", None),
+    ("sev-es", READY, "sev-snp", "skip", None),  # --sev-es does not ask for SEV-SNP
+    ("sev", READY, "sev-snp", "skip", None),
+    ("off", READY, "sev-snp", "skip", None),
 ])
 def test_mode_table(mode, rep, wants, action, named):
     d = decide(mode, rep, wants)
@@ -157,7 +180,7 @@ def test_mode_table(mode, rep, wants, action, named):
 
 def test_decide_rejects_unknown_modes():
     with pytest.raises(ValueError):
-        decide("sev-snp", READY, "sev-es")
+        decide("snp", READY, "sev-es")
     with pytest.raises(ValueError):
         decide("auto", READY, "snp")
 
@@ -260,17 +283,53 @@ def test_bad_values_are_refused_naming_the_choices():
         READY.readiness("auto")
     with pytest.raises(KeyError, match="no host check named 'nope'"):
         READY.check("nope")
-    with pytest.raises(ValueError, match=r"^sev mode must be one of auto, sev-es, sev, off, not 'snp'$"):
+    with pytest.raises(ValueError, match=r"^sev mode must be one of auto, sev-snp, sev-es, sev, off, not 'snp'$"):
         decide("snp", READY, "sev")
-    with pytest.raises(ValueError, match=r"^a test wants one of sev, sev-es, not 'snp'$"):
+    with pytest.raises(ValueError, match=r"^a test wants one of sev, sev-es, sev-snp, not 'snp'$"):
         decide("auto", READY, "snp")
 
 
 def test_mode_needs():
-    assert [mode_needs(m) for m in ("auto", "sev-es", "sev", "off")] == [None, "sev-es", "sev", None]
+    assert [mode_needs(m) for m in ("auto", "sev-snp", "sev-es", "sev", "off")] == \
+        [None, "sev-snp", "sev-es", "sev", None]
+    with pytest.raises(ValueError):
+        mode_needs("snp")
+
+
+@pytest.mark.parametrize("mode, wants, reason", [
+    ("sev", "sev-es", "--sev does not ask for SEV-ES (use --sev-es)"),
+    ("sev", "sev-snp", "--sev does not ask for SEV-SNP (use --sev-snp)"),
+    ("sev-es", "sev-snp", "--sev-es does not ask for SEV-SNP (use --sev-snp)"),
+])
+def test_kinds_a_mode_does_not_ask_for_skip_naming_the_flag(mode, wants, reason):
+    assert decide(mode, NO_SEV, wants) == Decision("skip", reason)
+
+
+@pytest.mark.parametrize("mode, rep, wants, prefix", [
+    ("sev-snp", NO_SNP, "sev-snp", "--sev-snp but host not ready for sev-snp: host check snp_iommu failed"),
+    ("sev-snp", SNP_NO_ES, "sev-es", "host not ready for sev-es: host check sev_es_boot failed"),
+    ("auto", NO_SNP, "sev-snp", "host not ready for sev-snp: host check snp_iommu failed"),
+])
+def test_snp_reasons_word_for_word(mode, rep, wants, prefix):
+    assert decide(mode, rep, wants).reason.startswith(prefix)
+
+
+def test_run_reasons_name_the_kind():
+    assert decide("sev-snp", READY, "sev-snp") == Decision("run", "host ready for sev-snp")
+    assert decide("sev-snp", READY, "sev") == Decision("run", "host ready for sev")
 
 
 def test_check_outcome_names_every_mode_a_check_is_needed_for():
     c = Check("dev_sev", "fail", "absent", "", FOR_SEV)
     assert check_outcome(c, "off").reason == ("host check dev_sev failed: absent (needed for sev/sev-es/sev-snp; "
                                               "mode off does not require it)")
+
+
+def test_check_outcome_under_sev_snp_fails_only_what_snp_needs():
+    snp = Check("snp_iommu", "fail", "passthrough", "boot with iommu=nopt", FOR_SNP)
+    es_only = Check("sev_es_boot", "fail", "no", "", frozenset({"sev-es"}))
+    assert check_outcome(snp, "sev-snp") == Decision(
+        "fail", "--sev-snp needs it: host check snp_iommu failed: passthrough; remedy: boot with iommu=nopt")
+    assert check_outcome(es_only, "sev-snp").action == "skip"
+    assert check_outcome(snp, "auto").action == "skip"
+    assert check_outcome(snp, "sev-es").action == "skip"

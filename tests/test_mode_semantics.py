@@ -25,6 +25,8 @@ from test_host_undetermined import rotated_log_host
 
 import pytest_sev.plugin.fixtures as plugin_fixtures
 from pytest_sev.errors import PytestSevError
+from pytest_sev.guest.spec import Firmware as Firmware_
+from pytest_sev.guest.spec import GuestSpec as GuestSpec_
 from pytest_sev.host import Decision, decide
 from pytest_sev.host.decide import OFF_REASON
 from pytest_sev.host.recorded import load_recorded
@@ -55,7 +57,7 @@ class SevItem(pytest.Item):
 class SevFile(pytest.File):
     def collect(self):
         item = SevItem.from_parent(self, name="custom_item")
-        item.add_marker("sev_es")
+        item.add_marker({marker!r})
         yield item
 
 
@@ -126,8 +128,16 @@ class WouldBoot(Exception):
 def no_launcher(monkeypatch, tmp_path):
     """No QEMU: a guest that gets as far as the launcher stops there, naming its spec."""
     def launcher(cfg, spec, workdir):
-        raise WouldBoot(f"would boot {spec.sev.mode if spec.sev else 'plain'} "
-                        f"policy={spec.sev.policy if spec.sev else '-'} cbitpos={spec.sev.cbitpos if spec.sev else '-'}")
+        launch = spec.snp or spec.sev
+        raise WouldBoot(f"would boot {launch.mode if launch else 'plain'} "
+                        f"policy={launch.policy if launch else '-'} cbitpos={launch.cbitpos if launch else '-'}"
+                        + (f" reduced-phys-bits={spec.snp.reduced_phys_bits}" if spec.snp else ""))
+
+    def snp_spec_double(cfg, cbitpos, reduced_phys_bits=None, **fields):
+        from pytest_sev.guest.specs import snp_launch
+        here = Path(__file__)
+        return GuestSpec_(kernel=here, firmware=Firmware_("bios", here), snp=snp_launch(cfg, cbitpos, reduced_phys_bits),
+                          **fields)
 
     def spec_double(cfg, mode, cbitpos, **fields):
         from pytest_sev.guest.spec import Firmware, GuestSpec, SevLaunch
@@ -136,11 +146,12 @@ def no_launcher(monkeypatch, tmp_path):
 
     monkeypatch.setattr(plugin_fixtures, "make_guest", launcher)
     monkeypatch.setattr(plugin_fixtures, "sev_spec", spec_double)  # the default guest's files are not needed here
+    monkeypatch.setattr(plugin_fixtures, "snp_spec", snp_spec_double)
     monkeypatch.setenv("PYTEST_SEV_BUDGET_DIR", str(tmp_path / "budget"))
 
 
-def run(pytester, host: Path, *args: str, tests: str = TESTS):
-    pytester.makeconftest(CONFTEST.format(host=str(host)))
+def run(pytester, host: Path, *args: str, tests: str = TESTS, marker: str = "sev_es"):
+    pytester.makeconftest(CONFTEST.format(host=str(host), marker=marker))
     pytester.makepyfile(test_paths=tests)
     pytester.makefile(".sevtest", custom="")
     return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:randomly", "-o", "sev_allure=false",
@@ -295,8 +306,140 @@ def test_a_plain_guest_is_never_decided(pytester):
 def test_run_header_says_ready_not_ready_or_undetermined(pytester, tmp_path, host, header):
     path = rotated_log_host(tmp_path) if host == "undetermined" else HOSTS / host
     result = run(pytester, path, "--sev-es", "-k", "nothing_matches")
-    # then the host's sev-snp readiness (no SNP run mode yet: informative only)
+    # then the host's sev-snp readiness (what --sev-snp would demand)
     assert any(line.startswith(header + "; sev-snp: NOT READY (") for line in result.outlines), result.outlines
+
+
+# -- SEV-SNP: the same paths, the same answers (issue 22, item 1) -------------------------------
+
+SNP_TESTS = (TESTS.replace("SevLaunch", "SnpLaunch")
+             .replace('SPEC = GuestSpec(kernel=HERE, firmware=Firmware("ovmf", HERE, HERE), sev=SnpLaunch("sev-es", 0x5, 51), '
+                      'name="sev-es")',
+                      'SPEC = GuestSpec(kernel=HERE, firmware=Firmware("bios", HERE), snp=SnpLaunch(51), name="sev-snp")')
+             .replace("pytest.mark.sev_es", "pytest.mark.sev_snp").replace("sev_es_guest", "sev_snp_guest")
+             .replace('kind="sev-es"', 'kind="sev-snp"'))
+
+
+def snp_reason(host: Path, tmp_path: Path, mode: str) -> str:
+    return decide(mode, load_recorded(host, tmp_path / "probe").probe(), "sev-snp").reason
+
+
+def run_snp(pytester, host: Path, *args: str):
+    return run(pytester, host, *args, tests=SNP_TESTS, marker="sev_snp")
+
+
+def test_the_snp_tests_ask_for_snp_only():
+    assert "SnpLaunch(51)" in SNP_TESTS and "sev_es" not in SNP_TESTS and '"sev-es"' not in SNP_TESTS
+
+
+@pytest.mark.parametrize("host", ["epyc-milan-snp-iommu-pt", "epyc-milan-6.8-ready", "intel-xeon-icelake"])
+def test_sev_snp_mode_fails_every_snp_path_alike(pytester, tmp_path, host):
+    expected = snp_reason(HOSTS / host, tmp_path, "sev-snp")
+    assert expected.startswith("--sev-snp but host not ready for sev-snp: host check ")
+    result = run_snp(pytester, HOSTS / host, "--sev-snp")
+    assert outcomes(result) == {name: ("failed", "call", expected) for name in PATHS}
+
+
+def test_sev_mode_option_spelling_fails_alike(pytester, tmp_path):
+    host = HOSTS / "epyc-milan-snp-iommu-pt"
+    result = run_snp(pytester, host, "--sev-mode=sev-snp")
+    assert outcomes(result)["test_factory_kind"] == ("failed", "call", snp_reason(host, tmp_path, "sev-snp"))
+    assert "host check snp_iommu failed" in outcomes(result)["test_marked"][2]
+
+
+def test_auto_mode_skips_every_snp_path_alike(pytester, tmp_path):
+    host = HOSTS / "epyc-milan-snp-iommu-pt"
+    expected = snp_reason(host, tmp_path, "auto")
+    result = run_snp(pytester, host)
+    in_the_body = ("test_factory_kind", "test_factory_spec")
+    assert outcomes(result) == {name: ("skipped", "call" if name in in_the_body else "setup", expected)
+                                for name in PATHS}
+    assert expected.startswith("host not ready for sev-snp: host check snp_iommu failed")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("--sev-mode=off",), OFF_REASON),
+    (("--sev-es",), "--sev-es does not ask for SEV-SNP (use --sev-snp)"),
+    (("--sev",), "--sev does not ask for SEV-SNP (use --sev-snp)"),
+])
+def test_other_modes_skip_every_snp_path(pytester, args, expected):
+    result = run_snp(pytester, HOSTS / "epyc-milan-snp-ready", *args)
+    found = outcomes(result)
+    assert {name: (outcome, text) for name, (outcome, _, text) in found.items()} == {
+        name: ("skipped", expected) for name in PATHS}
+
+
+def test_a_snp_ready_host_lets_every_snp_path_through_to_the_launcher(pytester):
+    result = run_snp(pytester, HOSTS / "epyc-milan-snp-ready", "--sev-snp")
+    found = outcomes(result)
+    for name in ("test_marked", "test_fixture"):
+        assert found[name][:2] == ("failed", "setup") and "a fixture was set up" in found[name][2]
+    assert found["custom_item"] == ("passed", "call", "")
+    cbit = load_recorded(HOSTS / "epyc-milan-snp-ready", Path(pytester.path / "probe")).probe().facts["cbitpos"]
+    for name in ("test_fixture_only", "test_factory_kind"):  # built from the host: its C-bit, policy 0x30000
+        assert f"WouldBoot: would boot sev-snp policy={0x30000} cbitpos={cbit} reduced-phys-bits=" in found[name][2], \
+            found[name]
+    for name in ("test_factory_spec", "test_module_fixture", "test_module_fixture_again"):
+        assert f"WouldBoot: would boot sev-snp policy={0x30000} cbitpos=51" in found[name][2], found[name]
+
+
+SNP_AND_OTHERS = """
+import pytest
+
+@pytest.mark.sev_snp
+def test_snp():
+    pass
+
+@pytest.mark.sev_es
+def test_sev_es():
+    pass
+
+@pytest.mark.sev
+def test_sev():
+    pass
+
+@pytest.mark.sev_snp
+@pytest.mark.sev_es
+def test_snp_and_es():
+    pass
+
+@pytest.mark.plain
+def test_plain():
+    pass
+"""
+
+
+def test_sev_snp_mode_runs_sev_es_and_sev_only_where_the_host_can(pytester, tmp_path):
+    """--sev-snp demands SNP; SEV-ES and SEV are not demanded: on a host ready
+    for none, SNP fails naming the check while SEV-ES and SEV skip naming theirs."""
+    host = HOSTS / "intel-xeon-icelake"
+    report = load_recorded(host, tmp_path / "probe").probe()
+    result = run(pytester, host, "--sev-snp", tests=SNP_AND_OTHERS)
+    found = outcomes(result)
+    assert found["test_snp"] == ("failed", "call", decide("sev-snp", report, "sev-snp").reason)
+    assert found["test_snp_and_es"] == found["test_snp"]  # the strictest answer wins
+    assert found["test_sev_es"] == ("skipped", "setup", decide("auto", report, "sev-es").reason)
+    assert found["test_sev"] == ("skipped", "setup", decide("auto", report, "sev").reason)
+    assert found["test_plain"] == ("passed", "call", "")
+
+
+def test_sev_snp_mode_runs_sev_es_where_the_host_can(pytester):
+    result = run(pytester, HOSTS / "epyc-milan-snp-iommu-pt", "--sev-snp", tests=SNP_AND_OTHERS)
+    found = outcomes(result)
+    assert found["test_sev_es"] == ("passed", "call", "") and found["test_sev"] == ("passed", "call", "")
+    assert found["test_snp"][0] == "failed" and "snp_iommu" in found["test_snp"][2]
+
+
+def test_sev_snp_and_sev_es_flags_are_exclusive(pytester):
+    result = run(pytester, HOSTS / "epyc-milan-snp-ready", "--sev-snp", "--sev-es", tests=SNP_AND_OTHERS)
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(["*--sev-snp and --sev-es are exclusive*"])
+
+
+def test_the_run_header_names_the_snp_mode(pytester):
+    result = run(pytester, HOSTS / "epyc-milan-snp-ready", "--sev-snp", "-k", "nothing_matches")
+    assert any(line.startswith("pytest-sev: mode sev-snp; ") and "sev-snp: READY" in line
+               for line in result.outlines), result.outlines
 
 
 # -- this session's own items: the table decides them too --------------------------------------
@@ -313,6 +456,28 @@ def sev_es_guest():
 @pytest.fixture
 def sev_guest():
     """Stands in for the plugin's fixture: only its name is asked for."""
+
+
+@pytest.fixture
+def sev_snp_guest():
+    """Stands in for the plugin's fixture: only its name is asked for."""
+
+
+@pytest.mark.sev_snp
+def test_snp_marked_here(request):
+    _the_table_lets_it_run(request.config, "sev-snp")
+
+
+def test_asking_for_the_snp_fixture_here(request, sev_snp_guest):
+    _the_table_lets_it_run(request.config, "sev-snp")
+
+
+@pytest.mark.sev
+@pytest.mark.sev_es
+@pytest.mark.sev_snp
+def test_marked_and_asking_for_every_kind_here(request, sev_guest, sev_es_guest, sev_snp_guest):
+    """Asks for every kind both ways: a table that read the names backwards would let it run."""
+    _the_table_lets_it_run(request.config, "sev", "sev-es", "sev-snp")
 
 
 def _the_table_lets_it_run(config, *kinds: str) -> None:
@@ -354,9 +519,17 @@ def test_marker():
 class TestClass:
     def test_in_class(self, sev_es_guest):
         pass
+
+@pytest.mark.sev_snp
+def test_snp_marker():
+    pass
+
+def test_snp_fixture(sev_snp_guest):
+    pass
 """), "-p", "no:cacheprovider", "-o", "sev_allure=false", "--sev-mode=off")
     assert {item.name: wants_of(item) for item in items} == {
-        "test_plain": [], "test_marker": ["sev-es"], "test_in_class": ["sev", "sev-es"]}
+        "test_plain": [], "test_marker": ["sev-es"], "test_in_class": ["sev", "sev-es"],
+        "test_snp_marker": ["sev-snp"], "test_snp_fixture": ["sev-snp"]}
 
 
 def test_strictest_and_refusal():

@@ -7,6 +7,8 @@ BAD = [
     (["--sev-mode=bogus"], "--sev-mode 'bogus' is not one of"),
     (["--sev-es", "--sev"], "exclusive"),
     (["--sev-es", "--sev-mode=off"], "contradicts"),
+    (["--sev-snp", "--sev-es"], "--sev-snp and --sev-es are exclusive"),
+    (["--sev-snp", "--sev-mode=sev-es"], "--sev-snp contradicts --sev-mode=sev-es"),
     (["--qemu=/nonexistent/qemu"], "--qemu /nonexistent/qemu: not an executable QEMU binary"),
     (["--ovmf-code=/nonexistent/OVMF_CODE.fd"], "--ovmf-code /nonexistent/OVMF_CODE.fd: no such file"),
     (["--ovmf-vars=/nonexistent/VARS.fd"], "--ovmf-vars /nonexistent/VARS.fd: no such file"),
@@ -77,3 +79,11 @@ def test_guest_without_qemu_on_path_fails_the_test_clearly(pytester, monkeypatch
     # the components fixture resolves QEMU before any guest is made: a setup error
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*qemu-system-x86_64 is not on PATH (install qemu-system-x86)*"])
+
+
+def test_resolve_mode_knows_sev_snp():
+    from pytest_sev.config import resolve_mode
+    assert resolve_mode(False, False, None, sev_snp=True) == "sev-snp"
+    assert resolve_mode(False, False, "sev-snp") == "sev-snp"
+    assert resolve_mode(False, False, "sev-snp", sev_snp=True) == "sev-snp"
+    assert resolve_mode(False, False, None) == "auto"

@@ -286,12 +286,14 @@ ALL = [KERNEL_LOG, MSR, QUERY_SEV, MEMORY, MEASUREMENT]
 
 
 def test_unknown_kind_is_refused():
-    with pytest.raises(ValueError, match="kind must be one of plain, sev, sev-es, not 'snp'"):
+    with pytest.raises(ValueError, match="kind must be one of plain, sev, sev-es, sev-snp, not 'snp'"):
         cross_check("snp", [])
 
 
 def test_expected_table():
-    assert evidence.EXPECTED == {"plain": (False, False), "sev": (True, False), "sev-es": (True, True)}
+    assert evidence.EXPECTED == {"plain": (False, False), "sev": (True, False), "sev-es": (True, True),
+                                 "sev-snp": (True, True)}
+    assert evidence.EXPECTED_SNP == {"plain": False, "sev": False, "sev-es": False, "sev-snp": True}
     assert (evidence.MIN_DECISIVE_SEV, evidence.MIN_DECISIVE_PLAIN) == (4, 3)
     assert {QUERY_SEV, MEMORY, MEASUREMENT} == HOST_SIDE
 
@@ -391,7 +393,7 @@ def test_table_lists_every_row_sorted_with_its_verdict():
             Row(KERNEL_LOG, False, False, "no SEV line")]
     check = cross_check("sev-es", rows)
     lines = check.table.splitlines()
-    assert lines[0] == "sev-es: expected encrypted=True es=True"
+    assert lines[0] == "sev-es: expected encrypted=True es=True snp=False"
     assert [ln.split("  ")[0] for ln in lines[1:]] == sorted([KERNEL_LOG, MSR, QUERY_SEV])  # by name
     by_name = {ln.split("  ")[0]: ln for ln in lines[1:]}
     assert "DISAGREES" in by_name[KERNEL_LOG] and " no " in by_name[KERNEL_LOG]
@@ -407,9 +409,10 @@ def test_table_line_layout_and_cut():
     check = cross_check("sev-es", [Row(KERNEL_LOG, False, None, long), Row(MSR, True, True, "x"),
                                    Row(QUERY_SEV, None, None, long)])
     by_name = {ln.split("  ")[0]: ln for ln in check.table.splitlines()[1:]}
-    assert by_name[KERNEL_LOG] == f"{KERNEL_LOG:<22} {'no':<7} es={'unknown':<7} {'DISAGREES':<9} {'e' * 140}"
-    assert by_name[MSR] == f"{MSR:<22} {'yes':<7} es={'yes':<7} {'ok':<9} x"
-    assert by_name[QUERY_SEV] == f"{QUERY_SEV:<22} {'unknown':<7} es={'unknown':<7} {'UNKNOWN':<9} {'e' * 140}"
+    unk = f"snp={'unknown':<7}"
+    assert by_name[KERNEL_LOG] == f"{KERNEL_LOG:<22} {'no':<7} es={'unknown':<7} {unk} {'DISAGREES':<9} {'e' * 140}"
+    assert by_name[MSR] == f"{MSR:<22} {'yes':<7} es={'yes':<7} {unk} {'ok':<9} x"
+    assert by_name[QUERY_SEV] == f"{QUERY_SEV:<22} {'unknown':<7} es={'unknown':<7} {unk} {'UNKNOWN':<9} {'e' * 140}"
     assert f"could not answer: {QUERY_SEV} ({'e' * 120})" in check.message()
 
 

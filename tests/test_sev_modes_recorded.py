@@ -48,8 +48,11 @@ def test_sev_es_mode_runs_every_kind(tmp_path, host):
     proc, seen = _inner(tmp_path, host, "sev-es", f"--dma-record-baseline={base}")
     out = proc.stdout
     assert proc.returncode == 0, out[-4000:]
-    # activation: 3 kinds x 7 tests + the sev_guest fixture test; DMA: 3 kinds x 3 sizes
-    assert re.search(r"\b31 passed\b", out) and "skipped" not in out, out[-2000:]
+    # activation: 3 kinds x 7 tests + the sev_guest fixture test; DMA: 3 kinds x 3 sizes;
+    # the SEV-SNP rows (7 + its fixture test) skip, saying which flag asks for them
+    assert re.search(r"\b31 passed, 8 skipped\b", out), out[-2000:]
+    assert re.findall(r"^SKIPPED \[(\d+)\] .*: (.*)$", out, re.M) == [
+        ("8", "--sev-es does not ask for SEV-SNP (use --sev-snp)")], out[-2000:]
     for kind, policy in (("sev", "1"), ("sev-es", "5")):
         assert f"{kind}:{kind}:policy={policy}" in seen, seen  # the activation guest
         assert re.search(rf"^{kind}:dma-{kind}-virtio-blk-64M:policy={policy}$", seen, re.M), seen
@@ -76,8 +79,9 @@ def test_sev_mode_runs_sev_and_says_why_not_sev_es(tmp_path):
     proc, seen = _inner(tmp_path, "epyc-milan-6.8-ready", "sev")
     out = proc.stdout
     assert proc.returncode == 0, out[-4000:]
-    assert re.search(r"\b21 passed, 10 skipped\b", out), out[-2000:]
+    assert re.search(r"\b21 passed, 18 skipped\b", out), out[-2000:]
     assert out.count("--sev does not ask for SEV-ES (use --sev-es)") >= 1  # every skip names why
+    assert out.count("--sev does not ask for SEV-SNP (use --sev-snp)") >= 1
     assert "sev:sev:policy=1" in seen and "sev-es:" not in seen
 
 
@@ -95,7 +99,7 @@ def test_sev_es_mode_on_an_undetermined_host_fails_every_sev_test_naming_the_che
     # each failure: its heading, then the reason (pytrace=False) on the next line
     failures = dict(re.findall(r"^_{3,} (test_\S+) _{3,}\n(.*)$", out, re.M))
     sev_rows = {name: why for name, why in failures.items()
-                if re.search(r"\[sev(-es)?[\]-]", name) or name == "test_sev_guest_fixture"}
+                if re.search(r"\[sev(-es)?[\]-](?!snp)", name) or name == "test_sev_guest_fixture"}
     assert len(sev_rows) == 8 + 7 + 3 + 3, sorted(failures)  # activation SEV (+ its fixture test), SEV-ES; DMA rows
     for name, why in sev_rows.items():
         kind = "sev-es" if "[sev-es" in name else "sev"

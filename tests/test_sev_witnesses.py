@@ -146,7 +146,9 @@ def test_msr_witness_asks_the_read_command_with_its_time_limit():
     w = witnesses.sev_status_msr(guest)
     assert runs == [(msr.guest_read_command(load_module=True), 60)]
     assert (w.name, w.encrypted, w.es, w.host_side) == (evidence.MSR, True, True, False)
-    assert w.details == {"per_cpu": {"0": 3, "1": 3}, "raw": recorded("msr/guest-read-sev-es-2cpu.txt")}
+    assert w.details == {"per_cpu": {"0": 3, "1": 3}, "raw": recorded("msr/guest-read-sev-es-2cpu.txt"),
+                         "flags": ["SEV", "SEV-ES"]}
+    assert w.snp is False
 
 
 def test_msr_witness_checks_every_vcpu_of_the_guest():

@@ -41,7 +41,7 @@ from pytest_sev.host.report import (
     Check,
     HostReport,
 )
-from pytest_sev.modes import READINESS_KINDS, RUN_MODES, SEV_KINDS, Mode
+from pytest_sev.modes import GUEST_KINDS, READINESS_KINDS, RUN_MODES, SEV_KINDS, Mode
 
 REPO = Path(__file__).resolve().parent.parent
 LOGS = REPO / "fixtures" / "host-logs"
@@ -61,12 +61,13 @@ def _log(name: str) -> str:
 
 # --- the readiness kind ---------------------------------------------------------------------
 
-def test_sev_snp_is_a_readiness_kind_not_a_run_mode_or_guest_kind():
+def test_sev_snp_is_a_readiness_kind_a_run_mode_and_a_guest_kind_but_no_sev_guest_kind():
     assert Mode.SEV_SNP == "sev-snp"
     assert READINESS_KINDS == ("sev", "sev-es", "sev-snp") and MODES == READINESS_KINDS
-    assert "sev-snp" not in RUN_MODES and "sev-snp" not in SEV_KINDS  # the run mode is another item
-    with pytest.raises(ValueError, match="sev mode must be one of auto, sev-es, sev, off"):
-        decide("sev-snp", HostReport([]), "sev")
+    assert "sev-snp" in RUN_MODES and "sev-snp" in GUEST_KINDS
+    assert "sev-snp" not in SEV_KINDS  # another QEMU object, another policy word
+    with pytest.raises(ValueError, match="sev mode must be one of auto, sev-snp, sev-es, sev, off"):
+        decide("snp", HostReport([]), "sev")
 
 
 def test_what_each_kind_needs():

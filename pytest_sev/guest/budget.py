@@ -176,9 +176,20 @@ class SlotPool:
             time.sleep(poll)
 
 
+#: guest kind -> the ASID range (and so the slot pool) its guests take: SEV-SNP
+#: guests take SEV-ES ASIDs (KVM gives both from 1..min_sev_asid-1)
+ASID_POOLS = {"sev-snp": "sev-es"}
+
+
+def asid_pool(kind: str) -> str:
+    """The slot pool of a guest kind: SEV-SNP shares SEV-ES's, so the two count together."""
+    return ASID_POOLS.get(kind, kind)
+
+
 def acquire_for(budget: Budget, kind: str, directory: Path, timeout: float) -> list[Slot]:
-    """The slots a guest of *kind* needs: a plain one, plus its ASID kind's."""
-    kinds = ["plain"] if kind == "plain" else ["plain", kind]
+    """The slots a guest of *kind* needs: a plain one, plus its ASID kind's
+    (an SNP guest takes an SEV-ES slot: the same ASIDs)."""
+    kinds = ["plain"] if kind == "plain" else ["plain", asid_pool(kind)]
     held: list[Slot] = []
     try:
         for k in kinds:

@@ -12,6 +12,9 @@ OVMF, and decides everything else here:
   login, opened with ``snapshot=on`` so runs never change the image;
 - SEV and SEV-ES guests: always OVMF, ``-cpu EPYC``, the host's C-bit and the
   policy launch-qemu.sh would compute for the mode (or ``--sev-policy``);
+- SEV-SNP guests: the one-image OVMF (``-bios``: the AmdSev build, else
+  ``OVMF.fd``), the host's C-bit and reduced-phys-bits, policy 0x30000 (debug
+  bit 19 added by ``--allow-debug``), direct kernel boot of the run's kernel;
 - attested launches: the AmdSev OVMF (``--ovmf-amdsev`` or an installed one)
   with ``kernel-hashes=on``; the plain-guest secret delivery check boots it
   from a disk image with the secret table preloaded into its secret page.
@@ -25,16 +28,16 @@ from typing import Any
 
 from pytest_sev.config import RunConfig
 from pytest_sev.errors import SpecError
-from pytest_sev.guest.spec import UEFI_KINDS, Bus, Disk, Firmware, GuestSpec, Login, Preload, SevLaunch
+from pytest_sev.guest.spec import UEFI_KINDS, Bus, Disk, Firmware, GuestSpec, Login, Preload, SevLaunch, SnpLaunch
 from pytest_sev.images.default_kernel import BASE_APPEND, default_kernel, other_kernel
 from pytest_sev.images.diskimage import build_disk_image, image_format
 from pytest_sev.images.initramfs import build_initramfs
-from pytest_sev.qemu.firmware import find_amdsev_ovmf, find_ovmf
-from pytest_sev.sev.policy import policy_for
+from pytest_sev.qemu.firmware import find_amdsev_ovmf, find_ovmf, find_snp_firmware
+from pytest_sev.sev.policy import policy_for, snp_policy_for
 
 __all__ = ["BASE_APPEND", "amdsev_firmware", "attested_spec", "cbitpos_of", "default_guest_spec",
            "disk_guest_spec", "image_spec", "ovmf_firmware", "plain_spec", "secret_delivery_spec",
-           "sev_launch", "sev_spec"]
+           "reduced_phys_bits_of", "sev_launch", "sev_spec", "snp_firmware", "snp_launch", "snp_spec"]
 
 
 # -- building blocks --------------------------------------------------------------
@@ -98,6 +101,35 @@ def cbitpos_of(report: Any) -> int | None:
     return int(value) if value not in (None, "", "unknown") else None
 
 
+def reduced_phys_bits_of(report: Any) -> int | None:
+    """The physical address bits a HostReport says encryption takes away, or None."""
+    value = report.facts.get("reduced_phys_bits")
+    return int(value) if value not in (None, "", "unknown") else None
+
+
+def snp_firmware(cfg: RunConfig) -> Firmware:
+    """The one firmware image an SNP guest boots (``-bios``): ``--ovmf-amdsev``,
+    else an installed AmdSev build, else a one-file ``OVMF.fd``.  QEMU refuses
+    pflash (OVMF_CODE/VARS) for SNP, so there is no fallback to those."""
+    if cfg.ovmf_amdsev is not None:
+        return Firmware("amdsev", code=Path(cfg.ovmf_amdsev))
+    found = find_snp_firmware()
+    if found is None:
+        raise SpecError("no firmware for an SEV-SNP guest: it boots one -bios image (OVMF.amdsev.fd or OVMF.fd), "
+                        "QEMU refuses pflash; pass --ovmf-amdsev or build --components ovmf-amdsev=build")
+    kind, path = found
+    return Firmware("amdsev" if kind == "amdsev" else "bios", code=path)
+
+
+def snp_launch(cfg: RunConfig, cbitpos: int | None, reduced_phys_bits: int | None = None) -> SnpLaunch:
+    """The ``sev-snp-guest`` launch: the host's C-bit (and reduced-phys-bits,
+    QEMU's 1 when the host report could not tell), the default SNP policy."""
+    if cbitpos is None:
+        raise SpecError("the host report has no C-bit position: cannot launch an SEV-SNP guest")
+    return SnpLaunch(cbitpos=cbitpos, policy=snp_policy_for(cfg.allow_debug),
+                     reduced_phys_bits=1 if reduced_phys_bits is None else reduced_phys_bits)
+
+
 def sev_launch(cfg: RunConfig, mode: str, cbitpos: int | None) -> SevLaunch:
     if cbitpos is None:
         raise SpecError("the host report has no C-bit position: cannot launch an SEV guest")
@@ -146,6 +178,19 @@ def sev_spec(cfg: RunConfig, mode: str, cbitpos: int | None, *, with_fio: bool =
                               initrd=cfg.guest_initrd,
                               ovmf=ovmf_firmware(cfg.ovmf_code, cfg.ovmf_vars),
                               sev=sev_launch(cfg, mode, cbitpos), **fields)
+
+
+def snp_spec(cfg: RunConfig, cbitpos: int | None, reduced_phys_bits: int | None = None, *,
+             with_fio: bool = False, **fields: Any) -> GuestSpec:
+    """An SEV-SNP guest: the default guest (or ``--guest-kernel``) booted
+    directly from the one-image SNP firmware.  ``--guest-image`` is not used
+    for SNP guests yet (its GRUB path is built on split OVMF CODE/VARS, which
+    QEMU refuses for SNP): the embedded guest proves SNP as well."""
+    fields.setdefault("boot_timeout", cfg.guest_timeout)
+    fields.setdefault("name", "sev-snp")
+    launch = snp_launch(cfg, cbitpos, reduced_phys_bits)
+    return default_guest_spec(firmware="ovmf", with_fio=with_fio, kernel=cfg.guest_kernel,
+                              initrd=cfg.guest_initrd, ovmf=snp_firmware(cfg), snp=launch, **fields)
 
 
 # -- the guest owner's launches ------------------------------------------------------

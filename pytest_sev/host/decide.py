@@ -2,9 +2,15 @@
 
 ``decide`` answers for a guest test ("run it, skip it, or fail it?") and
 ``check_outcome`` for one row of the host suite. The rule both follow: a
-mode that asks for SEV(-ES) (``--sev-es``, ``--sev``) turns an unready host
-into a FAILURE naming the check, so a nightly goes red when a runner loses
-SEV-ES; ``auto`` turns it into a skip with the same reason; ``off`` skips.
+mode that asks for a kind (``--sev-snp``, ``--sev-es``, ``--sev``) turns an
+unready host into a FAILURE naming the check, so a nightly goes red when a
+runner loses SEV-ES; ``auto`` turns it into a skip with the same reason;
+``off`` skips.  What each named mode asks for (:data:`DEMANDS`): ``--sev-es``
+SEV-ES and SEV; ``--sev`` SEV; ``--sev-snp`` SEV-SNP, while its SEV-ES and
+SEV guests run where the host can and skip naming the check where it cannot
+(an SNP runner need not keep SEV-ES working: recent firmware breaks SEV-ES
+guests on SNP hosts).  A kind a mode neither demands nor offers
+(:data:`OFFERS`) skips, naming the flag that asks for it.
 
 A check that cannot be answered is not a pass: a host whose needed checks
 did not fail but could not all be answered is *undetermined*, and a named
@@ -17,10 +23,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pytest_sev.host.report import UNKNOWN, Check, HostReport, Readiness, names
-from pytest_sev.modes import RUN_MODES, SEV_KINDS
+from pytest_sev.modes import GUEST_KINDS, RUN_MODES
 
-WANTS = SEV_KINDS
+WANTS = GUEST_KINDS
 OFF_REASON = "--sev-mode=off runs plain guests only"
+#: the kinds a named mode demands: a host not ready for one of them fails the test
+DEMANDS: dict[str, tuple[str, ...]] = {"sev-snp": ("sev-snp",), "sev-es": ("sev-es", "sev"), "sev": ("sev",)}
+#: the kinds each mode runs where the host can (skip naming the check where it cannot)
+OFFERS: dict[str, tuple[str, ...]] = {"auto": GUEST_KINDS, "sev-snp": ("sev-es", "sev")}
+#: how a reason names a kind
+KIND_NAMES = {"sev": "SEV", "sev-es": "SEV-ES", "sev-snp": "SEV-SNP"}
 
 
 @dataclass(frozen=True)
@@ -57,19 +69,20 @@ def why_not_ready(readiness: Readiness) -> str:
 
 
 def decide(mode: str, report: HostReport, wants: str) -> Decision:
-    """May a test that needs ``wants`` ("sev-es" or "sev") run in ``mode``?"""
+    """May a test that needs ``wants`` ("sev-snp", "sev-es" or "sev") run in ``mode``?"""
     _validate(mode)
     if wants not in WANTS:
         raise ValueError(f"a test wants one of {', '.join(WANTS)}, not {wants!r}")
     if mode == "off":
         return Decision("skip", OFF_REASON)
-    if mode == "sev" and wants == "sev-es":
-        return Decision("skip", "--sev does not ask for SEV-ES (use --sev-es)")
+    demanded = wants in DEMANDS.get(mode, ())
+    if not demanded and wants not in OFFERS.get(mode, ()):
+        return Decision("skip", f"--{mode} does not ask for {KIND_NAMES[wants]} (use --{wants})")
     readiness = report.readiness(wants)
     if readiness.ready:
         return Decision("run", f"host ready for {wants}")
     why = why_not_ready(readiness)
-    if mode == "auto":
+    if not demanded:
         return Decision("skip", why)
     return Decision("fail", f"--{mode} but {why}")
 
@@ -77,7 +90,7 @@ def decide(mode: str, report: HostReport, wants: str) -> Decision:
 def mode_needs(mode: str) -> str | None:
     """The readiness a run mode demands of the host, if any."""
     _validate(mode)
-    return mode if mode in SEV_KINDS else None
+    return mode if mode in DEMANDS else None
 
 
 def _unknown(value: str) -> bool:

@@ -20,6 +20,7 @@ from pytest_sev.plugin.fixtures import (
     run_config,
     sev_es_guest,
     sev_guest,
+    sev_snp_guest,
 )
 from pytest_sev.plugin.hooks import (
     pytest_addhooks,
@@ -40,5 +41,5 @@ __all__ = [
     "pytest_keyboard_interrupt", "pytest_report_header", "pytest_runtest_call", "pytest_runtest_makereport", "pytest_runtest_setup",
     "pytest_terminal_summary", "pytest_timeout_set_timer", "pytest_unconfigure", "pytest_xdist_auto_num_workers",
     "run_config",
-    "sev_es_guest", "sev_guest",
+    "sev_es_guest", "sev_guest", "sev_snp_guest",
 ]

@@ -31,8 +31,8 @@ from pytest_sev.errors import GuestError, SpecError
 from pytest_sev.guest.budget import Slot, acquire_for, slot_dir
 from pytest_sev.guest.guest import Guest
 from pytest_sev.guest.spec import GuestSpec
-from pytest_sev.guest.specs import cbitpos_of, plain_spec, sev_spec
-from pytest_sev.modes import SEV_KINDS
+from pytest_sev.guest.specs import cbitpos_of, plain_spec, reduced_phys_bits_of, sev_spec, snp_spec
+from pytest_sev.modes import GUEST_KINDS
 from pytest_sev.plugin import sinks
 from pytest_sev.plugin.mode_table import guard_guest
 from pytest_sev.plugin.state import guest_budget, host_report
@@ -101,6 +101,21 @@ def finish_guest(guest: Guest, keep: bool, sink_failed: SinkFailed = _no_sink_re
             shutil.rmtree(guest.workdir, ignore_errors=True)
 
 
+def kind_of(spec: GuestSpec) -> str:
+    """The guest kind a spec launches: what the mode table and the budget go by."""
+    launch = spec.snp or spec.sev
+    return launch.mode if launch is not None else "plain"
+
+
+def encrypted_spec(cfg: RunConfig, kind: str, report: Any, **fields: Any) -> GuestSpec:
+    """The spec of an SEV, SEV-ES or SEV-SNP guest on this host (its C-bit, and
+    for SNP its reduced-phys-bits, from the host report; None: no report)."""
+    cbitpos = cbitpos_of(report) if report is not None else None
+    if kind == "sev-snp":
+        return snp_spec(cfg, cbitpos, reduced_phys_bits_of(report) if report is not None else None, **fields)
+    return sev_spec(cfg, kind, cbitpos, **fields)
+
+
 def make_guest(cfg: RunConfig, spec: GuestSpec, workdir: Path | None) -> Guest:
     """A not yet started guest from the run's launcher (``--launcher``)."""
     if cfg.launcher == "libvirt":
@@ -142,14 +157,14 @@ class GuestFactory:
 
     def __call__(self, spec: GuestSpec | None = None, *, kind: str = "plain",
                  before_boot: Callable[[Any], Any] | None = None, **fields) -> Guest:
-        """Start a guest from *spec*, else from *kind* ("plain", "sev", "sev-es")
-        and GuestSpec *fields*. An SEV(-ES) guest goes through the mode table
+        """Start a guest from *spec*, else from *kind* ("plain", "sev", "sev-es",
+        "sev-snp") and GuestSpec *fields*. An encrypted guest goes through the mode table
         first (skip, or a failure naming the host check), before its spec is
         assembled or any room on the host is taken."""
         spec = self._spec(spec, kind, fields)
         slots: list[Slot] = []
         if self.config is not None:  # wait for room on the host (CPUs, memory, ASIDs)
-            kind = spec.sev.mode if spec.sev is not None else "plain"
+            kind = kind_of(spec)
             slots = list(acquire_for(guest_budget(self.config, kind), kind, slot_dir(),
                                      timeout=self.cfg.guest_timeout))
             self.slots += slots
@@ -164,19 +179,19 @@ class GuestFactory:
         return guest
 
     def _spec(self, spec: GuestSpec | None, kind: str, fields: dict[str, Any]) -> GuestSpec:
-        if kind != "plain" and kind not in SEV_KINDS:
-            raise SpecError(f"guest kind {kind!r}: expected plain, {', '.join(SEV_KINDS)}")
+        if kind != "plain" and kind not in GUEST_KINDS:
+            raise SpecError(f"guest kind {kind!r}: expected plain, {', '.join(GUEST_KINDS)}")
         if spec is not None and kind != "plain":
             raise SpecError("give guest_factory a spec or a kind, not both")
-        wants = spec.sev.mode if spec is not None and spec.sev is not None else kind
+        wants = kind_of(spec) if spec is not None else kind
         if wants != "plain" and self.config is not None:  # outside a session there is no mode to apply
             guard_guest(self.config, wants)
         if spec is not None:
             return spec
         if kind == "plain":
             return plain_spec(self.cfg, **fields)
-        cbitpos = cbitpos_of(host_report(self.config)) if self.config is not None else None
-        return sev_spec(self.cfg, kind, cbitpos, **fields)
+        report = host_report(self.config) if self.config is not None else None
+        return encrypted_spec(self.cfg, kind, report, **fields)
 
     def retire(self, guest: Guest) -> None:
         """Tear one guest down now (logs kept: something made it unusable)."""
@@ -214,7 +229,7 @@ def _sink_reporter(config: pytest.Config) -> SinkFailed:
 @pytest.fixture
 def guest_factory(request: pytest.FixtureRequest, run_config: RunConfig) -> Iterator[Callable[..., Guest]]:
     """``guest_factory(spec=None, *, kind="plain", **GuestSpec fields) -> started Guest``;
-    an SEV or SEV-ES spec (or kind) is decided by the mode table first."""
+    an SEV, SEV-ES or SEV-SNP spec (or kind) is decided by the mode table first."""
     root = _log_root(run_config, request.config) / _slug(request.node.nodeid)
     factory = GuestFactory(run_config, root, request.config, _sink_reporter(request.config))
     yield factory
@@ -288,7 +303,13 @@ def _decided_sev_guest(request: pytest.FixtureRequest, factory: GuestFactory,
                        host_rep: Any, mode_wanted: str) -> Guest:
     # decided before the spec: a host without a C-bit skips or fails by the table, not by a SpecError
     guard_guest(request.config, mode_wanted)
-    return factory(sev_spec(factory.cfg, mode_wanted, cbitpos_of(host_rep)))
+    return factory(encrypted_spec(factory.cfg, mode_wanted, host_rep))
+
+
+@pytest.fixture
+def sev_snp_guest(request: pytest.FixtureRequest, guest_factory: GuestFactory, host) -> Guest:
+    """An SEV-SNP guest, or a skip/fail decided by the mode table before any boot."""
+    return _decided_sev_guest(request, guest_factory, host, "sev-snp")
 
 
 @pytest.fixture

@@ -1,12 +1,13 @@
 """pytest hooks of the core plugin: options, start-up validation, header,
 markers that apply the mode table, outcome bookkeeping.
 
-Markers (registered here, read here): ``@pytest.mark.sev_es`` and
-``@pytest.mark.sev`` say a test needs an SEV-ES / SEV guest; before any
+Markers (registered here, read here): ``@pytest.mark.sev_snp``,
+``@pytest.mark.sev_es`` and ``@pytest.mark.sev`` say a test needs an SEV-SNP /
+SEV-ES / SEV guest; before any
 fixture is set up (so before any boot) the plugin applies design.md's mode
 table to them (:mod:`.mode_table`), on every collected item: run, skip naming
 the failing or unanswerable host check (auto), or fail naming it
-(``--sev-es``/``--sev``).  ``@pytest.mark.plain`` marks a test on
+(``--sev-snp``/``--sev-es``/``--sev``).  ``@pytest.mark.plain`` marks a test on
 plain guests, which runs in every mode.  Suites never call the table by hand,
 as qemu_test's ``require_accelerator`` and labgrid's ``lg_feature`` do it.
 
@@ -28,6 +29,7 @@ from pytest_sev.qemu.accel import choose_accel
 
 MARKERS = (
     "qemu: boots a real guest under QEMU",
+    "sev_snp: needs an SEV-SNP guest (the mode table decides run/skip/fail before any boot)",
     "sev_es: needs an SEV-ES guest (the mode table decides run/skip/fail before any boot)",
     "sev: needs an SEV guest (the mode table decides run/skip/fail before any boot)",
     "plain: runs on plain (unencrypted) guests, in every mode",

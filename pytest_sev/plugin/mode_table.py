@@ -5,11 +5,11 @@ this is the one place that turns its answer into ``pytest.skip`` or a
 failure.  Three paths lead here and end the same way (same action, same
 reason text), so no way of asking for an SEV guest escapes the table:
 
-- a collected item marked ``@pytest.mark.sev_es`` / ``sev`` (any item, not
-  only functions), or one requesting the ``sev_es_guest`` / ``sev_guest``
-  fixture: decided before any fixture is set up (:func:`apply_to_item`);
-- ``guest_factory`` asked for an SEV(-ES) guest (an SEV spec, or
-  ``kind="sev-es"``), in a fixture or in the test body: decided before the
+- a collected item marked ``@pytest.mark.sev_snp`` / ``sev_es`` / ``sev``
+  (any item, not only functions), or one requesting the ``sev_snp_guest`` /
+  ``sev_es_guest`` / ``sev_guest`` fixture: decided before any fixture is set up (:func:`apply_to_item`);
+- ``guest_factory`` asked for an SEV(-ES, -SNP) guest (an SEV or SNP spec,
+  or ``kind="sev-es"``/``"sev-snp"``), in a fixture or in the test body: decided before the
   spec is assembled or a slot taken (:func:`guard_guest`).  A refusal there
   raises :class:`ModeTableRefusal`, which the plugin's setup and call hooks
   turn into the same call-phase failure a marked test gets.
@@ -26,11 +26,11 @@ import pytest
 
 from pytest_sev.errors import PytestSevError
 from pytest_sev.host.decide import OFF_REASON, Decision, decide
-from pytest_sev.modes import SEV_KINDS, Mode
+from pytest_sev.modes import GUEST_KINDS, Mode
 from pytest_sev.plugin.state import host_report, run_config
 
 #: marker name -> the readiness it asks of the host
-MARKER_WANTS: dict[str, str] = {kind.replace("-", "_"): str(kind) for kind in SEV_KINDS}
+MARKER_WANTS: dict[str, str] = {kind.replace("-", "_"): str(kind) for kind in GUEST_KINDS}
 #: fixture name -> the readiness it asks of the host (decided like the marker)
 FIXTURE_WANTS = {f"{marker}_guest": kind for marker, kind in MARKER_WANTS.items()}
 #: a marker or fixture name -> the readiness it asks of the host

@@ -16,6 +16,8 @@ from pytest_sev.modes import RUN_MODES
 
 #: (flag, dest, help, is_flag)
 OPTIONS = (
+    ("--sev-snp", "sev_snp", "expect an SEV-SNP capable host: boot SEV-SNP guests (SEV-ES and SEV where the "
+     "host can), fail if it cannot run SNP guests", True),
     ("--sev-es", "sev_es", "expect an SEV-ES capable host: boot SEV-ES guests, fail if the host cannot", True),
     ("--sev", "sev", "expect an SEV capable host: boot SEV guests, fail if the host cannot", True),
     ("--sev-mode", "sev_mode", f"host expectation: {'|'.join(RUN_MODES)} (default auto)", False),

@@ -44,7 +44,7 @@ def verdict_line(config: pytest.Config) -> str:
         return "pytest-sev: mode off (plain guests only; host not probed for SEV)"
     report = host_report(config)
     parts = [f"pytest-sev: mode {cfg.mode}"]
-    for wants in ("sev-es", "sev", "sev-snp"):  # sev-snp: the host's readiness only (no SNP run mode yet)
+    for wants in ("sev-es", "sev", "sev-snp"):  # every kind, whichever the mode demands
         parts.append(f"{wants}: {readiness_word(report.readiness(wants))}")
     return "; ".join(parts)
 

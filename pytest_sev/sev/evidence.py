@@ -7,14 +7,17 @@ the guest. Only a decisive answer (yes / no) counts toward a verdict, and
 "unknown" always carries the reason, so a failed cross-check can list which
 witnesses could not answer and why.
 
-The cross-check (:func:`cross_check`) wants, for an SEV or SEV-ES guest, at
-least :data:`MIN_DECISIVE_SEV` decisive witnesses that all agree with the
+The cross-check (:func:`cross_check`) wants, for an SEV, SEV-ES or SEV-SNP
+guest, at least :data:`MIN_DECISIVE_SEV` decisive witnesses that all agree with the
 requested kind, among them the SEV_STATUS MSR on every vCPU and at least one
 host-side witness (QEMU or the host's view of guest memory); for the plain
 control at least :data:`MIN_DECISIVE_PLAIN`. On a KVM host reading SEV_STATUS
 in a plain guest may fault (EIO): the MSR is then "unknown" and the plain
 control decides with the kernel log, ``query-sev``, the launch measurement
-and the host memory view.
+and the host memory view.  An SEV-SNP guest is counted as an SEV-ES one, and
+each witness that can tell SNP (the kernel log, the MSR's bit 2, query-sev's
+sev-type and snp-policy) must say SNP; QEMU has no launch measurement for SNP
+guests, so that row is unknown for them, never a "no".
 """
 
 from __future__ import annotations
@@ -146,6 +149,8 @@ class Row:
     encrypted: bool | None
     es: bool | None
     evidence: str
+    #: SEV-SNP per this witness (None: it cannot tell, or could not look)
+    snp: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,17 @@ class CrossCheck:
 
 
 #: what each kind must look like: (memory encrypted, SEV-ES)
-EXPECTED: dict[str, tuple[bool, bool]] = {"plain": (False, False), "sev": (True, False), "sev-es": (True, True)}
+EXPECTED: dict[str, tuple[bool, bool]] = {"plain": (False, False), "sev": (True, False), "sev-es": (True, True),
+                                          "sev-snp": (True, True)}
+#: whether each kind is an SEV-SNP guest: a witness that can tell must agree
+EXPECTED_SNP: dict[str, bool] = {"plain": False, "sev": False, "sev-es": False, "sev-snp": True}
+
+
+def agrees(row: Row, kind: str) -> bool:
+    """A decisive row agrees with *kind* on encryption, and on SEV-ES and SNP where it can tell."""
+    want_enc, want_es = EXPECTED[kind]
+    return (row.encrypted == want_enc and (row.es is None or row.es == want_es)
+            and (row.snp is None or row.snp == EXPECTED_SNP[kind]))
 
 
 def cross_check(kind: str, rows: list[Row] | tuple[Row, ...]) -> CrossCheck:
@@ -171,7 +186,7 @@ def cross_check(kind: str, rows: list[Row] | tuple[Row, ...]) -> CrossCheck:
     if kind not in EXPECTED:
         raise ValueError(f"kind must be one of {', '.join(EXPECTED)}, not {kind!r}")
     want_enc, want_es = EXPECTED[kind]
-    lines = [f"{kind}: expected encrypted={want_enc} es={want_es}"]
+    lines = [f"{kind}: expected encrypted={want_enc} es={want_es} snp={EXPECTED_SNP[kind]}"]
     decisive, unknown, bad = [], [], []
     for r in sorted(rows, key=lambda r: r.name):
         if r.encrypted is None:
@@ -179,12 +194,12 @@ def cross_check(kind: str, rows: list[Row] | tuple[Row, ...]) -> CrossCheck:
             unknown.append(r.name)
         else:
             decisive.append(r.name)
-            ok = r.encrypted == want_enc and (r.es is None or r.es == want_es)
+            ok = agrees(r, kind)
             verdict = "ok" if ok else "DISAGREES"
             if not ok:
                 bad.append(r.name)
         lines.append(f"{r.name:<22} {answer_of(r.encrypted):<7} es={answer_of(r.es):<7} "
-                     f"{verdict:<9} {r.evidence[:140]}")
+                     f"snp={answer_of(r.snp):<7} {verdict:<9} {r.evidence[:140]}")
     table = "\n".join(lines)
     problems: list[str] = []
     why_unknown = ", ".join(f"{r.name} ({r.evidence[:120]})" for r in rows if r.encrypted is None)
@@ -199,4 +214,7 @@ def cross_check(kind: str, rows: list[Row] | tuple[Row, ...]) -> CrossCheck:
             problems.append(f"the SEV_STATUS MSR on every vCPU is required for {kind} and did not answer")
         if not HOST_SIDE.intersection(decisive):
             problems.append(f"no host-side witness ({', '.join(sorted(HOST_SIDE))}) answered for {kind}")
+    if kind == "sev-snp" and not any(r.snp is not None for r in rows if r.encrypted is not None):
+        problems.append("no decisive witness could tell SEV-SNP from SEV-ES (the MSR's bit 2, the kernel log, "
+                        "query-sev's sev-type)")
     return CrossCheck(kind, not problems, table, tuple(decisive), tuple(unknown), tuple(bad), tuple(problems))

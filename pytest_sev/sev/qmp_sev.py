@@ -26,6 +26,8 @@ from pytest_sev.sev import policy as _policy
 
 SEV_STATES = ("uninit", "launch-update", "launch-secret", "running", "send-update", "receive-update")
 SEV_TYPES = ("sev", "sev-snp")
+#: the kinds a query-sev reply is judged against
+EXPECTS = ("sev", "sev-es", "sev-snp", "plain")
 MEASURE_NOT_AVAILABLE = "SEV launch measurement is not available"
 #: LAUNCH_MEASURE's blob (SEV API spec): the 32-byte HMAC, then the 16-byte mnonce
 MAC_BYTES, MNONCE_BYTES = 32, 16
@@ -86,6 +88,8 @@ class SevQueryVerdict:
     api_compared: bool
     problems: tuple[str, ...]
     expect_state: str = "running"
+    #: the SNP policy the guest was launched with (an SNP launch only)
+    launched_snp_policy: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -96,7 +100,8 @@ class SevQueryVerdict:
             return "query-sev: " + "; ".join(self.problems)
         pol = f"{self.policy:#x}" if self.policy is not None else "-"
         api = f"{self.api[0]}.{self.api[1]}" if self.api else "-"
-        s = (f"query-sev: enabled={self.enabled} state={self.state} policy={pol} "
+        snp = f" snp-policy={self.snp_policy:#x}" if self.snp_policy is not None else ""
+        s = (f"query-sev: enabled={self.enabled} state={self.state} policy={pol}{snp} "
              f"ES={self.es_bit} sev-type={self.sev_type or '-'} api={api} build={self.build_id}")
         return s + (" PROBLEMS: " + "; ".join(self.problems) if self.problems else "")
 
@@ -116,17 +121,22 @@ def evaluate_query_sev(
     expect: str = "sev-es",
     host_api: str | None = None,
     expect_state: str = "running",
+    snp_policy: int | None = None,
 ) -> SevQueryVerdict:
     """Judge a ``query-sev`` reply.
 
-    ``expect``: ``"sev-es"``, ``"sev"`` or ``"plain"`` (a control guest must
-    answer ``enabled: false``). ``host_api``: the host firmware's API string
+    ``expect``: ``"sev-snp"``, ``"sev-es"``, ``"sev"`` or ``"plain"`` (a control
+    guest must answer ``enabled: false``).  ``snp_policy``: for ``sev-snp``, the
+    policy the guest was launched with (QEMU >= 9.1 answers ``sev-type:
+    sev-snp`` and ``snp-policy`` instead of ``policy``). ``host_api``: the host firmware's API string
     (``"1.55"``); ``None``/``""``/``"unknown"`` means not compared.
     ``expect_state``: ``running`` for a launched guest, ``launch-secret`` for
     one started with ``-S``.
     """
-    if expect not in ("sev", "sev-es", "plain"):
-        raise ValueError(f"expect must be sev, sev-es or plain, not {expect!r}")
+    if expect not in EXPECTS:
+        raise ValueError(f"expect must be sev, sev-es, sev-snp or plain, not {expect!r}")
+    if (expect == "sev-snp") != (snp_policy is not None):
+        raise ValueError("the launched snp_policy is given for an sev-snp guest, and only for one")
     ret, ecls, edesc = split_reply(reply)
     problems: list[str] = []
     host = None
@@ -135,7 +145,7 @@ def evaluate_query_sev(
     if ret is None:
         problems.append(f"query-sev failed: {ecls or 'error'}: {edesc}")
         return SevQueryVerdict(expect, None, None, None, None, None, None, None, None, None,
-                               host, False, tuple(problems), expect_state)
+                               host, False, tuple(problems), expect_state, snp_policy)
 
     enabled = ret.get("enabled")
     if not isinstance(enabled, bool):
@@ -167,16 +177,10 @@ def evaluate_query_sev(
             problems.append("reply lacks 'state'")
         elif state != expect_state:
             problems.append(f"state is {state!r}, expected {expect_state!r}")
-        if sev_type == "sev-snp":
-            problems.append(f"sev-type is sev-snp, expected sev ({expect})")
-        if pol is None:
-            if sev_type != "sev-snp":
-                problems.append("reply lacks 'policy'")
-        elif enabled:
-            try:
-                _policy.check_policy(pol, expect)  # type: ignore[arg-type]
-            except ValueError as exc:
-                problems.append(str(exc))
+        if expect == "sev-snp":
+            problems += snp_problems(sev_type, snp_pol, snp_policy)
+        else:
+            problems += sev_policy_problems(sev_type, pol, enabled, expect)
         if api is None:
             problems.append("reply lacks api-major/api-minor")
         elif host is not None:
@@ -186,7 +190,35 @@ def evaluate_query_sev(
                     f"guest firmware API {api[0]}.{api[1]} differs from host firmware {host[0]}.{host[1]}"
                 )
     return SevQueryVerdict(expect, enabled, state, pol, es_bit, sev_type, snp_pol, api, build,
-                           handle, host, api_compared, tuple(problems), expect_state)
+                           handle, host, api_compared, tuple(problems), expect_state, snp_policy)
+
+
+def sev_policy_problems(sev_type: str | None, pol: int | None, enabled: bool | None, expect: str) -> list[str]:
+    """What an SEV or SEV-ES guest's reply gets wrong about its type and policy."""
+    problems: list[str] = []
+    if sev_type == "sev-snp":
+        problems.append(f"sev-type is sev-snp, expected sev ({expect})")
+    if pol is None:
+        if sev_type != "sev-snp":
+            problems.append("reply lacks 'policy'")
+    elif enabled:
+        try:
+            _policy.check_policy(pol, expect)  # type: ignore[arg-type]
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def snp_problems(sev_type: str | None, snp_pol: int | None, launched: int | None) -> list[str]:
+    """What an SEV-SNP guest's reply gets wrong: its type, and its policy against the launched one."""
+    problems: list[str] = []
+    if sev_type != "sev-snp":
+        problems.append(f"sev-type is {sev_type!r}, expected 'sev-snp'")
+    if snp_pol is None:
+        problems.append("reply lacks 'snp-policy'")
+    elif snp_pol != launched:
+        problems.append(f"snp-policy {snp_pol:#x} differs from the launched {launched:#x}")
+    return problems
 
 
 # --------------------------------------------------------------------------
@@ -203,6 +235,8 @@ class QuerySevAnswer:
     encrypted: bool | None
     es: bool | None
     reason: str
+    #: SEV-SNP per QEMU (None: not told, or not asked: only an SNP launch is judged on it)
+    snp: bool | None = None
 
     @property
     def decisive(self) -> bool:
@@ -211,6 +245,28 @@ class QuerySevAnswer:
 
 def _unknown(v: SevQueryVerdict, why: str) -> QuerySevAnswer:
     return QuerySevAnswer(None, None, f"unknown: {why} ({v.describe()})")
+
+
+def answer_snp_query(v: SevQueryVerdict) -> QuerySevAnswer:
+    """What an enabled SNP launch's judged reply proves (QEMU >= 9.1's words).
+
+    ``sev-type: sev-snp`` with the launched ``snp-policy`` is the decisive yes;
+    another ``snp-policy`` is a no (not the guest that was launched); ``sev-type:
+    sev`` is a no for SNP (a sev-guest runs); no sev-type (QEMU < 9.1 has none,
+    and cannot launch SNP) or no snp-policy is unknown, as is a wrong state or API."""
+    if v.sev_type == "sev":
+        return QuerySevAnswer(True, v.es_bit, f"QEMU runs a sev-guest, not the SNP guest launched ({v.describe()})",
+                              snp=False)
+    if v.sev_type != "sev-snp":
+        return _unknown(v, f"sev-type is {v.sev_type!r}: QEMU does not say the guest is SNP")
+    if v.snp_policy is None:
+        return _unknown(v, "the reply has no snp-policy, so the launch cannot be told")
+    if v.snp_policy != v.launched_snp_policy:
+        return QuerySevAnswer(True, True, f"snp-policy {v.snp_policy:#x} is not the launched "
+                              f"{v.launched_snp_policy:#x}: not the guest that was launched ({v.describe()})", snp=False)
+    if v.problems:
+        return _unknown(v, "; ".join(v.problems))
+    return QuerySevAnswer(True, True, v.describe(), snp=True)
 
 
 def answer_query_sev(v: SevQueryVerdict) -> QuerySevAnswer:
@@ -224,13 +280,16 @@ def answer_query_sev(v: SevQueryVerdict) -> QuerySevAnswer:
     policy (SEV cannot be told from SEV-ES), a state other than the expected
     one, an sev-type other than ``sev`` (QEMU's type for SEV *and* SEV-ES
     guests), an API that differs from the host firmware's, a malformed field.
+    An SNP launch is judged by :func:`answer_snp_query`.
     """
     if v.enabled is None:
         return _unknown(v, "no usable reply")
     if v.enabled is False:
-        return QuerySevAnswer(False, False, f"QEMU says SEV is not enabled ({v.describe()})")
+        return QuerySevAnswer(False, False, f"QEMU says SEV is not enabled ({v.describe()})", snp=False)
     if v.expect == "plain":
         return QuerySevAnswer(True, v.es_bit, f"QEMU says SEV is enabled on the plain control ({v.describe()})")
+    if v.expect == "sev-snp":
+        return answer_snp_query(v)
     if v.sev_type not in (None, "sev"):
         return _unknown(v, f"sev-type is {v.sev_type!r}, not the sev-guest that was launched")
     if v.policy is None:

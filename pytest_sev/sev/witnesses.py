@@ -1,8 +1,9 @@
 """Gather the SEV activation witnesses from a running guest.
 
 Each function asks one independent party whether the guest's memory is
-encrypted and returns a :class:`Witness`: ``encrypted``/``es`` are True
-(yes), False (no) or None (unknown), and an unknown answer always says why
+encrypted and returns a :class:`Witness`: ``encrypted``/``es`` (and ``snp``
+where the witness can tell) are True (yes), False (no) or None (unknown),
+and an unknown answer always says why
 in ``evidence``. A read that failed, came back empty, was denied or could
 not reach its party is unknown, never "not encrypted" (see
 :mod:`pytest_sev.sev.evidence`). The parsing lives in :mod:`pytest_sev.sev`;
@@ -36,6 +37,7 @@ class Witness:
     evidence: str  # for an unknown answer: why it could not tell
     details: dict = field(default_factory=dict)
     host_side: bool = False
+    snp: bool | None = None  # SEV-SNP per this witness (None: it cannot tell, or could not look)
 
     @property
     def answer(self) -> str:
@@ -46,7 +48,7 @@ class Witness:
         return self.encrypted is not None
 
     def row(self) -> Row:
-        return Row(self.name, self.encrypted, self.es, self.evidence)
+        return Row(self.name, self.encrypted, self.es, self.evidence, self.snp)
 
 
 def _told(guest: Guest, witness: Witness) -> Witness:
@@ -84,9 +86,27 @@ def judge_kernel_log(read: evidence.LogRead) -> tuple[bool | None, bool | None, 
     return result.sev, result.sev_es if result.sev else False, result.describe(), details
 
 
+def log_says_snp(encrypted: bool | None, details: dict) -> bool | None:
+    """SEV-SNP per a judged kernel log: decided exactly when encryption was
+    (every era's line lists SEV-SNP when it is active; the pre-5.19 lines
+    predate SNP guests), else unknown."""
+    if encrypted is None:
+        return None
+    return "SEV-SNP" in details.get("features", ())
+
+
 def kernel_log(guest: Guest) -> Witness:
     enc, es, ev, details = judge_kernel_log(read_dmesg(guest))
-    return _told(guest, Witness(evidence.KERNEL_LOG, enc, es, ev, details))
+    return _told(guest, Witness(evidence.KERNEL_LOG, enc, es, ev, details, snp=log_says_snp(enc, details)))
+
+
+def judge_msr_read(out: str, vcpus: int) -> Witness:
+    """The in-guest SEV_STATUS read of every vCPU, judged (pure): bit 0 SEV,
+    bit 1 SEV-ES, bit 2 SNP, the other bits named in the evidence."""
+    w = msr.parse_guest_read_output(out, expected_cpus=vcpus)
+    return Witness(evidence.MSR, w.sev, w.sev_es, w.describe(),
+                   {"per_cpu": {str(k): v for k, v in w.per_cpu.items()}, "raw": out,
+                    "flags": list(w.status.flags) if w.status else []}, snp=w.snp)
 
 
 def sev_status_msr(guest: Guest) -> Witness:
@@ -95,28 +115,33 @@ def sev_status_msr(guest: Guest) -> Witness:
     except GuestError as exc:
         return _told(guest, Witness(evidence.MSR, None, None,
                                     f"SEV_STATUS unknown: the read did not return ({type(exc).__name__})"))
-    w = msr.parse_guest_read_output(out, expected_cpus=guest.spec.vcpus)
-    return _told(guest, Witness(evidence.MSR, w.sev, w.sev_es, w.describe(),
-                   {"per_cpu": {str(k): v for k, v in w.per_cpu.items()}, "raw": out}))
+    return _told(guest, judge_msr_read(out, guest.spec.vcpus))
 
 
-def judge_query_sev(reply: object, kind: str, host_api: str | None) -> Witness:
+def judge_query_sev(reply: object, kind: str, host_api: str | None, snp_policy: int | None = None) -> Witness:
     """``query-sev``'s reply, or the exception it raised, judged (pure).
 
     Decisive only where QEMU's words decide (:func:`qmp_sev.answer_query_sev`):
     a reply without a policy, or with a listed problem, is unknown naming it.
+    ``snp_policy``: the launched policy of an ``sev-snp`` guest.
     """
     if isinstance(reply, BaseException):
         f = evidence.classify_qmp_failure(reply)
         if f.answer == evidence.NO:
             return Witness(evidence.QUERY_SEV, False, False, f.reason, {"reply": str(reply), "problems": []},
-                           host_side=True)
+                           host_side=True, snp=False)
         return Witness(evidence.QUERY_SEV, None, None, f"unknown: {f.reason}",
                        {"reply": str(reply), "problems": [f.reason]}, host_side=True)
-    v = qmp_sev.evaluate_query_sev(reply, expect=kind, host_api=host_api)
+    v = qmp_sev.evaluate_query_sev(reply, expect=kind, host_api=host_api, snp_policy=snp_policy)
     a = qmp_sev.answer_query_sev(v)
     return Witness(evidence.QUERY_SEV, a.encrypted, a.es, a.reason,
-                   {"reply": reply, "problems": list(v.problems)}, host_side=True)
+                   {"reply": reply, "problems": list(v.problems)}, host_side=True, snp=a.snp)
+
+
+def launched_snp_policy(guest: Guest) -> int | None:
+    """The SNP policy a guest was launched with (None: not an SNP launch)."""
+    snp = getattr(guest.spec, "snp", None)
+    return snp.policy if snp is not None else None
 
 
 def query_sev(guest: Guest, expect: str, host_api: str | None) -> Witness:
@@ -124,7 +149,7 @@ def query_sev(guest: Guest, expect: str, host_api: str | None) -> Witness:
         reply: object = guest.qmp.execute("query-sev")
     except _ASK_ERRORS as exc:
         reply = exc
-    return _told(guest, judge_query_sev(reply, expect, host_api))
+    return _told(guest, judge_query_sev(reply, expect, host_api, launched_snp_policy(guest)))
 
 
 def judge_launch_measure(reply: object) -> Witness:
@@ -146,7 +171,21 @@ def judge_launch_measure(reply: object) -> Witness:
                    host_side=True)
 
 
+#: why an SNP guest's launch measurement row is unknown (not asked: QEMU's answer, "SEV launch
+#: measurement is not available", would read as a "no" that an SNP guest does not deserve)
+SNP_NO_LAUNCH_MEASURE = ("unknown: query-sev-launch-measure is SEV/SEV-ES only: QEMU keeps no launch "
+                         "measurement for SEV-SNP guests (the guest's attestation report carries it)")
+
+
+def snp_launch_measure() -> Witness:
+    """The launch measurement row of an SNP guest: unknown, saying why (pure)."""
+    return Witness(evidence.MEASUREMENT, None, None, SNP_NO_LAUNCH_MEASURE, {"present": False, "length": None},
+                   host_side=True)
+
+
 def launch_measurement(guest: Guest) -> Witness:
+    if launched_snp_policy(guest) is not None:
+        return _told(guest, snp_launch_measure())
     try:
         reply: object = guest.qmp.execute("query-sev-launch-measure")
     except _ASK_ERRORS as exc:
