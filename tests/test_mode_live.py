@@ -36,8 +36,9 @@ def _run(tmp_path, *args):
 def test_sev_es_mode_fails_fast_and_keeps_the_plain_control(tmp_path, reasons):
     proc = _run(tmp_path, "--sev-es")
     assert proc.returncode == 1, proc.stdout[-3000:]
-    # plain control: 7 pass; SEV (7 + the sev_guest fixture test) and SEV-ES (7) fail fast
-    assert "15 failed, 7 passed" in proc.stdout
+    # plain control: 7 pass; SEV (7 + the sev_guest fixture test) and SEV-ES (7) fail fast;
+    # SEV-SNP (7 + the sev_snp_guest fixture test) skip: --sev-es does not ask for it
+    assert "15 failed, 7 passed, 8 skipped" in proc.stdout
     assert reasons["sev-es"].split(":")[0] in proc.stdout  # "--sev-es but host not ready for sev-es" (or undetermined)
     assert reasons["sev-es"][:200] in proc.stdout.replace("\n", "")
     # only the plain control booted: the SEV-ES subject never made a guest
@@ -48,5 +49,6 @@ def test_sev_es_mode_fails_fast_and_keeps_the_plain_control(tmp_path, reasons):
 def test_auto_mode_skips_naming_the_check(tmp_path, reasons):
     proc = _run(tmp_path, "-rs")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "7 passed, 15 skipped" in proc.stdout
+    # plain control: 7 pass; SEV (8), SEV-ES (7) and SEV-SNP (8) skip naming the check
+    assert "7 passed, 23 skipped" in proc.stdout
     assert reasons["auto"][:120] in proc.stdout
