@@ -60,9 +60,9 @@ from pathlib import Path
 from typing import Literal
 
 from pytest_sev.errors import GuestError, LaunchError, SpecError
-from pytest_sev.guest.spec import AMD_FORK_ONLY, Disk, Firmware, GuestSpec, SevLaunch, SevMode, SnpLaunch
+from pytest_sev.guest.spec import AMD_FORK_ONLY, SNP_MIN_QEMU, Disk, Firmware, GuestSpec, SevLaunch, SevMode, SnpLaunch
 from pytest_sev.qemu.accel import choose_accel
-from pytest_sev.qemu.argv import DEFAULT_APPEND, SNP_DEFAULT_CPU, SNP_MIN_QEMU, check_snp_qemu, launch_argv
+from pytest_sev.qemu.argv import DEFAULT_APPEND, SNP_DEFAULT_CPU, check_snp_qemu, launch_argv
 from pytest_sev.qemu.binary import qemu_version
 from pytest_sev.qemu.firmware import find_ovmf, find_snp_firmware, vars_store
 from pytest_sev.qemu.process import EXITED, QemuProcess, StopStage

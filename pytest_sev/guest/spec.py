@@ -148,6 +148,10 @@ def _exact_size(name: str, value: bytes | None, size: int) -> None:
         raise SpecError(f"SNP {name} is {len(value)} bytes; QEMU's sev-snp-guest needs exactly {size}")
 
 
+#: the first upstream QEMU with ``sev-snp-guest`` (qapi/qom.json SevSnpGuestProperties, "Since: 9.1")
+SNP_MIN_QEMU = (9, 1)
+
+
 @dataclass(frozen=True)
 class SnpLaunch:
     """The ``sev-snp-guest`` object (upstream QEMU >= 9.1): policy, C-bit, and

@@ -19,6 +19,7 @@ As everywhere in the host report, a line that is missing from a kernel log is
 
 from __future__ import annotations
 
+from pytest_sev.guest.spec import SNP_MIN_QEMU
 from pytest_sev.host.checks_cpu import CpuView
 from pytest_sev.host.checks_kernel import REMEDY_KVM_AMD_SNP, REMEDY_LOG, init_remedy
 from pytest_sev.host.evidence import Evidence
@@ -28,7 +29,6 @@ from pytest_sev.host.parse_tools import format_version, param_enabled, parse_qem
 from pytest_sev.host.report import FOR_SNP, UNKNOWN, Check
 
 MIN_SNP_FIRMWARE = (1, 51)
-MIN_QEMU_SNP = (9, 1)
 
 REMEDY_SNP_BIOS = ("enable SEV-SNP in the BIOS (AMD CBS > CPU Common Options: SEV-SNP Support and SNP Memory "
                    "(RMP Table) Coverage = Enabled; NBIO Common Options: IOMMU and SEV-SNP Support = Enabled), "
@@ -212,7 +212,7 @@ def qemu_snp_check(ev: Evidence) -> Check:
     v = parse_qemu_version(ev.qemu_version_text)
     if v is None:
         return Check(name, "skip", f"{UNKNOWN} (QEMU version not parsed: see qemu_version)", "", FOR_SNP)
-    if v[:2] >= MIN_QEMU_SNP:
+    if v[:2] >= SNP_MIN_QEMU:
         return Check(name, "pass", f"{format_version(v)} (>= 9.1 for SEV-SNP)", "", FOR_SNP)
     return Check(name, "fail", f"SEV-SNP needs QEMU >= 9.1 (this one is {format_version(v)})",
                  REMEDY_QEMU_SNP, FOR_SNP)

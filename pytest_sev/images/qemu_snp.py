@@ -32,6 +32,7 @@ from pathlib import Path
 
 from pytest_sev.cache import ContentCache, cache_root, file_digest, make_key
 from pytest_sev.errors import ProvisionError
+from pytest_sev.guest.spec import SNP_MIN_QEMU
 from pytest_sev.qemu.binary import parse_version
 
 SUITE = "backports"  #: appended to the host's codename: bookworm -> bookworm-backports
@@ -44,7 +45,6 @@ COMPANIONS = ("qemu-system-common", "qemu-system-data", "qemu-system-modules-ope
 #: Debian's default mirror, used only when the host's sources name none
 DEBIAN_DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
-MIN_SNP_QEMU = (9, 1)
 PROVISION_COMMAND = "python -m pytest_sev provision qemu-snp"
 BINARY = Path("usr/bin/qemu-system-x86_64")
 
@@ -186,7 +186,7 @@ def _pointer() -> Path:
 def _probe(binary: Path) -> tuple[int, int, int]:
     """The extracted binary's version; it must run here and know ``sev-snp-guest``."""
     version = parse_version(_run([str(binary), "--version"], f"{binary} --version", timeout=30))
-    if version[:2] < MIN_SNP_QEMU:
+    if version[:2] < SNP_MIN_QEMU:
         raise ProvisionError(f"qemu-snp: {binary} is QEMU {version[0]}.{version[1]}, SEV-SNP needs >= 9.1")
     if "sev-snp-guest" not in _run([str(binary), "-object", "help"], f"{binary} -object help", timeout=30):
         raise ProvisionError(f"qemu-snp: {binary} has no sev-snp-guest object")

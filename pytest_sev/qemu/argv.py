@@ -22,14 +22,21 @@ import base64
 from pathlib import Path
 
 from pytest_sev.errors import SpecError
-from pytest_sev.guest.spec import ONE_IMAGE_KINDS, Disk, Firmware, GuestSpec, Preload, SevLaunch, SnpLaunch
+from pytest_sev.guest.spec import (
+    ONE_IMAGE_KINDS,
+    SNP_MIN_QEMU,
+    Disk,
+    Firmware,
+    GuestSpec,
+    Preload,
+    SevLaunch,
+    SnpLaunch,
+)
 from pytest_sev.sev.policy import QEMU_DEFAULT_POLICY
 
 #: launch-qemu.sh's kernel command line for ``-kernel`` (AMD's later branches)
 DEFAULT_APPEND = "console=ttyS0 earlyprintk=serial root=/dev/sda2"
 
-#: the first upstream QEMU with ``sev-snp-guest`` (qapi/qom.json SevSnpGuestProperties, "Since: 9.1")
-SNP_MIN_QEMU = (9, 1)
 #: the id of the memfd RAM backend an SNP guest's private memory is set up from
 SNP_RAM_ID = "ram1"
 #: the CPU model of SNP guests when the spec names none (QEMU's SNP documentation uses it)
