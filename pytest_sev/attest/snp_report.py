@@ -51,6 +51,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
+from ..sev.policy import SNP_DEBUG, SNP_MIGRATE_MA, SNP_RESERVED_ONE, SNP_SINGLE_SOCKET, SNP_SMT
 from .errors import FormatError
 
 REPORT_SIZE = 0x4A0
@@ -67,12 +68,7 @@ SUPPORTED_VERSIONS: tuple[int, ...] = (2, 3, 4, 5)
 Product = Literal["milan", "genoa", "turin"]
 PRODUCTS: tuple[Product, ...] = ("milan", "genoa", "turin")
 
-# -- policy bits (SNP ABI spec "GUEST_POLICY"; go-sev-guest abi/abi.go policy*Bit) --
-POLICY_SMT = 1 << 16
-POLICY_RESERVED_ONE = 1 << 17
-POLICY_MIGRATE_MA = 1 << 18
-POLICY_DEBUG = 1 << 19
-POLICY_SINGLE_SOCKET = 1 << 20
+# -- policy bits: bits 16-20 are the launch's own table (sev/policy.py, SNP ABI "GUEST_POLICY") --
 #: bits 21..25 named by go-sev-guest; 26..63 must be zero
 _POLICY_LATER_BITS = {21: "cxl_allowed", 22: "mem_aes_256_xts", 23: "rapl_disabled",
                       24: "ciphertext_hiding_dram", 25: "page_swap_disabled"}
@@ -124,19 +120,19 @@ class SnpPolicy:
 
     @property
     def smt(self) -> bool:
-        return bool(self.raw & POLICY_SMT)
+        return bool(self.raw & SNP_SMT)
 
     @property
     def migrate_ma(self) -> bool:
-        return bool(self.raw & POLICY_MIGRATE_MA)
+        return bool(self.raw & SNP_MIGRATE_MA)
 
     @property
     def debug(self) -> bool:
-        return bool(self.raw & POLICY_DEBUG)
+        return bool(self.raw & SNP_DEBUG)
 
     @property
     def single_socket(self) -> bool:
-        return bool(self.raw & POLICY_SINGLE_SOCKET)
+        return bool(self.raw & SNP_SINGLE_SOCKET)
 
     def flags(self) -> dict[str, bool]:
         out = {"smt": self.smt, "migrate_ma": self.migrate_ma, "debug": self.debug,
@@ -151,7 +147,7 @@ class SnpPolicy:
 
 def check_policy(raw: int, what: str = "policy") -> SnpPolicy:
     """``raw`` as a policy the firmware accepts: bit 17 set, bits 26..63 zero (go-sev-guest ``ParseSnpPolicy``)."""
-    if not raw & POLICY_RESERVED_ONE:
+    if not raw & SNP_RESERVED_ONE:
         raise FormatError(f"{what} {raw:#x}: reserved bit 17 must be 1")
     if raw & _POLICY_MBZ_MASK:
         raise FormatError(f"{what} {raw:#x}: reserved bits 26..63 must be zero")
