@@ -34,7 +34,9 @@ healthy one.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 HWERROR_PLATFORM = 0x13
 
@@ -359,12 +361,28 @@ class _Boot:
             snp_api=next((v for v in versions if v.source == "SEV-SNP API"), None))
 
 
-def parse_kernel_log(text: str) -> KernelLog:
-    """Read the last boot in ``text`` (dmesg, dmesg -T or journalctl -k output)."""
-    boot = _Boot()
+class BootReader(Protocol):
+    def read(self, rec: str) -> None: ...
+
+
+B = TypeVar("B", bound=BootReader)
+
+
+def read_last_boot(text: str, new_boot: Callable[[], B]) -> B:
+    """Feed every record of the last boot in ``text`` to a fresh reader; earlier boots are dropped.
+
+    Why one loop: every reader of the host's kernel log (SEV, SNP) must agree on
+    where a boot starts, or one would judge a line the other has forgotten.
+    """
+    boot = new_boot()
     for rec in kernel_records(text):
         if rec.startswith("Linux version "):
-            boot = _Boot()  # a new boot: what an earlier boot said no longer holds
+            boot = new_boot()  # a new boot: what an earlier boot said no longer holds
             continue
         boot.read(rec)
-    return boot.freeze()
+    return boot
+
+
+def parse_kernel_log(text: str) -> KernelLog:
+    """Read the last boot in ``text`` (dmesg, dmesg -T or journalctl -k output)."""
+    return read_last_boot(text, _Boot).freeze()

@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pytest_sev.host.parse_log import kernel_records
+from pytest_sev.host.parse_log import read_last_boot
 
 SYSCFG_SNPEN_BIT = 24
 RMP_BASE_MSR = 0xC0010132
@@ -126,13 +126,7 @@ class _SnpBoot:
 
 def parse_snp_log(text: str) -> SnpLog:
     """Read the SNP lines of the last boot in ``text`` (dmesg or journalctl -k output)."""
-    boot = _SnpBoot()
-    for rec in kernel_records(text):
-        if rec.startswith("Linux version "):
-            boot = _SnpBoot()  # a new boot: what an earlier boot said no longer holds
-            continue
-        boot.read(rec)
-    return boot.freeze()
+    return read_last_boot(text, _SnpBoot).freeze()
 
 
 def parse_syscfg_snpen(value: int) -> bool:
