@@ -2,7 +2,7 @@
 # Mutation testing of the verdict core (mutmut, configured in pyproject.toml [tool.mutmut]).
 #
 #   bash scripts/mutation.sh                       # every module in only_mutate
-#   bash scripts/mutation.sh pytest_sev/dma/run.py # just these (paths as in only_mutate)
+#   bash scripts/mutation.sh pytest_sev/proofs/dma_run.py # just these (paths as in only_mutate)
 #
 # Why a private copy: mutmut writes its mutated tree into ./mutants; running it in a copy keeps
 # the checkout clean and lets two runs (two developers, two modules) go side by side.

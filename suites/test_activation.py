@@ -25,7 +25,8 @@ import pytest
 from pytest_sev.errors import PytestSevError
 from pytest_sev.guest.specs import cbitpos_of, plain_spec, reduced_phys_bits_of, sev_spec, snp_spec
 from pytest_sev.plugin.fixtures import scoped_guest
-from pytest_sev.sev import evidence, witnesses
+from pytest_sev.proofs import witnesses
+from pytest_sev.sev import evidence
 
 pytestmark = [pytest.mark.qemu, allure.epic("pytest-sev"), allure.feature("activation")]
 

@@ -46,7 +46,6 @@ from pytest_sev.attest import history
 from pytest_sev.attest.amdroots import load_all_roots
 from pytest_sev.attest.chain import from_qmp, verify_chain
 from pytest_sev.attest.errors import ChainNotAnchored, ReleaseRefused
-from pytest_sev.attest.guest_secrets import delivery_problems, read_guest_secrets
 from pytest_sev.attest.launch_verify import parse_measure_blob
 from pytest_sev.attest.measure import Candidate, LaunchInputs, candidate_digests, ovmf_facts
 from pytest_sev.attest.owner import HARNESS_SECRET_GUID, OwnerSession, check_measurement, inject_secret, prepare
@@ -58,6 +57,7 @@ from pytest_sev.build.kconfig import secret_notes
 from pytest_sev.cache import file_digest
 from pytest_sev.guest.specs import amdsev_firmware, ovmf_firmware, plain_spec, secret_delivery_spec
 from pytest_sev.images.default_kernel import default_kernel, kernel_config
+from pytest_sev.proofs.guest_secrets import delivery_problems, read_guest_secrets
 from pytest_sev.reporting.runner_name import runner_name
 
 pytestmark = [allure.epic("pytest-sev"), allure.feature("attestation")]

@@ -46,14 +46,15 @@ from pytest_sev.dma import baseline, summary
 from pytest_sev.dma.expectations import NEVER, load_expectations
 from pytest_sev.dma.fio import FioSpec
 from pytest_sev.dma.load import LoadSpec
-from pytest_sev.dma.run import run_dma_load
 from pytest_sev.dma.sizes import default_matrix, parse_size
 from pytest_sev.errors import PytestSevError
-from pytest_sev.guest.spec import Disk
 from pytest_sev.guest.specs import cbitpos_of, plain_spec, sev_spec
+from pytest_sev.model.spec import Disk
 from pytest_sev.plugin.state import run_config as session_run_config
+from pytest_sev.proofs import witnesses
+from pytest_sev.proofs.dma_run import run_dma_load
 from pytest_sev.reporting.runner_name import runner_name
-from pytest_sev.sev import signatures, witnesses
+from pytest_sev.sev import signatures
 
 pytestmark = [pytest.mark.qemu, allure.epic("pytest-sev"), allure.feature("dma")]
 

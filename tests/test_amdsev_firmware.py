@@ -19,15 +19,16 @@ import pytest
 
 from pytest_sev.build.components import Choice, Components, parse_components, run_config_overrides
 from pytest_sev.build.errors import SourcesError
-from pytest_sev.build.kconfig import parse_config, secret_notes
+from pytest_sev.build.kconfig import secret_notes
 from pytest_sev.build.recipes import AMDSEV_BUILD_SCRIPT, RECIPES, BuildOptions
 from pytest_sev.build.sources import COMPONENTS, default_sources_file, load_sources
 from pytest_sev.cli import build as build_cli
 from pytest_sev.config import RunConfig, build_config
 from pytest_sev.errors import ConfigError, SpecError
-from pytest_sev.guest.spec import Firmware, GuestSpec, Preload, SevLaunch
 from pytest_sev.guest.specs import amdsev_firmware, attested_spec
+from pytest_sev.kconfig import parse_config
 from pytest_sev.libvirt.domain_xml import DomainOptions, domain_xml
+from pytest_sev.model.spec import Firmware, GuestSpec, Preload, SevLaunch
 from pytest_sev.qemu.argv import build_argv
 
 ROOT = Path(__file__).resolve().parents[1]

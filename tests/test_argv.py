@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sev.guest.spec import Disk, Firmware, GuestSpec, SevLaunch, SpecError
+from pytest_sev.model.spec import Disk, Firmware, GuestSpec, SevLaunch, SpecError
 from pytest_sev.qemu.argv import build_argv
 
 

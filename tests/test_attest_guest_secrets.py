@@ -1,4 +1,4 @@
-"""Reading the launch secret back from a guest (pytest_sev.attest.guest_secrets).
+"""Reading the launch secret back from a guest (pytest_sev.proofs.guest_secrets).
 
 The parsers run on the outputs captured on this machine from a real guest
 (fixtures/recorded/guest/efi-secret, see its README: AmdSev OVMF + a kernel
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sev.attest.guest_secrets import (
+from pytest_sev.proofs.guest_secrets import (
     READ_COMMAND,
     SECRETS_DIR,
     GuestSecrets,

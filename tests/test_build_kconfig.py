@@ -20,13 +20,13 @@ from pytest_sev.build.kconfig import (
     apply_edits_text,
     expected_value,
     missing_required,
-    parse_config,
     resolve_base,
     scripts_config_args,
     unhonoured,
 )
 from pytest_sev.build.sources import default_src_root
 from pytest_sev.images.provision import provisioned_kernel
+from pytest_sev.kconfig import parse_config
 
 
 @pytest.fixture(scope="module")

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from pytest_sev.build.engine import build
-from pytest_sev.build.kconfig import parse_config
 from pytest_sev.build.manifest import Manifest
 from pytest_sev.build.recipes import BuildOptions
 from pytest_sev.build.sources import default_sources_file, load_sources
+from pytest_sev.kconfig import parse_config
 
 #: the Debian source package scripts/local-sources.sh makes each repo from
 _DEBIAN_PKG = {"kernel": "linux", "qemu": "qemu", "ovmf": "edk2", "ovmf-amdsev": "edk2"}
@@ -140,8 +140,8 @@ def test_built_qemu_boots_default_guest_seabios(qemu_manifest, tmp_path):
 @pytest.mark.qemu
 def test_built_qemu_boots_default_guest_with_built_ovmf(qemu_manifest, ovmf_manifest, tmp_path):
     from pytest_sev.guest.guest import Guest
-    from pytest_sev.guest.spec import Firmware
     from pytest_sev.guest.specs import default_guest_spec
+    from pytest_sev.model.spec import Firmware
     fw = Firmware(kind="ovmf", code=ovmf_manifest.artifact("OVMF_CODE.fd"),
                   vars_template=ovmf_manifest.artifact("OVMF_VARS.fd"))
     spec = default_guest_spec(firmware="ovmf", ovmf=fw, name="built-qemu-ovmf")
@@ -198,8 +198,8 @@ def test_amdsev_refuses_kernel_without_hashes(amdsev_manifest, tmp_path):
     carries the line the ``kernel-hashes-no-table`` signature names."""
     from pytest_sev.errors import GuestError
     from pytest_sev.guest.guest import Guest
-    from pytest_sev.guest.spec import Firmware
     from pytest_sev.guest.specs import default_guest_spec
+    from pytest_sev.model.spec import Firmware
     from pytest_sev.sev.signatures import diagnose
     fw = Firmware("amdsev", code=amdsev_manifest.artifact("OVMF.amdsev.fd"))
     spec = default_guest_spec(firmware="ovmf", ovmf=fw, name="amdsev-no-hashes", boot_timeout=90)

@@ -21,7 +21,8 @@ from evidence_doubles import FakeExecuteError, ReplayGuest
 
 from pytest_sev.cli.capture import scrub, wire
 from pytest_sev.host.recorded import load_recorded
-from pytest_sev.sev import evidence, witnesses
+from pytest_sev.proofs import witnesses
+from pytest_sev.sev import evidence
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 NAME = "capture-devbox-2026-12-01"

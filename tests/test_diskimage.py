@@ -10,7 +10,6 @@ import subprocess
 import pytest
 
 from pytest_sev.guest.guest import Guest
-from pytest_sev.guest.spec import Disk, Firmware, GuestSpec, Login
 from pytest_sev.guest.specs import disk_guest_spec, ovmf_firmware
 from pytest_sev.images.diskimage import (
     ENTRY_MARKER,
@@ -25,6 +24,7 @@ from pytest_sev.images.diskimage import (
     overlay,
 )
 from pytest_sev.images.provision import provisioned_kernel
+from pytest_sev.model.spec import Disk, Firmware, GuestSpec, Login
 
 
 @pytest.fixture(scope="module")

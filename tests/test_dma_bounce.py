@@ -16,8 +16,8 @@ import pytest
 from pytest_sev.dma import bounce, debugfs, kmsg
 from pytest_sev.dma.classify import classify
 from pytest_sev.dma.load import LoadSpec
-from pytest_sev.dma.run import run_dma_load
 from pytest_sev.dma.sizes import parse_size
+from pytest_sev.proofs.dma_run import run_dma_load
 
 DMA = Path(__file__).resolve().parents[1] / "fixtures" / "recorded" / "dma"
 S = parse_size

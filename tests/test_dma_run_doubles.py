@@ -1,4 +1,4 @@
-"""The DMA runner (pytest_sev.dma.run) driven by a guest double: no QEMU.
+"""The DMA runner (pytest_sev.proofs.dma_run) driven by a guest double: no QEMU.
 
 Injected faults of issue 21: a QEMU that dies after the load started raises
 GuestDied in every mode (the sev-es / virtio-blk / 1M row included, where the
@@ -21,14 +21,14 @@ from qemu.qmp import ExecuteError
 from qemu.qmp.message import Message
 from qemu.qmp.models import ErrorResponse
 
-from pytest_sev.dma import run as runner
 from pytest_sev.dma.ddload import DdSpec
 from pytest_sev.dma.expectations import load_expectations
 from pytest_sev.dma.load import LoadSpec
-from pytest_sev.dma.run import run_dma_load
 from pytest_sev.dma.sizes import parse_size
 from pytest_sev.dma.stall import FINISHED, RUNNING, STALLED
 from pytest_sev.errors import GuestDied, GuestError, GuestPanicked, GuestTimeout, GuestUnusable, QMPLost
+from pytest_sev.proofs import dma_run as runner
+from pytest_sev.proofs.dma_run import run_dma_load
 
 DMA = Path(__file__).resolve().parents[1] / "fixtures" / "recorded" / "dma"
 FULL = "[  30.1] virtio_blk virtio1: swiotlb buffer is full (sz: 262144 bytes), total 512 (slots), used 457 (slots)\n"

@@ -12,9 +12,9 @@ import signal
 
 import pytest
 
-from pytest_sev.dma.run import PROGRESS_TIMEOUT, QMP_TIMEOUT, run_dma_load
 from pytest_sev.guest.guest import Guest
 from pytest_sev.guest.specs import default_guest_spec
+from pytest_sev.proofs.dma_run import PROGRESS_TIMEOUT, QMP_TIMEOUT, run_dma_load
 
 pytestmark = pytest.mark.qemu
 
@@ -28,7 +28,7 @@ def test_frozen_guest_is_hung_not_a_stall_and_is_torn_down(tmp_path, qemu_proces
     disk = tmp_path / "scratch.img"
     with open(disk, "wb") as f:
         f.truncate(128 << 20)
-    from pytest_sev.guest.spec import Disk
+    from pytest_sev.model.spec import Disk
     spec = default_guest_spec(name="frozen-dma", with_fio=False,
                               disks=(Disk(disk, iommu_platform=True, disable_legacy=True),))
     with Guest(spec) as guest:

@@ -19,11 +19,11 @@ import pytest
 
 from pytest_sev.dma.fio import FioSpec
 from pytest_sev.dma.load import LoadSpec
-from pytest_sev.dma.run import run_dma_load
 from pytest_sev.dma.sizes import parse_size
 from pytest_sev.guest.guest import Guest
-from pytest_sev.guest.spec import Disk
 from pytest_sev.guest.specs import default_guest_spec
+from pytest_sev.model.spec import Disk
+from pytest_sev.proofs.dma_run import run_dma_load
 
 pytestmark = pytest.mark.qemu
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import pytest
 from evidence_doubles import FakeExecuteError, plain_guest, recorded, sev_guest, timeout_error
 
-from pytest_sev.sev import evidence, witnesses
+from pytest_sev.proofs import witnesses
+from pytest_sev.sev import evidence
 
 
 def _cross(kind, ws):

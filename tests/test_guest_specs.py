@@ -63,8 +63,8 @@ def test_plain_spec_defaults_to_the_embedded_guest():
 
 
 def test_unknown_cbit_is_none_and_refused_for_sev(tmp_path):
-    from pytest_sev.guest.spec import SpecError
     from pytest_sev.guest.specs import cbitpos_of
+    from pytest_sev.model.spec import SpecError
     report = _report("dev-machine-no-sev", tmp_path)
     assert cbitpos_of(report) is None
     with pytest.raises(SpecError, match="no C-bit position"):

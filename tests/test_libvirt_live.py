@@ -18,8 +18,8 @@ import time
 import pytest
 
 from pytest_sev.errors import GuestDied
-from pytest_sev.guest.spec import Disk
 from pytest_sev.guest.specs import default_guest_spec
+from pytest_sev.model.spec import Disk
 from pytest_sev.qemu.argv import launch_argv
 from pytest_sev.qemu.binary import qemu_version, resolve_qemu
 from pytest_sev.qemu.qmp import ExecuteError
@@ -184,9 +184,9 @@ def test_sev_domain_as_libvirt_would_launch_it(tmp_path, mode, libvirtd):
     supported with this QEMU binary")."""
     import libvirt
 
-    from pytest_sev.guest.spec import SevLaunch
     from pytest_sev.libvirt import parity
     from pytest_sev.libvirt.domain_xml import DomainOptions, domain_name, domain_xml
+    from pytest_sev.model.spec import SevLaunch
     from pytest_sev.sev.policy import policy_for
     spec = default_guest_spec(name="parity", firmware="ovmf",
                               sev=SevLaunch(mode, policy_for(mode), cbitpos=51))  # type: ignore[arg-type]

@@ -13,13 +13,13 @@ import pytest
 
 from pytest_sev.config import RunConfig, build_config
 from pytest_sev.errors import ConfigError
-from pytest_sev.guest.spec import Disk, Firmware, GuestSpec, SevLaunch
 from pytest_sev.host.checks_tools import virsh_check
 from pytest_sev.host.evidence import Evidence
 from pytest_sev.host.parse_tools import parse_virt_host_validate, sev_validate_reason
 from pytest_sev.libvirt import connection, parity
 from pytest_sev.libvirt.domain_xml import DomainOptions, domain_name, domain_xml
 from pytest_sev.libvirt.guest import LibvirtQmp, serial_pty
+from pytest_sev.model.spec import Disk, Firmware, GuestSpec, SevLaunch
 from pytest_sev.qemu.argv import launch_argv
 from pytest_sev.qemu.qmp import ExecuteError
 from pytest_sev.sev.policy import policy_for

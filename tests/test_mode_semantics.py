@@ -25,11 +25,11 @@ from test_host_undetermined import rotated_log_host
 
 import pytest_sev.plugin.fixtures as plugin_fixtures
 from pytest_sev.errors import PytestSevError
-from pytest_sev.guest.spec import Firmware as Firmware_
-from pytest_sev.guest.spec import GuestSpec as GuestSpec_
 from pytest_sev.host import Decision, decide
 from pytest_sev.host.decide import OFF_REASON
 from pytest_sev.host.recorded import load_recorded
+from pytest_sev.model.spec import Firmware as Firmware_
+from pytest_sev.model.spec import GuestSpec as GuestSpec_
 from pytest_sev.plugin.mode_table import ModeTableRefusal, decision_for, strictest, wants_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def pytest_collect_file(file_path, parent):
 TESTS = """
 from pathlib import Path
 import pytest
-from pytest_sev.guest.spec import Firmware, GuestSpec, SevLaunch
+from pytest_sev.model.spec import Firmware, GuestSpec, SevLaunch
 from pytest_sev.plugin.fixtures import scoped_guest
 
 HERE = Path(__file__)
@@ -140,7 +140,7 @@ def no_launcher(monkeypatch, tmp_path):
                           **fields)
 
     def spec_double(cfg, mode, cbitpos, **fields):
-        from pytest_sev.guest.spec import Firmware, GuestSpec, SevLaunch
+        from pytest_sev.model.spec import Firmware, GuestSpec, SevLaunch
         here = Path(__file__)
         return GuestSpec(kernel=here, firmware=Firmware("ovmf", here, here), sev=SevLaunch(mode, 0x5, cbitpos), **fields)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sev.guest.spec import Disk, Firmware, GuestSpec, Preload
+from pytest_sev.model.spec import Disk, Firmware, GuestSpec, Preload
 from pytest_sev.qemu.argv import build_argv
 from pytest_sev.reporting import provenance
 from pytest_sev.reporting.environment import ran_entries

@@ -153,7 +153,7 @@ def test_pool_over_1g_boundary(slabs, over):
 def test_a_guest_that_failed_to_start_is_diagnosed(tmp_path):
     """GuestLaunchError with QEMU's stderr (AMDESE/AMDSEV#41 text, captured) -> named, remedy given."""
     from pytest_sev.errors import GuestLaunchError
-    from pytest_sev.sev.witnesses import diagnose_error
+    from pytest_sev.proofs.witnesses import diagnose_error
     stderr = tmp_path / "qemu-stderr.log"
     stderr.write_text("qemu-system-x86_64: sev_launch_update_vmsa: LAUNCH_UPDATE_VMSA ret = -5 fw_error=3 "
                       "2774 'unknown error'/\n")
@@ -232,7 +232,7 @@ def test_new_signatures_name_source_and_remedy(code):
 def test_memlock_failure_of_a_guest_that_did_not_start_is_diagnosed(tmp_path):
     """QEMU exits at start-up on the memlock limit: the guest error names it with its remedy."""
     from pytest_sev.errors import GuestLaunchError
-    from pytest_sev.sev.witnesses import diagnose_error
+    from pytest_sev.proofs.witnesses import diagnose_error
     stderr = tmp_path / "qemu-stderr.log"
     stderr.write_text("qemu-system-x86_64: sev_ram_block_added: failed to register region "
                       "(0x7fd96e6bb000+0x20000) error 'Cannot allocate memory'\n")

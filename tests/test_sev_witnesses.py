@@ -1,4 +1,4 @@
-"""The I/O half of the witnesses (pytest_sev/sev/witnesses.py), driven by the guest
+"""The I/O half of the witnesses (pytest_sev/proofs/witnesses.py), driven by the guest
 double of tests/evidence_doubles.py (no QEMU): what each witness asks, with which
 time limit, and how each answer or failure becomes yes / no / unknown.
 
@@ -18,8 +18,9 @@ import pytest
 from evidence_doubles import FakeExecuteError, plain_guest, qmp_reply, recorded, sev_guest, timeout_error
 
 from pytest_sev.errors import GuestLaunchError
-from pytest_sev.sev import evidence, memview, msr, witnesses
-from pytest_sev.sev.witnesses import Witness
+from pytest_sev.proofs import witnesses
+from pytest_sev.proofs.witnesses import Witness
+from pytest_sev.sev import evidence, memview, msr
 
 NOT_ACTIVE = "QEMU says SEV is not active: "
 

@@ -11,7 +11,7 @@ import pytest
 from pytest_sev.build.components import Choice, parse_components
 from pytest_sev.build.errors import SourcesError
 from pytest_sev.cli.launch import main as launch_main
-from pytest_sev.guest.spec import Disk, Firmware, GuestSpec, SevLaunch, SnpLaunch, SpecError
+from pytest_sev.model.spec import Disk, Firmware, GuestSpec, SevLaunch, SnpLaunch, SpecError
 from pytest_sev.qemu.argv import build_argv, launch_argv
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import pytest
 
 import pytest_sev.images.qemu_snp as qemu_snp
 from pytest_sev.errors import ProvisionError
-from pytest_sev.guest.spec import Disk, Firmware, GuestSpec, SnpLaunch
+from pytest_sev.model.spec import Disk, Firmware, GuestSpec, SnpLaunch
 from pytest_sev.qemu.argv import build_argv, launch_argv
 from pytest_sev.qemu.binary import qemu_version
 from pytest_sev.qemu.firmware import find_snp_firmware

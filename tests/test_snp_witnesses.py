@@ -23,7 +23,8 @@ from types import SimpleNamespace
 import pytest
 from evidence_doubles import FakeExecuteError, ReplayGuest
 
-from pytest_sev.sev import evidence, qmp_sev, witnesses
+from pytest_sev.proofs import witnesses
+from pytest_sev.sev import evidence, qmp_sev
 from pytest_sev.sev.evidence import KERNEL_LOG, MEASUREMENT, MEMORY, MSR, QUERY_SEV, Row, cross_check
 
 REAL_616 = """\

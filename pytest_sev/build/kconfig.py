@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_sev.build.errors import SourcesError
+from pytest_sev.kconfig import parse_config
 
 #: AMD build.sh (sev-es branch) ``scripts/config`` edits, in its order.
 SEV_ES_EDITS: tuple[tuple[str, str, str], ...] = (
@@ -51,10 +52,6 @@ REQUIRED = {"AMD_MEM_ENCRYPT": "y"}
 #: kernel, so no module can add it later; EFI_SECRET built in, because a
 #: kernel built here boots with the distro kernel's initramfs modules.
 SECRET_SYMBOLS = ("EFI_COCO_SECRET", "EFI_SECRET")
-
-_SET = re.compile(r"^CONFIG_(\w+)=(.*)$")
-_UNSET = re.compile(r"^# CONFIG_(\w+) is not set$")
-
 
 @dataclass(frozen=True)
 class BaseConfig:
@@ -111,20 +108,6 @@ def scripts_config_args(edits=SEV_ES_EDITS) -> list[str]:
     for op, sym, value in edits:
         args += [f"--{op}", sym] + ([value] if op == "set-str" else [])
     return args
-
-
-def parse_config(text: str) -> dict[str, str]:
-    """``{SYMBOL: value}``; ``n`` for ``# CONFIG_X is not set``. Pure."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        m = _SET.match(line)
-        if m:
-            out[m.group(1)] = m.group(2)
-            continue
-        m = _UNSET.match(line)
-        if m:
-            out[m.group(1)] = "n"
-    return out
 
 
 def expected_value(op: str, value: str) -> str:

@@ -25,7 +25,6 @@ from pytest_sev.build.errors import BuildError
 from pytest_sev.build.kconfig import (
     missing_required,
     nondeterministic_config,
-    parse_config,
     resolve_base,
     scripts_config_args,
     secret_notes,
@@ -35,6 +34,7 @@ from pytest_sev.build.packaging import host_os_release, package_target
 from pytest_sev.build.reproducible import kernel_env, write_shims
 from pytest_sev.build.sources import Source
 from pytest_sev.build.steps import Step, bash_step, step
+from pytest_sev.kconfig import parse_config
 
 DEFAULT_PREFIX = "/usr/local"
 

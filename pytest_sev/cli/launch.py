@@ -5,7 +5,7 @@ Same options as the script (single dash: ``-sev``, ``-sev-es``, ``-sev-snp``, ``
 ``-allow-debug``, ``-novirtio``, ``-execpath``, plus ``-kernel``, ``-initrd``,
 ``-append`` from AMD's later branches) and the same QEMU command line, in the
 script's order, so what a person learned from the README carries over.  The
-options become a :class:`~pytest_sev.guest.spec.GuestSpec` (validated: a typo fails
+options become a :class:`~pytest_sev.model.spec.GuestSpec` (validated: a typo fails
 with one line, not a hung guest) and :func:`launch_argv` renders it.
 
 Where it differs from the script, on purpose (``--print-argv`` shows it;
@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Literal
 
 from pytest_sev.errors import GuestError, LaunchError, SpecError
-from pytest_sev.guest.spec import AMD_FORK_ONLY, SNP_MIN_QEMU, Disk, Firmware, GuestSpec, SevLaunch, SevMode, SnpLaunch
+from pytest_sev.model.spec import AMD_FORK_ONLY, SNP_MIN_QEMU, Disk, Firmware, GuestSpec, SevLaunch, SevMode, SnpLaunch
 from pytest_sev.qemu.accel import choose_accel
 from pytest_sev.qemu.argv import DEFAULT_APPEND, SNP_DEFAULT_CPU, check_snp_qemu, launch_argv
 from pytest_sev.qemu.binary import qemu_version

@@ -1,8 +1,7 @@
-"""Guests: what to boot (:mod:`.spec`), how a run's specs are assembled
-(:mod:`.specs`), the running guest (:mod:`.guest`) and the protocol the
-layers above bind to (:mod:`.protocol`).
+"""Layer 4, guests: how a run's specs are assembled (:mod:`.specs`), the
+running guest (:mod:`.guest`) and the host's guest budget (:mod:`.budget`).
 
-Kept free of imports on purpose: :mod:`pytest_sev.qemu.argv` renders
-:mod:`.spec`, and :mod:`.guest` uses :mod:`pytest_sev.qemu`; importing them
-here would tie the two packages in a circle.
+What a guest *is* (the spec) and what the proofs need from one (the
+``GuestLike`` protocol) live one floor down in :mod:`pytest_sev.model`, so
+``qemu/`` can render a spec without importing the guests that use it.
 """

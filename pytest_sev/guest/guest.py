@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from pytest_sev.console.panic import PANIC, panic_line, trace_head
-from pytest_sev.console.protocol import ConsoleLike
 from pytest_sev.console.serial import Console
 from pytest_sev.deadline import Deadline
 from pytest_sev.errors import (
@@ -48,7 +47,8 @@ from pytest_sev.errors import (
     QMPLost,
 )
 from pytest_sev.guest.budget import asid_exhaustion
-from pytest_sev.guest.spec import GuestSpec
+from pytest_sev.model.protocol import ConsoleLike
+from pytest_sev.model.spec import GuestSpec
 from pytest_sev.qemu.accel import AccelChoice, choose_accel
 from pytest_sev.qemu.argv import build_argv
 from pytest_sev.qemu.binary import qemu_version, resolve_qemu

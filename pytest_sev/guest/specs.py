@@ -1,5 +1,5 @@
 """Assemble guest specs: the one place that turns a RunConfig (and the host's
-C-bit) into a :class:`~pytest_sev.guest.spec.GuestSpec`.
+C-bit) into a :class:`~pytest_sev.model.spec.GuestSpec`.
 
 Reading one spec's assembly goes down the layers and never back: this module
 asks :mod:`pytest_sev.images` for files (the provisioned kernel, the busybox
@@ -28,10 +28,10 @@ from typing import Any
 
 from pytest_sev.config import RunConfig
 from pytest_sev.errors import SpecError
-from pytest_sev.guest.spec import UEFI_KINDS, Bus, Disk, Firmware, GuestSpec, Login, Preload, SevLaunch, SnpLaunch
 from pytest_sev.images.default_kernel import BASE_APPEND, default_kernel, other_kernel
 from pytest_sev.images.diskimage import build_disk_image, image_format
 from pytest_sev.images.initramfs import build_initramfs
+from pytest_sev.model.spec import UEFI_KINDS, Bus, Disk, Firmware, GuestSpec, Login, Preload, SevLaunch, SnpLaunch
 from pytest_sev.qemu.firmware import find_amdsev_ovmf, find_ovmf, find_snp_firmware
 from pytest_sev.sev.policy import policy_for, snp_policy_for
 

@@ -19,7 +19,6 @@ As everywhere in the host report, a line that is missing from a kernel log is
 
 from __future__ import annotations
 
-from pytest_sev.guest.spec import SNP_MIN_QEMU
 from pytest_sev.host.checks_cpu import CpuView
 from pytest_sev.host.checks_kernel import REMEDY_KVM_AMD_SNP, REMEDY_LOG, init_remedy
 from pytest_sev.host.evidence import Evidence
@@ -27,6 +26,7 @@ from pytest_sev.host.parse_log import KernelLog
 from pytest_sev.host.parse_snp import SnpLog, parse_syscfg_snpen, rmp_from_msrs
 from pytest_sev.host.parse_tools import format_version, param_enabled, parse_qemu_version
 from pytest_sev.host.report import FOR_SNP, UNKNOWN, Check
+from pytest_sev.model.spec import SNP_MIN_QEMU
 
 MIN_SNP_FIRMWARE = (1, 51)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_sev.build.kconfig import parse_config
 from pytest_sev.cache import file_digest
 from pytest_sev.errors import ProvisionError
 from pytest_sev.images.bzimage import kernel_release
 from pytest_sev.images.provision import DEFAULT_KERNEL_PACKAGE, GuestKernel, provisioned_kernel
+from pytest_sev.kconfig import parse_config
 
 #: printk lines are slow to emulate on a serial port under TCG; the harness
 #: reads the kernel log with dmesg instead.  Panics still reach the console.

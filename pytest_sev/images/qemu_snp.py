@@ -32,7 +32,7 @@ from pathlib import Path
 
 from pytest_sev.cache import ContentCache, cache_root, file_digest, make_key
 from pytest_sev.errors import ProvisionError
-from pytest_sev.guest.spec import SNP_MIN_QEMU
+from pytest_sev.model.spec import SNP_MIN_QEMU
 from pytest_sev.qemu.binary import parse_version
 
 SUITE = "backports"  #: appended to the host's codename: bookworm -> bookworm-backports

@@ -1,4 +1,4 @@
-"""Render a :class:`~pytest_sev.guest.spec.GuestSpec` as a libvirt domain (pure).
+"""Render a :class:`~pytest_sev.model.spec.GuestSpec` as a libvirt domain (pure).
 
 The same spec the QEMU launcher turns into argv (:mod:`pytest_sev.qemu.argv`)
 becomes the domain most fleets would define for it:
@@ -29,7 +29,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_sev.guest.spec import Disk, GuestSpec
+from pytest_sev.model.spec import Disk, GuestSpec
 from pytest_sev.qemu.argv import preload_args
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"

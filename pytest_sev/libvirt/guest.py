@@ -41,9 +41,9 @@ from pytest_sev.console.serial import Console
 from pytest_sev.deadline import Deadline
 from pytest_sev.errors import GuestDied, GuestLaunchError
 from pytest_sev.guest.guest import Guest
-from pytest_sev.guest.spec import GuestSpec
 from pytest_sev.libvirt import connection as lv
 from pytest_sev.libvirt.domain_xml import KERNEL_HASHES_SINCE, DomainOptions, domain_name, domain_xml
+from pytest_sev.model.spec import GuestSpec
 from pytest_sev.qemu.accel import AccelChoice
 from pytest_sev.qemu.firmware import vars_store
 from pytest_sev.sidelog import SideLog

@@ -30,8 +30,8 @@ from pytest_sev.config import RunConfig
 from pytest_sev.errors import GuestError, SpecError
 from pytest_sev.guest.budget import Slot, acquire_for, slot_dir
 from pytest_sev.guest.guest import Guest
-from pytest_sev.guest.spec import GuestSpec
 from pytest_sev.guest.specs import cbitpos_of, plain_spec, reduced_phys_bits_of, sev_spec, snp_spec
+from pytest_sev.model.spec import GuestSpec
 from pytest_sev.modes import GUEST_KINDS
 from pytest_sev.plugin import sinks
 from pytest_sev.plugin.mode_table import guard_guest

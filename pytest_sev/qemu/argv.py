@@ -1,4 +1,4 @@
-"""Render a :class:`~pytest_sev.guest.spec.GuestSpec` as QEMU's argv (pure).
+"""Render a :class:`~pytest_sev.model.spec.GuestSpec` as QEMU's argv (pure).
 
 One renderer, two shapes of the same spec:
 
@@ -22,7 +22,7 @@ import base64
 from pathlib import Path
 
 from pytest_sev.errors import SpecError
-from pytest_sev.guest.spec import (
+from pytest_sev.model.spec import (
     ONE_IMAGE_KINDS,
     SNP_MIN_QEMU,
     Disk,

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_sev.guest.spec import Firmware
+    from pytest_sev.model.spec import Firmware
 
 #: (CODE, VARS) pairs in the order they are tried: an AMD build.sh install
 #: prefix first, then distribution layouts (Debian/Ubuntu, Fedora).

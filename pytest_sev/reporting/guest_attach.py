@@ -15,7 +15,7 @@ from pathlib import Path
 
 import allure
 
-from pytest_sev.guest.protocol import GuestLike as Guest
+from pytest_sev.model.protocol import GuestLike as Guest
 from pytest_sev.reporting import provenance
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pytest_sev.guest.protocol import GuestLike
+from pytest_sev.model.protocol import GuestLike
 
 log = logging.getLogger(__name__)
 

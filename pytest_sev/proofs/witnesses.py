@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_sev.errors import GuestError
-from pytest_sev.guest.protocol import GuestLike as Guest
+from pytest_sev.model.protocol import GuestLike as Guest
 from pytest_sev.sev import evidence, guestlog, memview, msr, qmp_sev, signatures
 from pytest_sev.sev.evidence import Row
 

@@ -1,16 +1,24 @@
-"""What the rest of pytest-sev needs from a guest console: a Protocol.
+"""The protocols the layers above bind to: a guest console (:class:`ConsoleLike`)
+and a running guest (:class:`GuestLike`).
 
-Why a protocol: labgrid's shell driver binds to ``ConsoleProtocol``, not to a
+Why protocols: labgrid's shell driver binds to ``ConsoleProtocol``, not to a
 serial port class, so any transport works.  Here the guest, the GRUB menu
 walker, the witnesses and the DMA runner bind to :class:`ConsoleLike`; the
-serial console on a socketpair (:mod:`.serial`) is one implementation, and a
-console on a libvirt domain's pty can be another without touching them.
+serial console on a socketpair (:mod:`pytest_sev.console.serial`) is one
+implementation, a console on a libvirt domain's pty another.  Witnesses, the
+DMA runner and reports take a :class:`GuestLike`, so they work on the QEMU
+launcher's guest and the libvirt one alike, and are tested with small doubles.
+Why here, in layer 1: ``console/``, ``qemu/`` and the proofs all name these
+types; kept below them, no folder imports upward.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
+
+from pytest_sev.model.spec import GuestSpec
 
 
 class ConsoleLike(Protocol):
@@ -50,3 +58,29 @@ class ConsoleLike(Protocol):
     def run_bytes(self, cmd: str, timeout: float = ...) -> tuple[bytes, int]: ...
 
     def close(self) -> None: ...
+
+
+class QmpLike(Protocol):
+    def execute(self, cmd: str, **args: Any) -> Any: ...
+
+
+class GuestLike(Protocol):
+    spec: GuestSpec
+    argv: list[str]
+    console: ConsoleLike | None
+    qmp: Any  # QmpLike once started
+
+    @property
+    def logs(self) -> dict[str, Path]: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def responsive(self) -> bool: ...
+
+    def run(self, cmd: str, timeout: float = ...) -> tuple[str, int]: ...
+
+    def check(self, cmd: str, timeout: float = ...) -> str: ...
+
+    def kernel_log(self) -> str: ...

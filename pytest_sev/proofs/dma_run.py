@@ -34,7 +34,7 @@ from pytest_sev.dma.classify import RUNNING_STATUS, Observed, classify
 from pytest_sev.dma.sizes import PoolSize
 from pytest_sev.dma.stall import FINISHED, RUNNING, StallDetector
 from pytest_sev.errors import GuestDied, GuestError
-from pytest_sev.guest.protocol import GuestLike as Guest
+from pytest_sev.model.protocol import GuestLike as Guest
 from pytest_sev.qemu.qmp import ExecuteError
 from pytest_sev.sev.evidence import judge_dmesg
 
