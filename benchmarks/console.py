@@ -11,6 +11,15 @@ command followed by ``echo`` of a marker the shell computes):
   carry it base64-encoded (a serial line is not 8-bit clean), so the bytes
   on the wire are the same and only the harness's framing differs.
 
+Both shells run with the same tty settings: no echo, no prompt, and the
+guest's serial line at 115200 baud (``stty -echo 115200``, what the
+harness's sync does).  The speed matters to both sides alike: QEMU's 16550
+raises the receive interrupt for a partly filled FIFO only after four
+character times, 4.2 ms at the kernel's default 9600 baud, so at 9600 the
+tail of every typed line waits for it and a round trip is ~5 ms on either
+side.  The baseline never waits for it either, so the ratio is the
+framing's cost, not a tty setting.
+
 Guests boot once per side; measurements alternate between them so machine
 noise hits both alike.  Prints every median and the ratios harness/bare
 (also the median of the ratios of each alternating pair, which machine load
@@ -51,7 +60,7 @@ class Bare:
         self.child.delaybeforesend = None  # pexpect's default 50 ms pause before each send
         self.child.expect(spec.ready_pattern.encode())
         self.child.expect(rb"sev-guest# ")
-        self.child.sendline("stty -echo; PS1=''; PS2=''; echo R-$((6*7))")
+        self.child.sendline("stty -echo 115200; PS1=''; PS2=''; echo R-$((6*7))")  # as the harness's sync
         self.child.expect(rb"R-42")
 
     def run(self, cmd: str) -> bytes:

@@ -28,10 +28,14 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytest_sev.errors import ConfigError
 from pytest_sev.modes import RUN_MODES
 from pytest_sev.sev.policy import es_mismatch
+
+if TYPE_CHECKING:
+    from pytest_sev.attest.snp_verify import MinTcb
 
 ACCELS = ("auto", "kvm", "tcg")
 FIRMWARES = ("seabios", "ovmf")
@@ -63,6 +67,10 @@ class RunConfig:
     dma_sizes: tuple[str, ...] = ()
     #: guests at once on this host (None: pytest_sev.guest.budget.default_max_guests)
     max_guests: int | None = None
+    #: VCEK certificates for SNP reports when the host gives none (--snp-cert-dir)
+    snp_cert_dir: Path | None = None
+    #: minimum REPORTED_TCB of SNP reports (--snp-min-tcb), parsed by attest.snp_verify.parse_min_tcb
+    snp_min_tcb: MinTcb | None = None
     dma_baseline: Path | None = None
     dma_record_baseline: Path | None = None
     log_dir: Path = Path("reports/guest-logs")
@@ -77,8 +85,10 @@ def _existing(name: str, value: str | None) -> Path | None:
     if not value:
         return None
     path = Path(value).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{name} {value}: no such file")
+    if not path.is_file():  # /dev/null, a directory, a fifo: there, but no file QEMU could use
+        raise ConfigError(f"{name} {value}: not a regular file")
     return path.resolve()  # QEMU runs in the guest's own directory
 
 
@@ -88,7 +98,11 @@ MIN_FREE_BYTES = 1 << 20
 
 def check_writable_dir(path: Path, what: str) -> None:
     """ConfigError (one line) unless *path* is, or can become, a writable
-    directory with some free space.  Creates nothing."""
+    directory with some free space.  Leaves nothing behind: whether entries
+    can be made in the nearest existing directory is asked of the kernel by
+    making a probe directory there and removing it at once, because mode bits
+    do not say it (root passes ``os.access`` on ``/proc``, whose statvfs then
+    claims a full disk)."""
     path = Path(path).absolute()
     probe = path
     while not probe.exists() and probe != probe.parent:
@@ -101,9 +115,16 @@ def check_writable_dir(path: Path, what: str) -> None:
     try:
         st = os.statvfs(probe)
     except OSError:
-        return
-    if st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
+        st = None
+    # a file system without blocks (proc, sysfs) has no free space to speak of: the probe says why
+    if st is not None and st.f_blocks and st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
         raise ConfigError(f"{what} {path}: no space left on device ({st.f_bavail * st.f_frsize} bytes free)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".pytest-sev-probe-", dir=probe))
+    except OSError as exc:
+        kind = "cannot be created" if probe != path else "nothing can be created in it"
+        where = f": {probe} does not take new entries" if probe != path else ""
+        raise ConfigError(f"{what} {path}: {kind}{where} ({exc.strerror})") from None
 
 
 # -- what a file must be ----------------------------------------------------------
@@ -163,8 +184,8 @@ def check_amdsev(path: Path, what: str = "--ovmf-amdsev") -> None:
         facts = ovmf_facts(str(path))
     except MeasureError as exc:
         raise ConfigError(f"{what} {path}: {exc}") from None
-    missing = [name for name, ok in (("a launch-secret area", facts.secret_area is not None),
-                                     ("a kernel-hashes table", facts.kernel_hashes)) if not ok]
+    missing = [name for name, ok in (("launch-secret area", facts.secret_area is not None),
+                                     ("kernel-hashes table", facts.kernel_hashes)) if not ok]
     if missing:
         raise ConfigError(f"{what} {path}: not an AmdSev OVMF (its footer table has no {' and no '.join(missing)}); "
                           "build one: python -m pytest_sev build ovmf-amdsev")
@@ -201,9 +222,18 @@ def partitions_summary(head: bytes) -> tuple[str | None, bool]:
     return None, False
 
 
-def check_disk_image(path: Path, what: str = "--guest-image") -> str:
+#: superblock magics of file systems a kernel booted with -kernel may mount straight off a disk
+FS_MAGIC = ((0x438, b"\x53\xef", "ext2/3/4"), (0, b"XFSB", "xfs"))
+
+
+def check_disk_image(path: Path, what: str = "--guest-image", boot: bool = True) -> str:
     """A disk: ``qemu-img info`` names its format, and it has a partition
-    table with an EFI system partition (image guests boot with OVMF)."""
+    table with an EFI system partition (image guests boot with OVMF).
+
+    ``boot=False`` (launch's ``-hda`` beside ``-cdrom`` or ``-kernel``, where
+    the disk is not what OVMF boots): no ESP needed, and a blank disk (an
+    installer's target) or a bare ext/xfs file system passes too; any other
+    file (``/etc/passwd``) is still no disk to hand QEMU as writable."""
     try:
         out = subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True,
                              text=True, timeout=30)
@@ -227,6 +257,9 @@ def check_disk_image(path: Path, what: str = "--guest-image") -> str:
                 return fmt  # cannot look inside: QEMU will
             head = raw.read_bytes()
     table, esp = partitions_summary(head)
+    if not boot and (table is not None or (len(head) >= 34 * 512 and not head.strip(b"\0"))
+                     or any(head[at:at + len(magic)] == magic for at, magic, _ in FS_MAGIC)):
+        return fmt
     if table is None:
         raise ConfigError(f"{what} {path}: {fmt} file without a partition table (not a bootable disk)")
     if not esp:
@@ -329,6 +362,62 @@ def parse_max_guests(text: str | None) -> int | None:
     return int(text)
 
 
+def check_dma_baseline(path: Path | None) -> Path | None:
+    """``--dma-baseline``: a baseline file the DMA suite can load, read now
+    (a wrong file would otherwise fail after the whole DMA load)."""
+    if path is None:
+        return None
+    from pytest_sev.dma.baseline import load_baseline
+    try:
+        load_baseline(path)
+    except ValueError as exc:
+        raise ConfigError(f"--dma-baseline {path}: {exc}") from None
+    return path
+
+
+def check_record_baseline(value: str | None) -> Path | None:
+    """``--dma-record-baseline``: a file that can be written at the end of the
+    run (its directory writable now), and when it exists already a baseline,
+    since recording adds to it."""
+    if not value:
+        return None
+    target = Path(value).expanduser().absolute()
+    if target.exists() and not target.is_file():
+        raise ConfigError(f"--dma-record-baseline {value}: not a regular file")
+    check_writable_dir(target.parent, "--dma-record-baseline: the directory")
+    if target.exists() and target.stat().st_size:
+        from pytest_sev.dma.baseline import load_baseline
+        try:
+            load_baseline(target)
+        except ValueError as exc:
+            raise ConfigError(f"--dma-record-baseline {value}: exists and is not a baseline to add to ({exc})") from None
+    return target.resolve()
+
+
+def check_readable_dir(value: str | None, what: str) -> Path | None:
+    """A directory the run will read (``--snp-cert-dir``), or None when not given."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"{what} {value}: not a directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise ConfigError(f"{what} {value}: not readable (permissions)")
+    return path.resolve()
+
+
+def parse_snp_min_tcb(text: str | None) -> MinTcb | None:
+    """``--snp-min-tcb``: the CLI's ``--min-tcb`` syntax, parsed now (a typo is one line at start-up)."""
+    if not text:
+        return None
+    from pytest_sev.attest.errors import AttestError
+    from pytest_sev.attest.snp_verify import parse_min_tcb
+    try:
+        return parse_min_tcb(str(text))
+    except AttestError as exc:
+        raise ConfigError(f"--snp-min-tcb: {exc}") from None
+
+
 def build_config(get) -> RunConfig:
     """Build a RunConfig from ``get(name) -> str|bool|None`` (option, then ini)."""
     mode = resolve_mode(bool(get("sev_es")), bool(get("sev")), get("sev_mode"), bool(get("sev_snp")))
@@ -370,8 +459,11 @@ def build_config(get) -> RunConfig:
         raise ConfigError("--guest-boot-entry needs --guest-image (it picks a GRUB entry of the image)")
     if image:
         check_disk_image(image)
-    sizes = get("dma_sizes") or ""
-    sizes_t = tuple(s for s in sizes.replace(",", " ").split() if s)
+    sizes = get("dma_sizes")
+    sizes_t = tuple(s for s in (sizes or "").replace(",", " ").split() if s)
+    if sizes is not None and not sizes_t:  # given, but empty: never silently the default sizes
+        raise ConfigError(f"--dma-sizes {sizes!r} names no pool size (e.g. '1M 8M 64M auto'); "
+                          "leave the option out for the default sizes")
     if sizes_t:
         from pytest_sev.dma.sizes import parse_size  # raises ValueError with one line
         for s in sizes_t:
@@ -394,7 +486,9 @@ def build_config(get) -> RunConfig:
         guest_user=get("guest_user") or "root", guest_password=get("guest_password") or "",
         guest_boot_entry=boot_entry,
         sev_policy=policy, allow_debug=bool(get("allow_debug")), dma_sizes=sizes_t, max_guests=max_guests,
-        dma_baseline=_existing("--dma-baseline", get("dma_baseline")),
-        dma_record_baseline=Path(get("dma_record_baseline")).resolve() if get("dma_record_baseline") else None,
+        dma_baseline=check_dma_baseline(_existing("--dma-baseline", get("dma_baseline"))),
+        dma_record_baseline=check_record_baseline(get("dma_record_baseline")),
         log_dir=Path(get("guest_log_dir") or "reports/guest-logs"),
+        snp_cert_dir=check_readable_dir(get("snp_cert_dir"), "--snp-cert-dir"),
+        snp_min_tcb=parse_snp_min_tcb(get("snp_min_tcb")),
     )

@@ -123,6 +123,13 @@ class GuestTimeout(GuestError):
     """A wait on the guest expired (boot, login, a command)."""
 
 
+class GuestFrozen(GuestError):
+    """QEMU is alive but stopped (``/proc`` state ``T``: SIGSTOP, a job-control
+    stop, or ``t``: a debugger): nothing it runs can answer, so a wait on its
+    console or monitor fails within seconds naming the state instead of
+    running into its timeout."""
+
+
 class GuestDied(GuestError):
     """QEMU exited while the harness was waiting on the guest."""
 

@@ -9,7 +9,20 @@
 # patches); committing each extracted tree to a local git repo gives the
 # build recipes a git URL, a ref and a commit, exactly like upstream.
 #
-# Usage: scripts/local-sources.sh [linux] [qemu] [edk2]   (default: linux)
+# Usage: scripts/local-sources.sh [linux] [qemu] [edk2] [linux-X.Y]   (default: linux)
+#
+# linux-X.Y (e.g. linux-6.12): a newer kernel tree than the release's own,
+# from the *binary* package linux-source-X.Y (bookworm-backports /
+# bookworm-security carry linux-source-6.12), which ships the patched tree as
+# /usr/src/linux-source-X.Y.tar.xz.  Why: the kernel's own SEV selftests
+# (tools/testing/selftests/kvm: sev_smoke_test, sev_init2_tests) are newer
+# than Debian 12's 6.1, whose tree has sev_migrate_tests only.  The repo is
+# ${PYTEST_SEV_SRC}/linux-X.Y, one commit per package version, tagged like
+# the others (6.12.118-1~deb12u1 -> debian/6.12.118-1_deb12u1).  The package
+# is downloaded (apt-get download) and unpacked here, never installed;
+# DEB_VERSION_linux_source_6_12=<version> picks a version (default: the
+# newest apt knows; a re-run whose newest version is already tagged
+# downloads nothing).
 # Environment:
 #   PYTEST_SEV_SRC   where the repos go (default ~/.cache/pytest-sev/src)
 #   DEB_VERSION_<pkg> a source version to fetch (e.g. DEB_VERSION_linux=6.1.176-1);
@@ -108,10 +121,88 @@ make_repo() {
   echo "local-sources: $repo $tag $(git -C "$repo" rev-parse HEAD)"
 }
 
-ensure_deb_src
+binary_versions() {  # pkg -> the versions to try, newest first (DEB_VERSION_<pkg> pins one)
+  local var
+  var="DEB_VERSION_$(printf '%s' "$1" | tr -c 'A-Za-z0-9\n' '_')"
+  if [ -n "${!var:-}" ]; then
+    printf '%s\n' "${!var}"
+  else
+    apt-cache madison "$1" | awk -F'|' '{gsub(/ /, "", $2); print $2}' | sort -Vru
+  fi
+}
+
+deb_tag() {  # version -> DEP-14 tag (git refuses ':' and '~')
+  printf 'debian/%s' "$(printf '%s' "$1" | tr ':~' '%_')"
+}
+
+fetch_binary() {  # pkg dir -> prints the version whose .deb was downloaded
+  local pkg=$1 dir=$2 v
+  local versions
+  mapfile -t versions < <(binary_versions "$pkg")
+  for v in "${versions[@]}"; do
+    if (cd "$dir" && apt-get download -q "$pkg=$v" >"$dir/download.log" 2>&1); then
+      echo "$v"
+      return 0
+    fi
+    rm -f "$dir"/*.deb 2>/dev/null || true
+  done
+  echo "local-sources: no version of $pkg could be downloaded (see $dir/download.log)" >&2
+  return 1
+}
+
+commit_tree() {  # repo tree message tag: the tree replaces the repo's work tree, committed and tagged
+  local repo=$1 tree=$2 msg=$3 tag=$4
+  if [ ! -d "$repo/.git" ]; then
+    git init -q -b main "$repo"
+  fi
+  git -C "$repo" rm -rq --cached . >/dev/null 2>&1 || true
+  find "$repo" -mindepth 1 -maxdepth 1 ! -name .git -exec rm -rf {} +
+  (cd "$tree" && tar -cf - .) | (cd "$repo" && tar -xf -)
+  git -C "$repo" add -A -f .
+  if ! git -C "$repo" rev-parse -q --verify HEAD >/dev/null ||
+     ! git -C "$repo" diff --cached --quiet; then
+    git -C "$repo" -c user.name=pytest-sev -c user.email=pytest-sev@localhost commit -q -m "$msg"
+  fi
+  git -C "$repo" tag -f "$tag"
+  echo "local-sources: $repo $tag $(git -C "$repo" rev-parse HEAD)"
+}
+
+make_linux_source_repo() {  # linux-X.Y: from the binary package linux-source-X.Y
+  local name=$1 series=${1#linux-} repo="$src_root/$1"
+  local pkg="linux-source-$series" work version tag newest
+  # idempotent without a download: the newest candidate is already committed
+  newest=$(binary_versions "$pkg" | head -n1)
+  if [ -z "$newest" ]; then
+    echo "local-sources: apt knows no $pkg (bookworm-backports or bookworm-security carry linux-source-6.12)" >&2
+    return 1
+  fi
+  tag=$(deb_tag "$newest")
+  if [ -d "$repo/.git" ] && git -C "$repo" rev-parse -q --verify "refs/tags/$tag" >/dev/null; then
+    echo "local-sources: $repo already has $tag"
+    return 0
+  fi
+  work=$(mktemp -d "$src_root/.$name-XXXXXX")
+  trap 'rm -rf "$work"' RETURN
+  version=$(fetch_binary "$pkg" "$work")
+  tag=$(deb_tag "$version")
+  if [ -d "$repo/.git" ] && git -C "$repo" rev-parse -q --verify "refs/tags/$tag" >/dev/null; then
+    echo "local-sources: $repo already has $tag"
+    return 0
+  fi
+  echo "local-sources: extracting $pkg $version"
+  # only the tarball: dpkg-deb's data archive, then the tree inside it
+  dpkg-deb --fsys-tarfile "$work"/*.deb |
+    tar -xf - -C "$work" "./usr/src/linux-source-$series.tar.xz"
+  mkdir "$work/tree"
+  tar -xf "$work/usr/src/linux-source-$series.tar.xz" -C "$work/tree" --strip-components=1
+  rm -rf "$work/tree/debian" "$work/tree/.pc"
+  commit_tree "$repo" "$work/tree" "$pkg $version (Debian binary package's source tarball)" "$tag"
+}
+
 for p in "${pkgs[@]}"; do
   case $p in
-    linux|qemu|edk2) make_repo "$p" ;;
-    *) echo "local-sources: unknown package $p (linux|qemu|edk2)" >&2; exit 2 ;;
+    linux|qemu|edk2) ensure_deb_src; make_repo "$p" ;;
+    linux-[0-9]*.[0-9]*) make_linux_source_repo "$p" ;;
+    *) echo "local-sources: unknown package $p (linux|qemu|edk2|linux-X.Y)" >&2; exit 2 ;;
   esac
 done

@@ -27,8 +27,12 @@ trap 'rm -rf "$work"' EXIT
 import re, shutil, sys, tomllib
 from pathlib import Path
 src, dst, only = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
-skip = {".venv", ".git", "mutants", "reports", ".tools", "__pycache__", ".mypy_cache", ".ruff_cache", "build"}
-shutil.copytree(src, dst, ignore=lambda d, names: [n for n in names if n in skip or n.endswith(".egg-info")])
+# results and build output only at the top (fixtures/snp-kat/reports is test data)
+top_skip = {".venv", ".git", "mutants", "reports", ".tools", "build"}
+skip = {"__pycache__", ".mypy_cache", ".ruff_cache"}
+shutil.copytree(src, dst, ignore=lambda d, names: [
+    n for n in names
+    if n in skip or n.endswith(".egg-info") or (Path(d) == src and n in top_skip)])
 if only:
     pyproject = dst / "pyproject.toml"
     known = tomllib.loads(pyproject.read_text())["tool"]["mutmut"]["only_mutate"]

@@ -81,3 +81,11 @@ fi
 # it the SNP argv tests skip naming this command and `launch -sev-snp` says what it needs.
 .venv/bin/python -m pytest_sev provision qemu-snp \
   || echo "setup: no SEV-SNP QEMU (python -m pytest_sev provision qemu-snp says why)"
+
+# The kernel tree of the upstream checks (suites/test_upstream.py: KVM's own SEV selftests):
+# Debian's linux-source-6.12 (bookworm-backports / bookworm-security) as a local git repo under
+# ~/.cache/pytest-sev/src/linux-6.12, about 2 minutes and 600 MB once; a re-run checks the tag
+# and downloads nothing. Not fatal: without it the selftest items skip (or, under --sev/--sev-es,
+# fail) naming this command.
+bash scripts/local-sources.sh linux-6.12 \
+  || echo "setup: no linux-6.12 tree (suites/test_upstream.py names scripts/local-sources.sh linux-6.12)"

@@ -17,9 +17,10 @@ The evidence is in the summary JSON.
 
 Modes: the plain control (``swiotlb=N,force`` -- ``swiotlb=force`` for
 ``auto`` -- plus ``iommu_platform=on`` on the virtio device, which bounces
-every streaming DMA like an SEV guest) always runs; the SEV / SEV-ES guest
-rows run when the mode table allows (``--sev-es`` runs the SEV rows too) and
-are always enforced: their expected outcome is the runner's baseline
+every streaming DMA like an SEV guest) always runs; the SEV / SEV-ES / SEV-SNP
+guest rows run when the mode table allows (``--sev-es`` runs the SEV rows too,
+``--sev-snp`` demands the SNP rows; an SNP guest bounces its DMA as an SEV-ES
+guest does) and are always enforced: their expected outcome is the runner's baseline
 (``--dma-baseline``), else the plain-forced row; ``--dma-record-baseline
 FILE`` records this run's.
 virtio-scsi runs at the sizes where virtio-blk is expected to stall, to
@@ -48,7 +49,7 @@ from pytest_sev.dma.fio import FioSpec
 from pytest_sev.dma.load import LoadSpec
 from pytest_sev.dma.sizes import default_matrix, parse_size
 from pytest_sev.errors import PytestSevError
-from pytest_sev.guest.specs import cbitpos_of, plain_spec, sev_spec
+from pytest_sev.guest.specs import cbitpos_of, plain_spec, reduced_phys_bits_of, sev_spec, snp_spec
 from pytest_sev.model.spec import Disk
 from pytest_sev.plugin.state import run_config as session_run_config
 from pytest_sev.proofs import witnesses
@@ -60,12 +61,16 @@ pytestmark = [pytest.mark.qemu, allure.epic("pytest-sev"), allure.feature("dma")
 
 DEVICE_BPS = 16 << 20  # QEMU throttle on the scratch disk (see module docstring)
 STALL_SECONDS = 20.0
+#: idle seconds that decide a stall once the kernel says the pool is full
+#: (pytest_sev.dma.stall): a throttled 4 MiB request takes 0.25 s here
+CONCLUSIVE_SECONDS = 10.0
 DEADLINE_SECONDS = 240.0
 LOAD = LoadSpec(tool="fio", fio=FioSpec(size_mib=16))
 EXPECTATIONS = load_expectations()
 RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex[:12]
-KINDS = ("plain-forced", "sev", "sev-es")
-MARKS = {"plain-forced": pytest.mark.plain, "sev": pytest.mark.sev, "sev-es": pytest.mark.sev_es}
+KINDS = ("plain-forced", "sev", "sev-es", "sev-snp")
+MARKS = {"plain-forced": pytest.mark.plain, "sev": pytest.mark.sev, "sev-es": pytest.mark.sev_es,
+         "sev-snp": pytest.mark.sev_snp}
 STALE_RUN_SECONDS = 6 * 3600  # other runs' parts older than this are merged or abandoned
 
 
@@ -103,6 +108,10 @@ def _guest_spec(run_config, host, mode, bus, size, disk):
                           append=size.cmdline(force=True), disks=disks)
     # said explicitly: a QEMU that does not imply it for SEV would leave the device bypassing the pool
     disks = (Disk(disk, bus=bus, iommu_platform=True, disable_legacy=True, throttle_bps=DEVICE_BPS),)
+    if mode == "sev-snp":
+        return snp_spec(run_config, cbitpos_of(host), reduced_phys_bits_of(host),
+                        name=f"dma-{mode}-{bus}-{size.label}", with_fio=True, memory_mib=memory,
+                        append=size.cmdline(force=False), disks=disks)
     return sev_spec(run_config, mode, cbitpos_of(host),
                     name=f"dma-{mode}-{bus}-{size.label}", with_fio=True, memory_mib=memory,
                     append=size.cmdline(force=False), disks=disks)
@@ -136,7 +145,8 @@ def test_dma_under_load(case, request, run_config, host, guest_factory, scratch_
             raise
         pytest.fail(f"{known}\n{exc}", pytrace=False)
     dev = "/dev/vda" if bus == "virtio-blk" else "/dev/sda"
-    run = run_dma_load(guest, dev, stall_seconds=STALL_SECONDS, deadline_seconds=DEADLINE_SECONDS, spec=LOAD,
+    run = run_dma_load(guest, dev, stall_seconds=STALL_SECONDS, conclusive_seconds=CONCLUSIVE_SECONDS,
+                       deadline_seconds=DEADLINE_SECONDS, spec=LOAD,
                        size=size, kind=mode, bus=bus)
     verdict = _expectations(run_config).check(mode, bus, size, run.outcome)
     hiwater = run.counters.used_hiwater if run.counters else None

@@ -120,7 +120,7 @@ def test_ovmf_amdsev_option_takes_an_amdsev_image():
 
 
 @pytest.mark.parametrize("path,msg", [
-    (KAT_OVMFX64, "not an AmdSev OVMF .*no a launch-secret area and no a kernel-hashes table.*build ovmf-amdsev"),
+    (KAT_OVMFX64, "not an AmdSev OVMF .*no launch-secret area and no kernel-hashes table.*build ovmf-amdsev"),
     (Path("/nonexistent/OVMF.amdsev.fd"), "--ovmf-amdsev"),
 ])
 def test_ovmf_amdsev_option_refuses_other_files_in_one_line(path, msg):

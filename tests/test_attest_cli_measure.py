@@ -93,6 +93,9 @@ def test_launch_qemu_sh_options(tmp_path: Path, capsys: pytest.CaptureFixture[st
     (["--mode", "sev", "--ovmf", AMDSEV, "--append", "x"], 2, "need --kernel"),
     (["--mode", "sev-es", "--ovmf", AMDSEV, "--vcpu-type", "Pentium"], 1, "unknown vCPU type"),
     (["--mode", "sev", "--ovmf", "/nonexistent/OVMF.fd"], 1, "cannot read OVMF"),
+    (["--mode", "sev", "--ovmf", "/etc/passwd"], 1, "/etc/passwd is not an OVMF image"),
+    (["--mode", "sev-es", "--ovmf", "/dev/null"], 1, "/dev/null is not an OVMF image: not a regular file"),
+    (["-sev", "-execpath", "/etc"], 1, "cannot read OVMF"),
 ])
 def test_errors(capsys: pytest.CaptureFixture[str], argv: list[str], rc: int, text: str) -> None:
     assert main(argv) == rc

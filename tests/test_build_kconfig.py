@@ -16,7 +16,9 @@ import pytest
 
 from pytest_sev.build.errors import SourcesError
 from pytest_sev.build.kconfig import (
+    KERNEL_EDITS,
     SEV_ES_EDITS,
+    SNP_GUEST_EDITS,
     apply_edits_text,
     expected_value,
     missing_required,
@@ -60,9 +62,11 @@ def test_python_edits_on_distro_config(distro_config):
     after = parse_config(apply_edits_text(distro_config))
     for op, sym, value in SEV_ES_EDITS:
         assert after[sym] == expected_value(op, value), sym
+    for op, sym, value in SNP_GUEST_EDITS:
+        assert after[sym] == expected_value(op, value), sym
     # untouched symbols stay as they were
-    assert {k: v for k, v in after.items() if k not in {s for _, s, _ in SEV_ES_EDITS}} == \
-        {k: v for k, v in before.items() if k not in {s for _, s, _ in SEV_ES_EDITS}}
+    assert {k: v for k, v in after.items() if k not in {s for _, s, _ in KERNEL_EDITS}} == \
+        {k: v for k, v in before.items() if k not in {s for _, s, _ in KERNEL_EDITS}}
     assert unhonoured(apply_edits_text(distro_config)) == []
     assert missing_required(distro_config) == []  # Debian's cloud kernel has AMD_MEM_ENCRYPT=y
 
@@ -131,3 +135,36 @@ def test_nondeterministic_config_notes():
     # the default key path without signing, or a pinned key: nothing to say
     assert nondeterministic_config('CONFIG_MODULE_SIG_KEY="certs/signing_key.pem"\n') == []
     assert nondeterministic_config('CONFIG_MODULE_SIG=y\nCONFIG_MODULE_SIG_KEY="/keys/k.pem"\n') == []
+
+
+def test_recipe_edits_give_the_snp_guest_its_report_path():
+    """SEV_GUEST and configfs-tsm (TSM_REPORTS, CONFIGFS_FS) built in, after AMD's SEV-ES edits."""
+    args = scripts_config_args()
+    assert args[:len(scripts_config_args(SEV_ES_EDITS))] == scripts_config_args(SEV_ES_EDITS)
+    for sym in ("VIRT_DRIVERS", "CONFIGFS_FS", "SEV_GUEST", "TSM_REPORTS"):
+        assert args[args.index(sym) - 1] == "--enable", sym
+    missing = unhonoured("CONFIG_SEV_GUEST=m\n")
+    assert "SEV_GUEST=y (have m)" in missing and "TSM_REPORTS=y (have n)" in missing
+
+
+def test_snp_report_notes():
+    from pytest_sev.build.kconfig import snp_report_notes
+    assert snp_report_notes({"SEV_GUEST": "y", "TSM_REPORTS": "y", "CONFIGFS_FS": "y"}) == []
+    (note,) = snp_report_notes({"SEV_GUEST": "m", "TSM_REPORTS": "m", "CONFIGFS_FS": "m"})
+    assert "CONFIG_SEV_GUEST=m" in note and "modules" in note
+    (note,) = snp_report_notes({"SEV_GUEST": "y", "CONFIGFS_FS": "y"})  # a 6.1 tree: no TSM_REPORTS
+    assert "CONFIG_TSM_REPORTS=n" in note and "no configfs-tsm" in note and "ioctl" in note
+    (note,) = snp_report_notes({"AMD_MEM_ENCRYPT": "y"})
+    assert "no sev-guest driver" in note
+
+
+def test_default_guest_kernel_cannot_fetch_an_snp_report(distro_config):
+    """What README says of Debian 12's cloud 6.1: no VIRT_DRIVERS, so no sev-guest and no configfs-tsm."""
+    from pytest_sev.build.kconfig import snp_report_notes
+    cfg = parse_config(distro_config)
+    if cfg.get("TSM_REPORTS") == "y" and cfg.get("SEV_GUEST") == "y":
+        pytest.skip("the provisioned kernel is not Debian 12's cloud 6.1: it can fetch a report")
+    (note,) = snp_report_notes(cfg)
+    assert note.startswith("no SNP report from the guest")
+    after = parse_config(apply_edits_text(distro_config))  # the recipe's edits add all of them
+    assert snp_report_notes(after) == []

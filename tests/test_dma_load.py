@@ -40,7 +40,7 @@ def test_start_command_shape(tool):
 
 def test_start_command_options():
     c = load.start_command("/dev/sda", load.LoadSpec(tool="dd", quiet_console=False, mount_debugfs=False))
-    assert "dmesg" not in c and "debugfs" not in c and "of=/dev/sda" in c
+    assert "dmesg -n" not in c and "debugfs" not in c and "of=/dev/sda" in c
     with pytest.raises(ValueError):
         load.start_command("/dev/vda; reboot", load.LoadSpec(tool="dd"))
     with pytest.raises(ValueError):

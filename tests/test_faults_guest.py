@@ -36,6 +36,10 @@ def booted(tmp_path, token, qemu_processes):
         guest.start()
         yield guest
     finally:
+        try:  # a test that froze its QEMU (SIGSTOP) may leave it stopped
+            os.kill(guest.process.pid, signal.SIGCONT)
+        except (OSError, TypeError):
+            pass
         guest.close()
         assert qemu_processes(token) == []
 
@@ -145,3 +149,13 @@ def test_lost_qmp_is_named_with_argv_last_command_and_logs(booted):
     assert "qemu command line: " in message and booted.spec.name in message
     assert f"qmp transcript: {booted.logs['qmp transcript']}" in message
     assert booted.unusable
+
+
+def test_sync_leaves_a_fast_tty_and_a_quiet_kernel_console(booted):
+    """The boot's one sync round trip set the guest's serial line to 115200
+    baud (typed lines reach the shell without the UART's 4 ms receive
+    timeout at 9600) and the console log level to 1 (``dmesg -n 1``)."""
+    assert booted.check("stty -F /dev/ttyS0 speed") == "115200\n"
+    assert booted.check("cat /proc/sys/kernel/printk").split()[0] == "1"
+    assert [c for c, _, _ in booted.console.transcript] == ["stty -F /dev/ttyS0 speed",
+                                                             "cat /proc/sys/kernel/printk"]

@@ -306,6 +306,7 @@ import os, pathlib, signal
 def test_freezes_its_qemu(guest_factory):
     g = guest_factory()
     g.run("true")
+    g.qmp.frozen = None  # no early GuestFrozen: this test is about Ctrl-C during an asyncio wait
     os.kill(g.process.pid, signal.SIGSTOP)
     pathlib.Path({flag!r}).write_text("frozen")
     g.qmp.execute("query-status", timeout=60)  # Ctrl-C arrives while asyncio waits for the reply

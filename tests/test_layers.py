@@ -31,6 +31,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
 #: within one floor, who may import whom (a DAG, checked for cycles below)
 SAME_FLOOR: dict[str, set[str]] = {
     "model": {"sev"},       # the spec validates policies with sev/policy
+    "attest": {"sev"},      # measurements and reports read the policy table in sev/policy
     "build": {"images"},    # the provisioned kernel and SNP QEMU are component sources
     "libvirt": {"guest"},   # the second launcher reuses the guest's behaviour
 }
@@ -43,16 +44,26 @@ def floor_of(top: str) -> int:
     raise AssertionError(f"pytest_sev/{top}: not on any floor of FLOORS (add it, and to docs/architecture.md)")
 
 
-def imports(path: Path) -> list[tuple[int, str]]:
+def _absolute(path: Path, package: Path, node: ast.ImportFrom) -> str:
+    """The dotted module a ``from`` import names, relative ones (``from ..sev import x``) resolved."""
+    if node.level == 0:
+        return node.module or ""
+    parts = ["pytest_sev", *path.relative_to(package).with_suffix("").parts]
+    base = parts[:len(parts) - node.level]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports(path: Path, package: Path = PACKAGE) -> list[tuple[int, str]]:
     """(line, top-level pytest_sev folder) of every pytest_sev import in *path*."""
     out = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         names: list[str] = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "pytest_sev":
+        if isinstance(node, ast.ImportFrom):
+            module = _absolute(path, package, node)
+            if module == "pytest_sev":
                 names = [f"pytest_sev.{a.name}" for a in node.names]
-            elif node.module.startswith("pytest_sev."):
-                names = [node.module]
+            elif module.startswith("pytest_sev."):
+                names = [module]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names if a.name.startswith("pytest_sev.")]
         out += [(node.lineno, n.split(".")[1]) for n in names]
@@ -68,7 +79,7 @@ def climbing_imports(package: Path = PACKAGE) -> list[str]:
     bad = []
     for path in sorted(package.rglob("*.py")):
         src = top_of(path, package)
-        for line, dst in imports(path):
+        for line, dst in imports(path, package):
             if dst == src:
                 continue
             up = floor_of(dst) > floor_of(src)
@@ -102,6 +113,13 @@ def test_a_climbing_import_is_caught(tmp_path):
     (pkg / "dma").mkdir()
     (pkg / "dma" / "ok.py").write_text("from pytest_sev.errors import PytestSevError\n")
     assert climbing_imports(pkg) == ["pytest_sev/sev/parser.py:1: sev (floor 1) imports guest (floor 4)"]
+
+
+def test_a_relative_import_is_resolved(tmp_path):
+    pkg = tmp_path / "pytest_sev"
+    (pkg / "attest").mkdir(parents=True)
+    (pkg / "attest" / "x.py").write_text("from ..guest import guest\nfrom . import chain\n")
+    assert climbing_imports(pkg) == ["pytest_sev/attest/x.py:1: attest (floor 1) imports guest (floor 4)"]
 
 
 def test_a_sideways_import_not_allowed_is_caught(tmp_path):

@@ -10,8 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_launch import esp_disk
 
 from pytest_sev.cli.launch import main as launch_main
+from pytest_sev.cli.launch import socket_path, state_dir
 from pytest_sev.qemu.firmware import find_ovmf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,12 +55,15 @@ def test_launch_print_argv_is_unchanged(case, tmp_path, capsys):
     qemu = shutil.which("qemu-system-x86_64")
     if ovmf is None or qemu is None:
         pytest.skip("needs qemu-system-x86_64 and OVMF installed (scripts/setup.sh)")
-    (tmp_path / "X.qcow2").write_bytes(b"")
+    image = esp_disk(tmp_path, "X.qcow2")  # launch -hda takes only what --guest-image takes
+    state = state_dir("X", image.resolve())  # the image's derived files live in a private directory
     args = [a.replace("X.qcow2", str(tmp_path / "X.qcow2"))
             for a in shlex.split((GOLDEN / f"{case}.args").read_text())]
     extra = ["--host-recorded", str(READY)] if "-sev" in args or "-sev-es" in args else ["--accel", "tcg"]
     assert launch_main([*args, *extra, "--print-argv", "-execpath", str(tmp_path / "no-prefix")]) == 0
     printed = capsys.readouterr().out.strip()
     expected = ((GOLDEN / f"{case}.txt").read_text().strip()
-                .replace("{qemu}", qemu).replace("{ovmf_code}", str(ovmf[0])).replace("{dir}", str(tmp_path)))
+                .replace("{qemu}", qemu).replace("{ovmf_code}", str(ovmf[0]))
+                .replace("{dir}/X.fd", str(state / "X.fd")).replace("{dir}/X.qmp", str(socket_path(state, "X")))
+                .replace("{dir}", str(tmp_path)))
     assert printed == expected

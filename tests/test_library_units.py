@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from pytest_sev.cache import ContentCache
+from pytest_sev.errors import MissingModule
 from pytest_sev.images import modules
 from pytest_sev.images.bzimage import kernel_version_string
 from pytest_sev.qemu import accel
@@ -118,3 +119,13 @@ def test_cache_sweeps_what_a_killed_builder_left(tmp_path):
     (stale / "half").write_text("x")
     cache.get_or_build("kkkkkkkkkkkk" + "0" * 52, lambda out: (out / "f").write_text("y"))
     assert not stale.exists()
+
+
+def test_optional_modules_load_when_present_and_are_skipped_when_absent():
+    dep = MODULES_DEP + "kernel/fs/configfs/configfs.ko:\nkernel/virt/coco/tsm.ko: kernel/fs/configfs/configfs.ko\n"
+    order = modules.load_order(["msr"], dep, optional=["tsm", "sev-guest"])
+    assert order == ["kernel/arch/x86/kernel/msr.ko", "kernel/fs/configfs/configfs.ko", "kernel/virt/coco/tsm.ko"]
+    assert modules.load_order(["msr"], MODULES_DEP, optional=modules.OPTIONAL_GUEST_MODULES) == [
+        "kernel/arch/x86/kernel/msr.ko"]
+    with pytest.raises(MissingModule):
+        modules.load_order(["tsm"], MODULES_DEP)  # wanted, not optional: still refused by name

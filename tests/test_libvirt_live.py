@@ -24,7 +24,9 @@ from pytest_sev.qemu.argv import launch_argv
 from pytest_sev.qemu.binary import qemu_version, resolve_qemu
 from pytest_sev.qemu.qmp import ExecuteError
 
-pytestmark = pytest.mark.qemu
+#: one xdist group: these tests start, kill and restart the one libvirtd of the
+#: machine, so under ``-n`` they run in one worker, one after another
+pytestmark = [pytest.mark.qemu, pytest.mark.xdist_group("libvirtd")]
 
 
 @pytest.fixture(scope="module")

@@ -1,25 +1,44 @@
 """The libvirt launcher without a daemon: domain XML from specs (and libvirt's
 own schema on it), launch-qemu.sh parity of the SEV settings, the QMP
-passthrough's errors, the virt-host-validate parser and the --launcher option."""
+passthrough's errors, the virt-host-validate parser and the --launcher option.
+
+SEV-SNP domains are validated against the RelaxNG schema of Debian
+bookworm-backports' libvirt (11.3, package ``libvirt-common``: bookworm's 9.0
+has no ``sev-snp``), downloaded and unpacked into the harness cache with the
+same private apt configuration that fetches the SNP QEMU
+(:func:`pytest_sev.images.qemu_snp.download_backports`); the host's 9.0 schema
+must reject the same XML, which is why :func:`check_snp_libvirt` exists."""
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 import subprocess
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from pytest_sev.cache import ContentCache, cache_root, file_digest, make_key
 from pytest_sev.config import RunConfig, build_config
-from pytest_sev.errors import ConfigError
+from pytest_sev.errors import ConfigError, ProvisionError, SpecError
 from pytest_sev.host.checks_tools import virsh_check
 from pytest_sev.host.evidence import Evidence
 from pytest_sev.host.parse_tools import parse_virt_host_validate, sev_validate_reason
+from pytest_sev.images.qemu_snp import download_backports
 from pytest_sev.libvirt import connection, parity
-from pytest_sev.libvirt.domain_xml import DomainOptions, domain_name, domain_xml
-from pytest_sev.libvirt.guest import LibvirtQmp, serial_pty
-from pytest_sev.model.spec import Disk, Firmware, GuestSpec, SevLaunch
+from pytest_sev.libvirt.domain_xml import (
+    SNP_SINCE,
+    DomainOptions,
+    check_snp_libvirt,
+    domain_name,
+    domain_xml,
+    version_text,
+)
+from pytest_sev.libvirt.guest import LibvirtGuest, LibvirtQmp, serial_pty
+from pytest_sev.model.spec import Disk, Firmware, GuestSpec, SevLaunch, SnpLaunch
 from pytest_sev.qemu.argv import launch_argv
 from pytest_sev.qemu.qmp import ExecuteError
 from pytest_sev.sev.policy import policy_for
@@ -246,3 +265,198 @@ def test_launcher_option():
     with pytest.raises(ConfigError, match="--launcher 'virsh' is not one of qemu, libvirt"):
         build_config(get(launcher="virsh"))
     assert RunConfig().launcher == "qemu"
+
+
+# -- SEV-SNP ------------------------------------------------------------------------------
+
+#: the package of bookworm-backports' libvirt (11.3) that carries /usr/share/libvirt/schemas
+#: (bookworm's 9.0 ships them in libvirt0, without sev-snp)
+SCHEMA_PACKAGE = "libvirt-common"
+SCHEMA_DIR = Path("usr/share/libvirt/schemas")
+HOST_SCHEMAS = Path("/usr/share/libvirt/schemas")
+HOST_DATA = bytes(range(32))
+ID_BLOCK = b"\x11" * 96
+ID_AUTH = b"\x22" * 4096
+
+
+def _snp_spec(kernel, tmp_path, **launch) -> GuestSpec:
+    k, i = kernel
+    fw = tmp_path / "OVMF.amdsev.fd"
+    fw.write_bytes(b"fw")
+    return GuestSpec(name="t-snp", kernel=k, initrd=i, append="console=ttyS0", memory_mib=512,
+                     firmware=Firmware("amdsev", code=fw), snp=SnpLaunch(cbitpos=51, **launch),
+                     disks=(Disk(tmp_path / "d.img"), Disk(tmp_path / "e.img", bus="virtio-scsi")),
+                     extra_args=("-no-user-config",))
+
+
+def _snp_text(spec: GuestSpec) -> str:
+    return domain_xml(spec, DomainOptions(domain_name(spec, "s"), owner_pid=1))
+
+
+def _pointer() -> Path:
+    return cache_root() / "libvirt-schemas" / "current.json"
+
+
+def backports_schemas() -> Path:
+    """The schemas of bookworm-backports' libvirt, from the cache or fetched once
+    (apt-get download + dpkg-deb -x, never installed). ProvisionError offline."""
+    try:
+        entry = Path(json.loads(_pointer().read_text())["entry"])
+        if (entry / ".complete").exists():
+            return entry / SCHEMA_DIR
+    except (OSError, ValueError, KeyError):
+        pass
+    with tempfile.TemporaryDirectory(prefix="sev-libvirt-schemas-") as tmp:
+        debs = download_backports(Path(tmp), [SCHEMA_PACKAGE])
+        if not debs:
+            raise ProvisionError(f"apt-get download {SCHEMA_PACKAGE} produced no .deb")
+
+        def unpack(out: Path) -> None:
+            for deb in debs:
+                subprocess.run(["dpkg-deb", "-x", str(deb), str(out)], check=True, capture_output=True, timeout=120)
+            if not (out / SCHEMA_DIR / "domain.rng").is_file():
+                raise ProvisionError(f"{SCHEMA_PACKAGE} has no {SCHEMA_DIR}/domain.rng")
+
+        entry = ContentCache("libvirt-schemas").get_or_build(make_key(debs=[file_digest(d) for d in debs]), unpack)
+    _pointer().write_text(json.dumps({"entry": str(entry)}))
+    return entry / SCHEMA_DIR
+
+
+@pytest.fixture(scope="module")
+def new_schemas() -> Path:
+    if shutil.which("xmllint") is None:
+        pytest.skip("xmllint (libxml2-utils) not installed")
+    try:
+        return backports_schemas()
+    except (ProvisionError, subprocess.SubprocessError) as exc:  # offline: the schema could not be had, not a pass
+        pytest.skip(f"bookworm-backports' libvirt schema not available: {exc}")
+
+
+def _relaxng(schemas: Path, text: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / "domain.xml"
+    path.write_text(text)
+    return subprocess.run(["xmllint", "--noout", "--relaxng", str(schemas / "domain.rng"), str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_snp_domain(kernel, tmp_path):
+    spec = _snp_spec(kernel, tmp_path, host_data=HOST_DATA, id_block=ID_BLOCK, id_auth=ID_AUTH,
+                     author_key_enabled=True, kernel_hashes=True)
+    d = ET.fromstring(_snp_text(spec))
+    ls = d.find("launchSecurity")
+    assert ls is not None and ls.get("type") == "sev-snp"
+    assert (ls.get("kernelHashes"), ls.get("authorKey"), ls.get("vcek")) == ("yes", "yes", None)
+    assert (ls.findtext("cbitpos"), ls.findtext("reducedPhysBits"), ls.findtext("policy")) == ("51", "1", "0x00030000")
+    assert base64.b64decode(ls.findtext("hostData")) == HOST_DATA
+    assert base64.b64decode(ls.findtext("idBlock")) == ID_BLOCK
+    assert base64.b64decode(ls.findtext("idAuth")) == ID_AUTH
+    assert ls.find("dhCert") is None and ls.find("session") is None  # SEV's launch session has no SNP twin
+    loader = d.find("os/loader")  # one -bios image, no variable store: QEMU refuses pflash for SNP
+    assert (loader.get("type"), loader.get("readonly"), loader.get("stateless")) == ("rom", "yes", "yes")
+    assert loader.text == str(tmp_path / "OVMF.amdsev.fd") and d.find("os/nvram") is None
+    assert d.find("memoryBacking/source").get("type") == "memfd"  # the argv's memory-backend-memfd,share=true
+    assert d.find("memoryBacking/access").get("mode") == "shared"
+    assert d.find("memoryBacking/locked") is not None
+    assert d.findtext("cpu/model") == "EPYC-v4" and d.find("features/vmport").get("state") == "off"
+    vd = d.find("devices/disk")  # virtio uses the DMA API (SWIOTLB) as in an SEV guest
+    assert vd.find("driver").get("iommu") == "on" and vd.get("model") == "virtio-non-transitional"
+    assert d.find("devices/controller[@type='scsi']/driver").get("iommu") == "on"
+    # without the optional inputs: only what was asked for
+    bare = ET.fromstring(_snp_text(_snp_spec(kernel, tmp_path))).find("launchSecurity")
+    assert bare.attrib == {"type": "sev-snp"}
+    assert [c.tag for c in bare] == ["cbitpos", "reducedPhysBits", "policy"]
+
+
+def test_snp_launch_security_matches_the_argv_renderer(kernel, tmp_path):
+    """The XML says what the harness's own sev-snp-guest object says, number for number."""
+    spec = _snp_spec(kernel, tmp_path, host_data=HOST_DATA, policy=0x30000 | 1 << 19)
+    ls = ET.fromstring(_snp_text(spec)).find("launchSecurity")
+    argv = launch_argv(spec, qemu="qemu-system-x86_64", accel="kvm", qemu_version=(9, 1))
+    obj = next(a for a in argv if a.startswith("sev-snp-guest,"))
+    props = dict(p.split("=", 1) for p in obj.split(",")[1:])
+    assert int(props["policy"], 16) == int(ls.findtext("policy"), 16) == 0xB0000
+    assert props["cbitpos"] == ls.findtext("cbitpos") and props["reduced-phys-bits"] == ls.findtext("reducedPhysBits")
+    assert props["host-data"] == ls.findtext("hostData")
+    assert any(a.startswith("memory-backend-memfd,") and "share=true" in a for a in argv)
+
+
+def test_one_file_ovmf_is_a_rom_loader_too(kernel, tmp_path):
+    """A distribution's OVMF.fd (kind ``bios``) is -bios like the AmdSev build, never pflash."""
+    spec = _snp_spec(kernel, tmp_path).with_(firmware=Firmware("bios", code=Path("/usr/share/ovmf/OVMF.fd")))
+    loader = ET.fromstring(_snp_text(spec)).find("os/loader")
+    assert loader is not None and (loader.get("type"), loader.text) == ("rom", "/usr/share/ovmf/OVMF.fd")
+    assert loader.get("stateless") == "yes"
+    # an SEV-ES guest on the AmdSev image: -bios too, its loader as before (no stateless)
+    es = _snp_spec(kernel, tmp_path).with_(snp=None, sev=SevLaunch("sev-es", 0x5, 51))
+    es_domain = ET.fromstring(_snp_text(es))
+    es_loader = es_domain.find("os/loader")
+    assert es_loader.get("type") == "rom" and es_loader.get("stateless") is None
+    assert es_domain.find("memoryBacking/locked") is not None and es_domain.find("memoryBacking/source") is None
+    assert es_domain.find("launchSecurity").get("type") == "sev" and es_domain.findtext("cpu/model") == "EPYC"
+
+
+def test_snp_domain_is_valid_against_the_backports_schema(kernel, tmp_path, new_schemas):
+    for launch in ({}, {"host_data": HOST_DATA, "id_block": ID_BLOCK, "id_auth": ID_AUTH,
+                        "author_key_enabled": True, "kernel_hashes": True}):
+        res = _relaxng(new_schemas, _snp_text(_snp_spec(kernel, tmp_path, **launch)), tmp_path)
+        assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_the_old_schema_rejects_the_snp_domain(kernel, tmp_path, new_schemas):
+    """Why the version gate is real: libvirt 9.0's own schema (the host's, bookworm)
+    refuses launchSecurity type='sev-snp', while it accepts the same guest as SEV-ES."""
+    old = (HOST_SCHEMAS / "domaincommon.rng").read_text() if HOST_SCHEMAS.is_dir() else ""
+    if not old or "sev-snp" in old:
+        pytest.skip(f"{HOST_SCHEMAS}: no pre-10.5 libvirt schema here to compare with")
+    snp = _snp_text(_snp_spec(kernel, tmp_path))
+    res = _relaxng(HOST_SCHEMAS, snp, tmp_path)
+    assert res.returncode != 0 and "launchSecurity" in res.stderr, res.stderr
+    assert _relaxng(new_schemas, snp, tmp_path).returncode == 0
+    es = _spec(kernel, "sev-es")
+    res = _relaxng(HOST_SCHEMAS, domain_xml(es, DomainOptions(domain_name(es, "o"), nvram=tmp_path / "V.fd")), tmp_path)
+    assert res.returncode == 0, res.stderr
+
+
+def test_snp_needs_libvirt_10_5(kernel, tmp_path):
+    spec = _snp_spec(kernel, tmp_path)
+    with pytest.raises(SpecError) as err:
+        check_snp_libvirt(spec, 9_000_000)
+    assert str(err.value) == ("SEV-SNP under --launcher=libvirt needs libvirt >= 10.5.0 "
+                              "(<launchSecurity type='sev-snp'>); this libvirt is 9.0.0")
+    with pytest.raises(SpecError, match="this libvirt is 10.4.99"):
+        check_snp_libvirt(spec, SNP_SINCE - 1)
+    check_snp_libvirt(spec, SNP_SINCE)  # 10.5.0 itself has it
+    check_snp_libvirt(_spec(kernel, "sev-es"), 9_000_000)  # SEV-ES is not gated on it
+    assert version_text(11_003_000) == "11.3.0"
+
+
+class _OldLibvirt:
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self.closed = False
+
+    def getLibVersion(self) -> int:  # noqa: N802  (libvirt's name)
+        return 9_000_000
+
+    def createXML(self, xml: str, flags: int) -> None:  # noqa: N802
+        self.created.append(xml)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_libvirt_guest_refuses_snp_on_libvirt_9_before_any_domain(kernel, tmp_path, monkeypatch):
+    """--launcher=libvirt on Debian 12's libvirt: one line naming the version, no domain made."""
+    from pytest_sev.libvirt import guest as lvguest
+    conn = _OldLibvirt()
+    monkeypatch.setattr(lvguest.lv, "libvirt_module", lambda: object())
+    monkeypatch.setattr(lvguest.lv, "connect", lambda uri: conn)
+    swept: list[object] = []
+    monkeypatch.setattr(lvguest.lv, "sweep_orphans", swept.append)
+    g = LibvirtGuest(_snp_spec(kernel, tmp_path), qemu="/bin/true", accel="tcg", workdir=tmp_path / "w")
+    with pytest.raises(SpecError) as err:
+        g.start()
+    assert "\n" not in str(err.value) and "this libvirt is 9.0.0" in str(err.value)
+    assert conn.created == [] and swept == []
+    g.close()
+    assert conn.closed

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import socket
 import subprocess
 from contextlib import contextmanager
@@ -212,6 +213,18 @@ def qmp_lost(tmp_path) -> tuple[str, str]:
         return status, message
 
 
+def qemu_frozen(tmp_path) -> tuple[str, str]:
+    """A real QEMU stopped with SIGSTOP: its monitor's wait ends as GuestFrozen, named."""
+    from pytest_sev.qemu.process import frozen_state
+    with qmp_on_machine_none(tmp_path) as (_qemu, proc, qmp):
+        qmp.frozen = lambda: frozen_state(proc.pid)
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            return raised(qmp.execute, "query-status", timeout=30)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+
+
 def build_failure() -> tuple[str, str]:
     return raised(_run, ["sh", "-c", "echo 'make: *** [vmlinux] Error 2' >&2; exit 2"])
 
@@ -257,6 +270,7 @@ CASES = {
     "command-panic": ("Guest kernel panic", lambda c, t: command_panicked(c)),
     "shell-died": ("Guest shell died", lambda c, t: shell_died(c)),
     "qmp-lost": ("QMP connection lost", lambda c, t: qmp_lost(t)),
+    "qemu-frozen": ("QEMU frozen (stopped)", lambda c, t: qemu_frozen(t)),
     "unusable": ("Guest left unusable by an earlier failure", lambda c, t: unusable()),
     "command-exited": ("Guest command failed or hung", lambda c, t: guest_command_exited()),
     "harness": ("Harness error", lambda c, t: harness_bug()),

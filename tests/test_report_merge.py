@@ -51,6 +51,44 @@ def test_merge_keeps_every_result_and_names_each_runner(two_runners, tmp_path):
         merge_results(tmp_path / "again", [two_runners["rome-1"][0], two_runners["rome-1"][0]])
 
 
+def test_only_allure_files_are_read(tmp_path):
+    """Allure's names only, never a symlink: what decides which files a merge copies."""
+    from pytest_sev.reporting.merge import check_results_dir, is_allure_file
+    d = tmp_path / "r"
+    d.mkdir()
+    for name in ("a-result.json", "a-container.json", "b-attachment.png", "environment.properties",
+                 "environment.xml", "categories.json", "executor.json", "shadow", "a.json"):
+        (d / name).write_text("{}")
+    (d / "c-result.json").symlink_to(d / "shadow")
+    (d / "sub-attachment").mkdir()
+    allure = sorted(p.name for p in d.iterdir() if is_allure_file(p))
+    assert allure == ["a-container.json", "a-result.json", "b-attachment.png", "categories.json",
+                      "environment.properties", "environment.xml", "executor.json"]
+    assert [p.name for p in check_results_dir(d)] == ["a-container.json", "a-result.json", "b-attachment.png"]
+    (d / "a-result.json").unlink()
+    with pytest.raises(ValueError, match="no Allure results in it"):
+        check_results_dir(d)  # containers and attachments alone are no runner's results
+
+
+def test_environment_xml_joins_the_runner_environment(tmp_path):
+    """Allure 2's environment.xml is merged like environment.properties (which wins on a clash)."""
+    d = tmp_path / "milan"
+    d.mkdir()
+    (d / "a-result.json").write_text(json.dumps({"name": "t", "labels": []}))
+    (d / "environment.xml").write_text("<environment><parameter><key>host.cpu</key><value>Milan</value>"
+                                       "</parameter><parameter><key>qemu</key><value>7.2</value></parameter>"
+                                       "</environment>")
+    (d / "environment.properties").write_text("qemu=9.1\n")
+    merge_results(tmp_path / "out", [d])
+    env = parse_properties((tmp_path / "out" / "environment.properties").read_text())
+    assert env["milan.host.cpu"] == "Milan" and env["milan.qemu"] == "9.1"
+    assert not (tmp_path / "out" / "environment.xml").exists()
+    (d / "environment.xml").write_text("not xml")
+    with pytest.raises(ValueError, match="environment.xml is not XML"):
+        merge_results(tmp_path / "again", [d])
+    assert not (tmp_path / "again").exists()  # refused before anything is made
+
+
 def test_merged_junit_across_runners(two_runners, tmp_path):
     out = tmp_path / "junit.xml"
     args = [sys.executable, "-m", "pytest_sev", "merge", str(tmp_path / "m"), *(str(two_runners[r][0]) for r in RUNNERS),

@@ -167,3 +167,19 @@ def test_report_fields_at_their_offsets() -> None:
         == (b"F" * 16, b"I" * 16, b"H" * 32, b"K" * 48, b"A" * 48, b"R" * 32, b"M" * 32)
     assert (r.policy.raw, r.vmpl, r.platform_info, r.guest_svn) == (0x31234, 2, 0x25, 1)
     assert r.report_data == bytes(range(64)) and r.measurement == bytes(range(48))
+
+
+@pytest.mark.parametrize("bit, name", [(16, "smt"), (18, "migrate_ma"), (19, "debug"), (20, "single_socket"),
+                                       (21, "cxl_allow"), (22, "mem_aes_256_xts"), (23, "rapl_dis"),
+                                       (24, "ciphertext_hiding"), (25, "page_swap_disable")])
+def test_report_policy_flags_use_the_launch_table_names(bit, name):
+    """A report and a launch (sev/policy.SNP_POLICY_BITS) name each policy bit alike."""
+    flags = check_policy(0x20000 | 1 << bit).flags()
+    assert flags[name] is True
+    assert [k for k, v in flags.items() if v] == [name]
+
+
+@pytest.mark.parametrize("bit", [26, 40, 63])
+def test_report_policy_bits_the_table_does_not_name_are_refused(bit):
+    with pytest.raises(FormatError, match="must be zero"):
+        check_policy(0x30000 | 1 << bit)

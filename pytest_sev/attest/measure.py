@@ -23,13 +23,15 @@ with guest features and VMM types) live in :mod:`pytest_sev.attest.snp_measure`.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from sevsnpmeasure import guest as _guest
-from sevsnpmeasure.ovmf import OVMF
+from sevsnpmeasure.ovmf import OVMF, OvmfFooterTableEntry
 from sevsnpmeasure.sev_hashes import SevHashes
 from sevsnpmeasure.sev_mode import SevMode
 from sevsnpmeasure.vcpu_types import CPU_SIGS, cpu_sig
@@ -113,9 +115,33 @@ def load_ovmf(path: str) -> OVMF:
         raise MeasureError(f"OVMF {path}: {exc}") from exc
 
 
+#: OVMF images are whole 4 KiB flash pages
+OVMF_PAGE = 4096
+
+
+def not_an_ovmf(ovmf: OVMF) -> str | None:
+    """Why *ovmf* is no OVMF image (None: it is one): whole 4 KiB pages, and
+    the GUIDed footer table where sev-snp-measure reads it (the entry header
+    32 bytes before the end).  sev-snp-measure takes any file without that
+    footer as an OVMF with an empty table and hashes it, so ``/etc/passwd``
+    would get a digest that no launch can match."""
+    size = ovmf.size()
+    if size == 0 or size % OVMF_PAGE:
+        return f"{size} bytes, not whole 4 KiB pages"
+    header = ctypes.sizeof(OvmfFooterTableEntry)
+    footer = OvmfFooterTableEntry.from_buffer_copy(ovmf.data()[size - 32 - header:size - 32])
+    if bytes(footer.guid) != uuid.UUID(OVMF.OVMF_TABLE_FOOTER_GUID).bytes_le:
+        return f"no OVMF footer table (GUID {OVMF.OVMF_TABLE_FOOTER_GUID} {32 + header} bytes before its end)"
+    return None
+
+
 def ovmf_facts(path: str) -> OvmfFacts:
-    """Read the SEV-relevant entries of ``path``'s OVMF footer table."""
+    """Read the SEV-relevant entries of ``path``'s OVMF footer table; a file
+    that is not an OVMF image (:func:`not_an_ovmf`) is a :class:`MeasureError`."""
     ovmf = load_ovmf(path)
+    problem = not_an_ovmf(ovmf)
+    if problem:
+        raise MeasureError(f"{path} is not an OVMF image: {problem}")
     try:
         eip: int | None = ovmf.sev_es_reset_eip()
     except RuntimeError:

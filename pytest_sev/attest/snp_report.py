@@ -51,7 +51,15 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-from ..sev.policy import SNP_DEBUG, SNP_MIGRATE_MA, SNP_RESERVED_ONE, SNP_SINGLE_SOCKET, SNP_SMT
+from ..sev.policy import (
+    SNP_DEBUG,
+    SNP_KNOWN_MASK,
+    SNP_MIGRATE_MA,
+    SNP_POLICY_BITS,
+    SNP_RESERVED_ONE,
+    SNP_SINGLE_SOCKET,
+    SNP_SMT,
+)
 from .errors import FormatError
 
 REPORT_SIZE = 0x4A0
@@ -68,11 +76,10 @@ SUPPORTED_VERSIONS: tuple[int, ...] = (2, 3, 4, 5)
 Product = Literal["milan", "genoa", "turin"]
 PRODUCTS: tuple[Product, ...] = ("milan", "genoa", "turin")
 
-# -- policy bits: bits 16-20 are the launch's own table (sev/policy.py, SNP ABI "GUEST_POLICY") --
-#: bits 21..25 named by go-sev-guest; 26..63 must be zero
-_POLICY_LATER_BITS = {21: "cxl_allowed", 22: "mem_aes_256_xts", 23: "rapl_disabled",
-                      24: "ciphertext_hiding_dram", 25: "page_swap_disabled"}
-_POLICY_MBZ_MASK = ~((1 << 26) - 1) & 0xFFFF_FFFF_FFFF_FFFF
+# -- policy bits: the launch's own table (sev/policy.SNP_POLICY_BITS, SNP ABI "GUEST_POLICY"),
+#: so a report and a launch name a bit alike; bits the table does not name must be zero
+_POLICY_FLAG_NAMES = {mask: name.lower() for mask, name, _ in SNP_POLICY_BITS if mask != SNP_RESERVED_ONE}
+_POLICY_MBZ_MASK = ~SNP_KNOWN_MASK & 0xFFFF_FFFF_FFFF_FFFF
 
 #: SIGNING_KEY values (bits 4:2 of the signer info); 2..6 reserved
 SIGNING_KEYS = {0: "VCEK", 1: "VLEK", 7: "none"}
@@ -135,10 +142,7 @@ class SnpPolicy:
         return bool(self.raw & SNP_SINGLE_SOCKET)
 
     def flags(self) -> dict[str, bool]:
-        out = {"smt": self.smt, "migrate_ma": self.migrate_ma, "debug": self.debug,
-               "single_socket": self.single_socket}
-        out.update({name: bool(self.raw >> bit & 1) for bit, name in _POLICY_LATER_BITS.items()})
-        return out
+        return {name: bool(self.raw & mask) for mask, name in _POLICY_FLAG_NAMES.items()}
 
     def describe(self) -> str:
         on = [name for name, v in self.flags().items() if v]

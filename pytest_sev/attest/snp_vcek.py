@@ -82,8 +82,14 @@ def _integer(data: bytes, what: str) -> int:
     return number
 
 
+#: Turin's VCEKs carry only the first 8 bytes of the chip id
+TURIN_HWID_SIZE = 8
+
+
 def _hwid(data: bytes) -> bytes:
-    if len(data) == CHIP_ID_SIZE:  # the key server's untagged form
+    # the key server's untagged form: 64 bytes (Milan, Genoa) or 8 (Turin; virtee/snpguest
+    # PR #159). Unambiguous: a tagged 8-byte OCTET STRING is 10 bytes long.
+    if len(data) in (CHIP_ID_SIZE, TURIN_HWID_SIZE):
         return data
     return _der_value(data, _DER_OCTET_STRING, "hwID")
 

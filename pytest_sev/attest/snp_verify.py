@@ -224,8 +224,9 @@ def check_chain(report: SnpReport, vek: x509.Certificate | None, chains: Mapping
     if vek is None:
         return Check("chain", "unknown", f"no {subject} given: the chain cannot be checked"), (), None
     if subject == "VLEK":
-        return Check("chain", "unknown", "the report is signed by a VLEK, whose chain (ASVK, /vlek/v1/) "
-                                         "this verifier does not check"), (), None
+        return Check("chain", "unknown", "the report is signed by a VLEK, whose chain needs AMD's ASVK "
+                                         "(KDS /vlek/v1/{product}/cert_chain): the harness has no pinned ASVK "
+                                         "for any product, so the chain is not checked"), (), None
     if not chains:
         return Check("chain", "unknown", "no ASK/ARK given to check the VCEK against"), (), None
     candidates = {label: chain_links(vek, chain, anchors) for label, chain in chains.items()}

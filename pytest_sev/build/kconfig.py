@@ -53,6 +53,23 @@ REQUIRED = {"AMD_MEM_ENCRYPT": "y"}
 #: kernel built here boots with the distro kernel's initramfs modules.
 SECRET_SYMBOLS = ("EFI_COCO_SECRET", "EFI_SECRET")
 
+#: what an SEV-SNP guest needs to fetch its own attestation report
+#: (:mod:`pytest_sev.proofs.snp_attest`): SEV_GUEST (drivers/virt/coco/sev-guest, in the
+#: VIRT_DRIVERS menu, depends on AMD_MEM_ENCRYPT) gives /dev/sev-guest and, from Linux 6.7,
+#: selects TSM_REPORTS (configfs-tsm, a tristate without a prompt), which selects CONFIGFS_FS.
+#: Built in, not =m: a kernel built here boots with the harness's busybox initramfs, whose
+#: modules are the distro kernel's. On a tree before 6.7 there is no TSM_REPORTS: make
+#: olddefconfig drops it and the build notes it ("not in final config").
+SNP_GUEST_EDITS: tuple[tuple[str, str, str], ...] = (
+    ("enable", "VIRT_DRIVERS", ""),
+    ("enable", "CONFIGFS_FS", ""),
+    ("enable", "SEV_GUEST", ""),
+    ("enable", "TSM_REPORTS", ""),
+)
+#: the kernel recipe's ``scripts/config`` edits: AMD's SEV-ES list, then the SNP guest's
+KERNEL_EDITS = SEV_ES_EDITS + SNP_GUEST_EDITS
+SNP_REPORT_SYMBOLS = ("SEV_GUEST", "TSM_REPORTS", "CONFIGFS_FS")
+
 @dataclass(frozen=True)
 class BaseConfig:
     """A resolved base: a file to copy, or a make target to run."""
@@ -102,7 +119,7 @@ def resolve_base(spec: str) -> BaseConfig:
     return BaseConfig(file=path)
 
 
-def scripts_config_args(edits=SEV_ES_EDITS) -> list[str]:
+def scripts_config_args(edits=KERNEL_EDITS) -> list[str]:
     """Arguments for ``scripts/config --file .config ...`` (one invocation)."""
     args: list[str] = []
     for op, sym, value in edits:
@@ -114,7 +131,7 @@ def expected_value(op: str, value: str) -> str:
     return {"enable": "y", "disable": "n", "module": "m"}.get(op, f'"{value}"')
 
 
-def apply_edits_text(text: str, edits=SEV_ES_EDITS) -> str:
+def apply_edits_text(text: str, edits=KERNEL_EDITS) -> str:
     """What ``scripts/config`` does to a config's text, in Python. Pure.
 
     A set symbol's line is replaced in place; a new one is appended, as the
@@ -134,7 +151,7 @@ def apply_edits_text(text: str, edits=SEV_ES_EDITS) -> str:
     return "\n".join(lines) + "\n"
 
 
-def unhonoured(config_text: str, edits=SEV_ES_EDITS) -> list[str]:
+def unhonoured(config_text: str, edits=KERNEL_EDITS) -> list[str]:
     """Edits a final config does not carry (olddefconfig drops symbols whose
     dependencies are off, e.g. ``KVM_AMD`` in a guest-only config)."""
     cfg = parse_config(config_text)
@@ -189,3 +206,21 @@ def secret_notes(cfg: Mapping[str, str]) -> list[str]:
            if have["EFI_SECRET"] == "m" else "no efi_secret")
     return [f"no launch secret in the guest: CONFIG_EFI_SECRET={have['EFI_SECRET']} "
             f"(EFI_COCO_SECRET={have['EFI_COCO_SECRET']}): {why} (fixtures/kernel/efi-secret.config)"]
+
+
+def snp_report_notes(cfg: Mapping[str, str]) -> list[str]:
+    """A note when a guest kernel config (:func:`parse_config`'s) cannot fetch an SNP report
+    over configfs-tsm, the one way the harness's busybox guest can ask. Pure."""
+    have = {sym: cfg.get(sym, "n") for sym in SNP_REPORT_SYMBOLS}
+    if all(v == "y" for v in have.values()):
+        return []
+    state = ", ".join(f"CONFIG_{s}={v}" for s, v in have.items())
+    if have["SEV_GUEST"] == "n":
+        why = "no sev-guest driver: neither /dev/sev-guest nor configfs-tsm"
+    elif have["TSM_REPORTS"] == "n":
+        why = ("no configfs-tsm (Linux >= 6.7); /dev/sev-guest alone needs an SNP_GET_REPORT ioctl tool, "
+               "which the busybox guest has not")
+    else:
+        why = ("built as modules, which the harness's initramfs does not load (it loads its fixed list, "
+               "images/modules.DEFAULT_GUEST_MODULES)")
+    return [f"no SNP report from the guest: {state}: {why}"]

@@ -28,6 +28,7 @@ from pytest_sev.build.kconfig import (
     resolve_base,
     scripts_config_args,
     secret_notes,
+    snp_report_notes,
     unhonoured,
 )
 from pytest_sev.build.packaging import host_os_release, package_target
@@ -269,8 +270,9 @@ class KernelRecipe(Recipe):
         if missing:
             raise BuildError("kernel", "check config",
                              detail="make olddefconfig dropped " + ", ".join(missing))
-        return ([f"not in final config: {m}" for m in unhonoured(text)] + secret_notes(parse_config(text))
-                + nondeterministic_config(text))
+        cfg = parse_config(text)
+        return ([f"not in final config: {m}" for m in unhonoured(text)] + secret_notes(cfg)
+                + snp_report_notes(cfg) + nondeterministic_config(text))
 
     @staticmethod
     def build_path_leaks(tree: Path) -> list[str]:

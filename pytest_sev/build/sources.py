@@ -44,6 +44,11 @@ COMPONENTS = ("qemu", "ovmf", "kernel")
 #: ``[ovmf]`` keys (the same edk2 tree, another platform file).
 OPTIONAL_COMPONENTS = ("ovmf-amdsev",)
 KNOWN_COMPONENTS = COMPONENTS + OPTIONAL_COMPONENTS
+#: Tables that pin a tree for the host's own checks, not a guest component:
+#: ``kvm-selftests`` is the kernel tree whose KVM SEV selftests
+#: suites/test_upstream.py builds (:mod:`pytest_sev.build.selftests`); without
+#: it, the ``[kernel]`` table's tree is used.
+HOST_TEST_TABLES = ("kvm-selftests",)
 
 _KEYS = {"url", "ref", "patches", "tarball", "sha256", "base_config", "fragments",
          "package", "submodules", "configure_args", "expect"}
@@ -156,10 +161,10 @@ def load_sources(path: Path | str) -> dict[str, Source]:
         raise SourcesError(f"sources file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise SourcesError(f"sources file {path}: {exc}") from None
-    unknown = set(data) - set(KNOWN_COMPONENTS)
+    unknown = set(data) - set(KNOWN_COMPONENTS) - set(HOST_TEST_TABLES)
     if unknown:
         raise SourcesError(f"sources file {path}: unknown component(s) {', '.join(sorted(unknown))}"
-                           f" (known: {', '.join(KNOWN_COMPONENTS)})")
+                           f" (known: {', '.join(KNOWN_COMPONENTS + HOST_TEST_TABLES)})")
     return {name: parse_source(name, table, path.parent.resolve(), path)
             for name, table in data.items()}
 

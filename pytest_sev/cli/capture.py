@@ -26,17 +26,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import re
 import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from pytest_sev.config import RunConfig
+from pytest_sev.config import RunConfig, check_writable_dir
+from pytest_sev.errors import PytestSevError
 from pytest_sev.host.decide import decide
 from pytest_sev.host.recorded import record_host
 
+log = logging.getLogger(__name__)
+
 KINDS = ("plain", "sev", "sev-es")
+#: a bundle name is one directory name: it lands under OUTDIR/hosts/ and OUTDIR/recorded/
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 QMP_COMMANDS = ("query-sev", "query-sev-launch-measure", "query-sev-capabilities", "query-version")
 
 
@@ -124,12 +131,37 @@ def capture(outdir: Path, name: str | None = None, qemu: str = "qemu-system-x86_
     return outdir
 
 
+def check_args(args: argparse.Namespace) -> str | None:
+    """Why the command cannot run with *args* (None: it can), asked before
+    the host is probed: OUTDIR must be, or become, a writable directory
+    (``/dev/full`` and ``/proc/x`` are neither), the name one directory name."""
+    if args.name is not None and not NAME_RE.fullmatch(args.name):
+        return (f"--name {args.name!r}: not a bundle name (letters, digits, '.', '_', '-'; "
+                "one directory name, up to 80 characters)")
+    if args.memory_mib < 64:
+        return f"--memory-mib {args.memory_mib}: too small to boot a guest (>= 64)"
+    try:
+        check_writable_dir(args.outdir, "OUTDIR")
+    except PytestSevError as exc:
+        return str(exc)
+    return None
+
+
 def main(argv: list[str]) -> int:
     argv = list(argv)
     if argv[:1] == ["capture"]:
         argv = argv[1:]
     args = _parser().parse_args(argv)
-    out = capture(args.outdir, args.name, args.qemu, guests=not args.no_guest, memory_mib=args.memory_mib)
+    problem = check_args(args)
+    if problem:
+        print(f"capture: {problem}", file=sys.stderr)
+        return 2
+    try:
+        out = capture(args.outdir, args.name, args.qemu, guests=not args.no_guest, memory_mib=args.memory_mib)
+    except (OSError, PytestSevError) as exc:
+        log.debug("capture failed", exc_info=True)
+        print(f"capture: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     print(f"captured into {out}: copy hosts/* to fixtures/hosts/ and recorded/* to fixtures/recorded/")
     return 0
 

@@ -12,13 +12,25 @@ Where it differs from the script, on purpose (``--print-argv`` shows it;
 tests/test_launch.py compares it with
 :func:`pytest_sev.sev.launchsh.launch_sh_argv` element by element):
 
-* monitor: QMP on a unix socket ``NAME.qmp`` beside the image instead of HMP
-  on a pty and on ``./monitor`` (``qmp-shell NAME.qmp`` or ``socat`` to use it);
-  the launcher itself uses it to stop QEMU;
+* ``-hda`` must be a disk (the harness's ``--guest-image`` check,
+  :func:`pytest_sev.config.check_disk_image`): a partition table with an EFI
+  system partition, since OVMF boots it; beside ``-cdrom`` or ``-kernel`` a
+  blank disk (an installer's target) or a bare ext/xfs file system passes too.
+  The script hands QEMU any file as a writable raw disk;
+* the files a launch derives from ``-hda`` (the variable store ``NAME.fd``,
+  the QMP socket ``NAME.qmp``, the console log ``NAME.log``) live in a
+  private 0700 directory of this user, ``$PYTEST_SEV_CACHE/launch/NAME-<hash
+  of the image path>/`` (:func:`state_dir`), never beside the image, where
+  they could overwrite a neighbour of it (or leak the socket to other users);
+  the launcher prints where.  A ``-kernel`` launch without a disk keeps them
+  in the current directory, as the script does;
+* monitor: QMP on that unix socket instead of HMP on a pty and on
+  ``./monitor`` (``qmp-shell DIR/NAME.qmp`` or ``socat`` to use it); the
+  launcher itself uses it to stop QEMU;
 * ``confidential-guest-support=sev0`` instead of ``memory-encryption=sev0``
   on QEMU >= 6.0; ``readonly=on`` instead of the bare ``readonly``;
-* the variable store ``NAME.fd`` lives beside the image (the script: in the
-  current directory); made once from ``OVMF_VARS.fd`` and reused;
+* the variable store ``NAME.fd`` (the script: in the current directory) is
+  made once from ``OVMF_VARS.fd`` in that private directory and reused;
 * without SEV on a host whose KVM cannot run guests, ``-accel tcg`` instead of
   ``-enable-kvm``; with ``-sev``/``-sev-es`` the host is probed first
   (:func:`pytest_sev.host.probe_host`) and an unready host stops the launch
@@ -38,8 +50,8 @@ raw mode and copies bytes both ways (``pexpect`` ``interact``), so Ctrl-C,
 Ctrl-Z and Ctrl-\\ reach the guest (the pty's signal characters are switched
 off, which the script did with ``stty intr ^]``); Ctrl-] leaves: QEMU is told
 to ``quit`` over QMP (SIGTERM, then SIGKILL, if it does not) and the terminal
-is restored.  Everything the console printed also goes to ``NAME.log`` (the
-script's ``stdout.log``).  QEMU gets ``PR_SET_PDEATHSIG`` so it cannot outlive
+is restored.  Everything the console printed also goes to ``NAME.log`` in the
+private directory (the script's ``stdout.log``; ``--log`` puts it elsewhere).  QEMU gets ``PR_SET_PDEATHSIG`` so it cannot outlive
 the launcher.  Why a pty and not the harness's socketpair: the guest (and
 QEMU's ``-nographic`` mux) expect a terminal; a pty gives them one, window
 size included, and ``interact`` restores the person's terminal on every exit.
@@ -48,10 +60,13 @@ size included, and ``interact`` restores the person's terminal on every exit.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import logging
 import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -59,7 +74,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pytest_sev.errors import GuestError, LaunchError, SpecError
+from pytest_sev.cache import cache_root
+from pytest_sev.config import check_disk_image
+from pytest_sev.errors import ConfigError, GuestError, LaunchError, SpecError
 from pytest_sev.model.spec import AMD_FORK_ONLY, SNP_MIN_QEMU, Disk, Firmware, GuestSpec, SevLaunch, SevMode, SnpLaunch
 from pytest_sev.qemu.accel import choose_accel
 from pytest_sev.qemu.argv import DEFAULT_APPEND, SNP_DEFAULT_CPU, check_snp_qemu, launch_argv
@@ -69,6 +86,8 @@ from pytest_sev.qemu.process import EXITED, QemuProcess, StopStage
 from pytest_sev.qemu.qmp import QMP
 from pytest_sev.sev.launchsh import LaunchOptions, guest_name
 from pytest_sev.sev.policy import policy_for, snp_policy_for
+
+log = logging.getLogger(__name__)
 
 ESCAPE = "\x1d"  # Ctrl-]
 QEMU_NAME = "qemu-system-x86_64"
@@ -122,6 +141,10 @@ class Resolved:
     gdb: bool
     qmp_socket: Path
     log: Path
+    #: the directory of the derived files: with -hda a private 0700 one (made by
+    #: :func:`prepare`, not by resolving), else the current directory
+    state: Path
+    private: bool
 
 
 def find_qemu(execpath: Path) -> str:
@@ -179,6 +202,68 @@ def _abs(path: str | None, what: str) -> Path | None:
     if not p.exists():
         raise LaunchError(f"{what} {path}: no such file")
     return p.resolve()  # the script resolves with readlink -e
+
+
+def check_disk(hda: Path, boot: bool) -> None:
+    """``-hda`` is a disk QEMU may write: the same check as the harness's
+    ``--guest-image`` (one line naming what the file is not)."""
+    try:
+        check_disk_image(hda, "-hda", boot=boot)
+    except ConfigError as exc:
+        raise LaunchError(str(exc)) from None
+
+
+#: longest QMP socket path used in place (sun_path holds 108 bytes)
+MAX_SOCKET_PATH = 100
+
+
+def state_dir(name: str, image: Path) -> Path:
+    """Where the derived files of a launch from *image* live:
+    ``CACHE/launch/NAME-<hash of the image's resolved path>``, so two images
+    of the same name keep their own variable stores, and the same image keeps
+    its store between launches."""
+    digest = hashlib.sha256(str(image).encode()).hexdigest()[:12]
+    return cache_root() / "launch" / f"{name[:60]}-{digest}"
+
+
+def socket_path(state: Path, name: str) -> Path:
+    """The QMP socket: ``STATE/NAME.qmp``, or a private directory of its own
+    under the temporary directory when that path is too long for a socket."""
+    qmp = state / f"{name}.qmp"
+    if len(str(qmp)) <= MAX_SOCKET_PATH:
+        return qmp
+    digest = hashlib.sha256(str(state).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"sev-launch-{os.getuid()}-{digest}" / "qmp"
+
+
+def private_dir(path: Path) -> Path:
+    """*path* as a directory only this user can enter (0700), made when
+    missing; one that is a symlink, someone else's, or not a directory is
+    refused (LaunchError): the VARS store and the QMP socket go there."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        st = path.lstat()
+    except OSError as exc:
+        raise LaunchError(f"{path}: cannot make the launch's private directory ({exc.strerror})") from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise LaunchError(f"{path}: not a private directory of this user (a symlink, a file or someone "
+                          "else's): refusing to put the VARS store and the QMP socket there")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
+def prepare(res: Resolved) -> None:
+    """Make the private directories the derived files go to (not done for
+    ``--print-argv``, which changes nothing)."""
+    if res.private:
+        private_dir(res.state)
+    if res.qmp_socket.parent != res.state:
+        private_dir(res.qmp_socket.parent)
 
 
 def check_sizes(args: argparse.Namespace) -> None:
@@ -243,8 +328,10 @@ def resolve(args: argparse.Namespace) -> Resolved:
         raise LaunchError("-initrd needs -kernel")
     if hda is None and kernel is None:
         raise LaunchError("nothing to boot: give -hda IMAGE (and -cdrom ISO to install) or -kernel")
+    if hda is not None:
+        check_disk(hda, boot=cdrom is None and kernel is None)
     name = guest_name(LaunchOptions(hda=args.hda, cdrom=args.cdrom)) or "guest"
-    home = hda.parent if hda else Path.cwd()
+    home = state_dir(name, hda) if hda is not None else Path.cwd()
     sev_mode: SevMode | None = "sev-es" if args.sev_es else ("sev" if args.sev else None)
     sev = None
     firmware = Firmware("ovmf", code, vars_template, vars_path=home / f"{name}.fd")
@@ -273,12 +360,10 @@ def resolve(args: argparse.Namespace) -> Resolved:
         check_snp_qemu(spec, _qemu_version(qemu))
     except SpecError as exc:
         raise LaunchError(str(exc)) from None
-    qmp = home / f"{name}.qmp"
-    if len(str(qmp)) > 100:  # sun_path holds 108 bytes
-        qmp = Path(tempfile.gettempdir()) / f"sev-launch-{os.getpid()}-{name[:40]}.qmp"
     return Resolved(qemu=qemu, qemu_version=_qemu_version(qemu), accel=accel, spec=spec,
                     console=args.console, vnc=args.vnc, cdrom=cdrom, gdb=args.gdb,
-                    qmp_socket=qmp, log=args.log or home / f"{name}.log")
+                    qmp_socket=socket_path(home, name), log=args.log or home / f"{name}.log", state=home,
+                    private=hda is not None)
 
 
 def _stop_stages(qmp_socket: Path) -> list[StopStage]:
@@ -302,7 +387,7 @@ def _remove_socket(path: Path) -> None:
 
 def run_interactive(argv: list[str], res: Resolved) -> int:
     rows, cols = shutil.get_terminal_size((80, 24))[::-1]
-    proc = QemuProcess(argv, name=res.spec.name, cwd=res.log.parent, terminal=(rows, cols))
+    proc = QemuProcess(argv, name=res.spec.name, cwd=res.state, terminal=(rows, cols))
     log = open(res.log, "ab")
     try:
         proc.start()
@@ -321,7 +406,7 @@ def run_interactive(argv: list[str], res: Resolved) -> int:
 
 def run_plain(argv: list[str], res: Resolved) -> int:
     """No terminal on stdin (a pipe, CI): QEMU inherits stdio, like the script."""
-    proc = QemuProcess(argv, name=res.spec.name, cwd=res.log.parent)
+    proc = QemuProcess(argv, name=res.spec.name, cwd=res.state)
     try:
         proc.start()
         _wait_forever(proc)
@@ -388,9 +473,15 @@ def main(argv: list[str]) -> int:
         print(shlex.join(qemu_argv))
         return 0
     fw = res.spec.firmware
-    vars_path, made = vars_store(fw, res.log.parent / "OVMF_VARS.fd")
+    try:
+        prepare(res)
+        vars_path, made = vars_store(fw, res.state / "OVMF_VARS.fd")
+    except (OSError, LaunchError) as exc:
+        print(f"launch: {exc}", file=sys.stderr)
+        return 1
     if made:  # made once, then reused
         print(f"launch: created {vars_path} from {fw.vars_template}", file=sys.stderr)
+    log.info("launch: derived files in %s", res.state)
     try:
         return _run_guarded(qemu_argv, res)
     except (OSError, GuestError) as exc:

@@ -25,9 +25,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
-from pytest_sev.attest.errors import AttestError
+from pytest_sev.attest.errors import AttestError, MeasureError
 from pytest_sev.attest.measure import VMSA_KINDS, LaunchInputs, launch_digest, ovmf_facts
 from pytest_sev.attest.snp_measure import (
     VMM_TYPES,
@@ -139,8 +140,18 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return ns
 
 
+def _regular_ovmf(path: str) -> None:
+    """An existing --ovmf that is not a regular file (``/dev/null``, a
+    directory) is named as such; what is in a regular file is judged by
+    :func:`ovmf_facts` / :func:`snp_ovmf_facts` (no footer table, wrong size)."""
+    p = Path(path)
+    if p.exists() and not p.is_file():
+        raise MeasureError(f"{path} is not an OVMF image: not a regular file")
+
+
 def _sev_lines(mode: str, inputs: LaunchInputs) -> list[str]:
-    facts = ovmf_facts(inputs.ovmf)
+    _regular_ovmf(inputs.ovmf)
+    facts = ovmf_facts(inputs.ovmf)  # refuses a file that is not an OVMF image
     digest = launch_digest(inputs, mode)  # type: ignore[arg-type]
     lines = [f"mode: {mode}", f"ovmf: {facts.describe()}"]
     if mode == "sev-es":
@@ -157,6 +168,7 @@ def _snp_inputs(ns: argparse.Namespace) -> SnpLaunchInputs:
 
 def _snp_lines(ns: argparse.Namespace) -> list[str]:
     inputs = _snp_inputs(ns)
+    _regular_ovmf(inputs.ovmf)
     facts = snp_ovmf_facts(inputs.ovmf)
     digest = snp_launch_digest(inputs)
     ovmf_pages = f"given {inputs.ovmf_hash.hex()}" if inputs.ovmf_hash else "hashed from the file"

@@ -12,6 +12,14 @@ console also watches for
   head (RIP, Call Trace), at once, not after the command's timeout;
 * a fresh shell prompt instead of the end marker (the shell died and init
   started another): :class:`ShellDied`, at once.
+
+Given ``frozen`` (a guest passes :meth:`QemuProcess.frozen`), every wait is
+cut into slices of :data:`WATCH_EVERY` seconds and QEMU's process state is
+looked at between them: a QEMU stopped under a wait (SIGSTOP, a debugger) is
+:class:`GuestFrozen` naming the state within about a second, not a
+:class:`GuestTimeout` at the end of the wait.  The slices are the read's
+own timeout (no timer, no sleep): a command that answers within a second
+never looks.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import pexpect.fdpexpect
 from pytest_sev.console import framing
 from pytest_sev.console.panic import PANIC, panic_line, trace_head
 from pytest_sev.deadline import Deadline
-from pytest_sev.errors import GuestDied, GuestPanicked, GuestProtocolError, GuestTimeout, ShellDied
+from pytest_sev.errors import GuestDied, GuestFrozen, GuestPanicked, GuestProtocolError, GuestTimeout, ShellDied
 from pytest_sev.sidelog import SideLog
 
 TAIL_BYTES = 3000
@@ -38,6 +46,22 @@ TAIL_BYTES = 3000
 #: a match may be up to SEARCH_WINDOW - READ_SIZE bytes long (a GRUB screen is ~2 KiB)
 READ_SIZE = 4096
 SEARCH_WINDOW = 16384
+#: how far before the bytes just read a framed command's patterns are searched:
+#: longer than any match they make (a marker, a prompt, the head of a panic line).
+#: QEMU writes the console a byte at a time, so bulk output arrives in reads of
+#: ~50 bytes; searching the whole window after each of them was most of the CPU a
+#: 256 KiB output cost (~6800 reads x 3 patterns x 16 KiB)
+FRAMED_LOOKBACK = 256
+#: the guest tty's speed after sync: QEMU's 16550 raises the receive interrupt for
+#: a partly filled FIFO only after four character times (4.2 ms at the kernel's
+#: default 9600 baud, 0.35 ms at 115200), and the tail of every typed line waited for it
+FAST_BAUD = 115200
+#: the receive FIFO trigger level Linux gives a 16550A (UART_FCR_R_TRIG_10): a
+#: typed line padded with spaces to a multiple of it never ends in a partly
+#: filled FIFO, so it never waits for the receive timeout at all
+RX_TRIGGER = 8
+#: seconds between two looks at QEMU's process state during a wait
+WATCH_EVERY = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +103,44 @@ class _ConsoleLog:
         self._file.close()
 
 
+class _FreshSearcher(pexpect.expect.searcher_re):
+    """pexpect's regex searcher, looking only at the bytes just read and the
+    *lookback* bytes before them (pexpect's own searches its whole window
+    after every read).  A match cannot be missed as long as it is shorter
+    than *lookback*: it is searched for again after every read that could
+    complete it.  The first search of a wait sees everything unsearched."""
+
+    def __init__(self, patterns: list[Any], lookback: int) -> None:
+        super().__init__(patterns)
+        self.lookback = lookback
+
+    def search(self, buffer: bytes, freshlen: int, searchwindowsize: int | None = None) -> int:
+        start = max(0, len(buffer) - freshlen - self.lookback)
+        if searchwindowsize is not None:
+            start = max(start, len(buffer) - searchwindowsize)
+        first, best, found = -1, -1, None
+        for index, pattern in self._searches:
+            match = pattern.search(buffer, start)
+            if match is not None and (found is None or match.start() < first):
+                first, best, found = match.start(), index, match
+        if found is None:
+            return -1
+        self.start, self.match, self.end = first, found, found.end()
+        return best
+
+
 class Console:
     """The serial console on our end of a socketpair (implements ``ConsoleLike``)."""
 
     def __init__(self, sock: socket.socket, log_path: Path,
                  context: Callable[..., dict[str, Any]], name: str = "guest",
-                 dead_shell: list[bytes] | tuple[bytes, ...] = ()) -> None:
+                 dead_shell: list[bytes] | tuple[bytes, ...] = (),
+                 frozen: Callable[[], str | None] | None = None) -> None:
         """``context(exited=False)`` returns the argv, log paths (and, once
         QEMU is gone, its exit status) that errors should carry.
         ``dead_shell``: regexes of what a *fresh* shell prints (its prompt, a
-        login prompt): seen while a command runs, the shell it ran in died."""
+        login prompt): seen while a command runs, the shell it ran in died.
+        ``frozen()``: why QEMU cannot answer (stopped), or None."""
         self._sock = sock
         self.log_path = log_path
         self._log = _ConsoleLog(log_path, name)
@@ -102,6 +154,7 @@ class Console:
         self._context = context
         self.name = name
         self.dead_shell = list(dead_shell)
+        self.frozen = frozen
         self.transcript: list[tuple[str, int, float]] = []  # (command, exit status, seconds)
 
     # -- raw I/O -------------------------------------------------------------
@@ -110,6 +163,14 @@ class Console:
 
     def sendline(self, line: str) -> None:
         self.send(line + "\n")
+
+    def send_command_line(self, line: str) -> None:
+        """Type one shell command line, padded with spaces so that it fills
+        whole receive FIFO triggers (:data:`RX_TRIGGER`): the shell sees it
+        at once, not a receive timeout later (~0.4 ms of a ~1.3 ms round
+        trip).  Only for lines whose trailing blanks the shell ignores."""
+        data = line.encode()
+        self.send(data + b" " * (-(len(data) + 1) % RX_TRIGGER) + b"\n")
 
     @property
     def log_broken(self) -> str | None:
@@ -127,13 +188,13 @@ class Console:
         raise cls(what, console_tail=self.tail(), argv=ctx.get("argv", ()),
                   logs=ctx.get("logs", {}), detail=detail)
 
-    def expect(self, patterns: list[bytes] | bytes, timeout: float, what: str) -> int:
-        """Wait for one of *patterns* (regex bytes); fail naming *what*."""
+    def expect(self, patterns: list[bytes] | bytes, timeout: float, what: str,
+               lookback: int | None = None) -> int:
+        """Wait for one of *patterns* (regex bytes); fail naming *what*.
+        ``lookback``: search only the bytes just read and this many before
+        them (every match shorter than it), not the whole window."""
         pats = patterns if isinstance(patterns, list) else [patterns]
-        try:
-            idx = self._child.expect(pats + [pexpect.EOF, pexpect.TIMEOUT], timeout=timeout)
-        except OSError:  # ECONNRESET: QEMU died with bytes we had not read
-            idx = len(pats)
+        idx = self._expect_watched(pats + [pexpect.EOF, pexpect.TIMEOUT], timeout, what, lookback)
         if idx == len(pats):
             exit_ = self._context(exited=True).get("exit", "")
             if panic_line(self.tail(20000)):  # it panicked, then -no-reboot ended QEMU
@@ -142,6 +203,31 @@ class Console:
         if idx == len(pats) + 1:
             self.fail(GuestTimeout, f"timed out after {timeout:g}s waiting for {what}")
         return idx
+
+    def _expect_watched(self, pats: list[Any], timeout: float, what: str,
+                        lookback: int | None = None) -> int:
+        """pexpect's expect (the last pattern is TIMEOUT, the one before it
+        EOF), its wait cut into WATCH_EVERY slices with a look at QEMU's state
+        after each slice that saw no match (never before the first)."""
+        eof, expired = len(pats) - 2, len(pats) - 1
+        deadline = Deadline(timeout) if self.frozen is not None else None
+        compiled = self._child.compile_pattern_list(pats)
+        while True:
+            wait = timeout if deadline is None else min(WATCH_EVERY, deadline.remaining())
+            searcher = (pexpect.expect.searcher_re(compiled) if lookback is None
+                        else _FreshSearcher(compiled, lookback))
+            try:
+                idx = pexpect.expect.Expecter(self._child, searcher, SEARCH_WINDOW).expect_loop(wait)
+            except OSError:  # ECONNRESET: QEMU died with bytes we had not read
+                return eof
+            if idx != expired or deadline is None or self.frozen is None:
+                return idx
+            why = self.frozen()
+            if why:
+                self.fail(GuestFrozen, f"{why}: gave up waiting for {what}",
+                          f"after {deadline.elapsed:.1f}s of a {timeout:g}s wait")
+            if deadline.expired:
+                return idx
 
     def _fail_panic(self, what: str, extra: str = "") -> None:
         """GuestPanicked: the panic line first, then the oops head."""
@@ -161,7 +247,7 @@ class Console:
         """Wait for *pattern* of a running command; a panic or a fresh shell
         prompt ends the wait at once with a named failure."""
         pats: list[Any] = [pattern, PANIC, *self.dead_shell]
-        idx = self.expect(pats, timeout, what)
+        idx = self.expect(pats, timeout, what, lookback=FRAMED_LOOKBACK)
         if idx == 1:
             self._fail_panic(what)
         if idx >= 2:
@@ -179,12 +265,29 @@ class Console:
         return self._child.before
 
     # -- framed commands -----------------------------------------------------
-    def sync(self, timeout: float) -> None:
-        """Make the shell quiet (no echo, no prompt) and prove it answers."""
+    def sync(self, timeout: float, quiet_kernel: bool = False) -> None:
+        """Make the shell quiet (no echo, no prompt), its tty fast, define the
+        framing functions and prove it answers; *quiet_kernel*: also keep
+        kernel messages off the console (console log level 1, as
+        ``dmesg -n 1``; written to /proc without a fork when it can be).
+
+        Two short steps instead of one long line typed at boot: first a
+        short ``stty`` line (after an empty one, so that whatever was typed
+        before cannot join it), then, once the shell has answered it, the
+        long rest.  A long line typed while the tty still echoes is echoed by
+        the kernel a byte at a time, at 9600 baud's receive timeouts, and
+        redrawn by busybox's line editor; measured, it held the shell's first
+        prompt back by ~40 ms.  After ``stty -echo`` the shell reads lines
+        plainly and :data:`FAST_BAUD` lets them in without the timeouts."""
+        deadline = Deadline(timeout)
         token = framing.new_token()
-        self.sendline("")
-        self.sendline(f"stty -echo 2>/dev/null; PS1=''; PS2=''; {framing.define_line()}; echo S-{token}-$((6*7))")
-        self.expect(rb"S-" + token.encode() + rb"-42", timeout, "the shell to answer after boot")
+        self.send_command_line(f"\nstty -echo {FAST_BAUD}||stty -echo;echo T-{token}-$((1+1))")
+        self.expect(rb"T-" + token.encode() + rb"-2", deadline.remaining(floor=1.0),
+                    "the shell to answer after boot")
+        quiet = "{ echo 1 >/proc/sys/kernel/printk; } 2>/dev/null || dmesg -n 1 2>/dev/null; " if quiet_kernel else ""
+        self.send_command_line(f"PS1=''; PS2=''; {quiet}{framing.define_line()}; echo S-{token}-$((6*7))")
+        self.expect(rb"S-" + token.encode() + rb"-42", deadline.remaining(floor=1.0),
+                    "the shell to define the framing after boot")
 
     def run(self, cmd: str, timeout: float = 60.0) -> tuple[str, int]:
         """Run *cmd* in the guest shell; return (output, exit status).
@@ -202,9 +305,9 @@ class Console:
         if via_script:
             ack = framing.new_token()
             for line in framing.upload_lines(cmd, token):
-                self.sendline(f"{line}; echo U-{ack}-$((1+1))")
+                self.send_command_line(f"{line}; echo U-{ack}-$((1+1))")
                 self.expect(rb"U-" + ack.encode() + rb"-2", 30, "the guest to store a command chunk")
-        self.sendline(framing.command_line(cmd, token, via_script))
+        self.send_command_line(framing.command_line(cmd, token, via_script))
         what = f"command {cmd[:120]!r} to finish"
         deadline = Deadline(timeout)
         self._expect_guarded(framing.BEGIN_ANY, timeout, what, cmd)
@@ -218,7 +321,7 @@ class Console:
             return b"", status
         output = self._read_dump(token, "E", timeout, what, cmd)
         if output is None:  # a printk split a base64 line: read the file again
-            self.sendline(framing.dump_line(token, "R"))
+            self.send_command_line(framing.dump_line(token, "R"))
             output = self._read_dump(token, "R", 30, "the re-read of a command's output", cmd)
             if output is None:
                 self.fail(GuestProtocolError, f"output of {cmd[:120]!r} failed its MD5 twice")

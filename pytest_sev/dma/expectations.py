@@ -10,11 +10,17 @@ Rows are ``measured`` (a difference fails) or ``unmeasured`` (a difference is
 reported with both values, and the test does not fail); the suite calls
 :meth:`Expectations.check` and fails only when ``verdict.fails``.
 
-SEV and SEV-ES rows are always enforced. Their expected outcome is, in order:
-the runner's recorded baseline (``--dma-baseline FILE``, written by an
-earlier run with ``--dma-record-baseline FILE``, see :mod:`.baseline`), an
-explicit ``[sev.*]``/``[sev-es.*]`` row of the table, else the plain-forced
-row (same pool, same bouncing). ``unproven`` (no proof that the pool was used,
+SEV, SEV-ES and SEV-SNP rows are always enforced. Their expected outcome is,
+in order: the runner's recorded baseline (``--dma-baseline FILE``, written by
+an earlier run with ``--dma-record-baseline FILE``, see :mod:`.baseline`), an
+explicit ``[sev.*]``/``[sev-es.*]``/``[sev-snp.*]`` row of the table, else the
+plain-forced row (same pool, same bouncing). An SEV-SNP guest bounces its
+virtio DMA exactly as an SEV-ES guest does: its memory is private (encrypted,
+and RMP-validated), so every streaming DMA is copied through the SWIOTLB pool
+in shared memory, the pool is sized by the same rule (6% of memory clamped to
+64 MiB..1 GiB without ``swiotlb=``), and virtio needs ``iommu_platform=on``
+(sev-reference.md 7 and 9); nothing in the DMA path is SNP's own, so its rows
+follow the same defaults. ``unproven`` (no proof that the pool was used,
 :mod:`.bounce`, or that the data was verified) and ``hung`` (a load that did
 not finish without SWIOTLB evidence, or a guest that stopped answering,
 :mod:`.classify`) are never acceptable, like corruption and panic. A guest
@@ -31,12 +37,13 @@ from pytest_sev.dma.classify import OUTCOMES
 from pytest_sev.dma.sizes import PoolSize, parse_size
 
 #: the kinds of guest a DMA row is measured on (not run modes: see pytest_sev.modes)
-ROW_KINDS = ("plain-forced", "sev", "sev-es")
+ROW_KINDS = ("plain-forced", "sev", "sev-es", "sev-snp")
 BUSES = ("virtio-blk", "virtio-scsi")
 STATUSES = ("measured", "unmeasured")
 #: failures in every mode: no table row, accept list or baseline can expect them
 NEVER = ("unproven", "hung", "corruption", "panic")
-SEV_ROW_KINDS = ("sev", "sev-es")
+#: the confidential kinds: always enforced, defaulting to the plain-forced row
+SEV_ROW_KINDS = ("sev", "sev-es", "sev-snp")
 CLEAN_FROM_BYTES = 64 << 20
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "fixtures" / "dma_expectations.toml"

@@ -45,6 +45,9 @@ from pytest_sev.dma.stall import Sample
 WORKDIR = "/tmp/dmaload"
 SECTOR = 512
 MIB = 1 << 20
+#: what the kernel prints when a mapping does not fit in the SWIOTLB pool
+#: (kernel/dma/swiotlb.c; the same text :mod:`.kmsg` parses)
+POOL_FULL_TEXT = "swiotlb buffer is full"
 MAX_COMMAND_CHARS = 1000  # busybox CONFIG_FEATURE_EDITING_MAX_LEN is 1024
 
 _DEV_RE = re.compile(r"^/dev/[A-Za-z0-9_-]+$")
@@ -113,6 +116,7 @@ def start_command(dev: str, spec: LoadSpec = LoadSpec()) -> str:
     prep = (
         ("dmesg -n 1;" if spec.quiet_console else "")
         + f"D={spec.workdir};rm -rf $D;mkdir -p $D/p;echo {spec.tool} >$D/kind;"
+        + f"dmesg|grep -c '{POOL_FULL_TEXT}' >$D/full0;"
         + (
             "grep -q ' /sys/kernel/debug ' /proc/mounts||mount -t debugfs none /sys/kernel/debug 2>/dev/null;"
             if spec.mount_debugfs
@@ -135,14 +139,19 @@ def progress_command(dev: str, workdir: str = WORKDIR) -> str:
     """One line printing one ``DMAPROG|...|END`` line (see :func:`parse_progress`).
 
     Fields: /proc/uptime | /sys/block/DEV/stat | io_tlb_used (empty without
-    debugfs) | t0 (empty until the timed part started) | rc (empty until done).
+    debugfs) | t0 (empty until the timed part started) | rc (empty until done)
+    | how many "swiotlb buffer is full" lines the kernel printed since the
+    load started (the start command saved the count before; 0 when dmesg
+    cannot be read, which only keeps the full stall limit), which lets the
+    stall detector decide early (:mod:`.stall`, ``conclusive_seconds``).
     """
     stat = _stat_path(dev)
     d = workdir
     return (
         f'echo "DMAPROG|$(cat /proc/uptime)|$(cat {stat})|'
         f"$(cat /sys/kernel/debug/swiotlb/io_tlb_used 2>/dev/null)|"
-        f'$(cat {d}/t0 2>/dev/null)|$(cat {d}/rc 2>/dev/null)|END"'
+        f"$(cat {d}/t0 2>/dev/null)|$(cat {d}/rc 2>/dev/null)|"
+        f"$(($(dmesg 2>/dev/null|grep -c '{POOL_FULL_TEXT}')-$(cat {d}/full0 2>/dev/null||echo 0)))|END\""
     )
 
 
@@ -181,6 +190,7 @@ class Progress:
     started: bool  # the timed part (t0) has begun
     finished: bool
     rc: int | None
+    pool_full_lines: int | None = None  # "swiotlb buffer is full" lines since the load started; None: an older guest
 
     @property
     def sectors(self) -> int:
@@ -192,14 +202,15 @@ class Progress:
 
     def sample(self, t: float) -> Sample:
         """A stall-detector sample at host time ``t`` (use time.monotonic())."""
-        return Sample(t=t, sectors=self.sectors, in_flight=self.in_flight, finished=self.finished, started=self.started)
+        return Sample(t=t, sectors=self.sectors, in_flight=self.in_flight, finished=self.finished,
+                      started=self.started, pool_full=(self.pool_full_lines or 0) > 0)
 
 
 # Strict on purpose: the echoed command line itself contains "DMAPROG|$(cat"
 # and must not parse.
 _PROG = re.compile(
     r"DMAPROG\|(?P<up>\d+(?:\.\d+)?)(?: \d+(?:\.\d+)?)?\|(?P<stat>[\d \t]+)\|(?P<used>\d*)\|"
-    r"(?P<t0>[\d. ]*)\|(?P<rc>-?\d*)\|END"
+    r"(?P<t0>[\d. ]*)\|(?P<rc>-?\d*)(?:\|(?P<full>-?\d*))?\|END"
 )
 
 
@@ -217,6 +228,7 @@ def parse_progress(text: str) -> Progress:
         started=bool(m["t0"].strip()),
         finished=rc != "",
         rc=int(rc) if rc else None,
+        pool_full_lines=int(m["full"]) if m["full"] else None,
     )
 
 

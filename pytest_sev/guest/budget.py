@@ -132,6 +132,11 @@ class Slot:
     def __init__(self, lock: FileLock, kind: str, index: int) -> None:
         self._lock, self.kind, self.index = lock, kind, index
 
+    @property
+    def path(self) -> str:
+        """The lock file held (the host ledger tells a fixture's slot from a leaked one by it)."""
+        return os.path.realpath(self._lock.lock_file)
+
     def release(self) -> None:
         if self._lock.is_locked:
             self._lock.release(force=True)
@@ -141,6 +146,16 @@ class Slot:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+#: the name of a slot's lock file, ``KIND-N.lock`` (the host ledger lists held ones)
+SLOT_FILE = re.compile(r"^(?:plain|sev|sev-es|sev-snp)-\d+\.lock$")
+
+
+def is_slot_file(name: str) -> bool:
+    """True for a slot lock file's name (``plain-0.lock``), so the host ledger
+    (pytest_sev/host/ledger.py) can list the slots a process holds."""
+    return bool(SLOT_FILE.match(name))
 
 
 class SlotPool:

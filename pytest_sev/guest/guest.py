@@ -40,6 +40,7 @@ from pytest_sev.deadline import Deadline
 from pytest_sev.errors import (
     GuestDied,
     GuestError,
+    GuestFrozen,
     GuestLaunchError,
     GuestPanicked,
     GuestTimeout,
@@ -53,7 +54,7 @@ from pytest_sev.qemu.accel import AccelChoice, choose_accel
 from pytest_sev.qemu.argv import build_argv
 from pytest_sev.qemu.binary import qemu_version, resolve_qemu
 from pytest_sev.qemu.firmware import vars_store
-from pytest_sev.qemu.process import QemuProcess, StopStage, process_state
+from pytest_sev.qemu.process import QemuProcess, StopStage
 from pytest_sev.qemu.qmp import QMP
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,28 @@ log = logging.getLogger(__name__)
 FRESH_SHELL_PROMPT = rb"(?m)^sev-guest# "
 #: how long QMP may take to answer during a stop before QEMU counts as frozen
 QMP_STOP_TIMEOUT = 1.5
+
+
+def new_log_dir(root: Path, name: str, index: int = 0) -> Path:
+    """A new, empty directory under *root* for one guest's logs.
+
+    Why not ``<index>-<name>-<epoch second>``: two guests started in the same
+    second (two xdist workers, two runs in one checkout, each with its own
+    index 0) shared it, so one harness.log got every line twice and the
+    passing twin's cleanup deleted the failed twin's logs.  The name still
+    starts with *index*, *name* and the start time (readable, sorted), then
+    this process's pid and mkdtemp's random suffix, created atomically:
+    no other guest anywhere can be handed the same directory.  *root* may be
+    removed meanwhile by another factory finding it empty: made again."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[-80:] or "guest"
+    prefix = f"{index}-{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-"
+    for _ in range(5):
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+        except FileNotFoundError:  # another run's finish removed the empty root in between
+            continue
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
 
 
 class Guest:
@@ -163,9 +186,10 @@ class Guest:
             if self.spec.login:
                 dead_shell.append(self.spec.login.login_prompt.encode())
             self.console = Console(ser_ours, self.logs["console log"], self._context,
-                                   name=self.spec.name, dead_shell=dead_shell)
+                                   name=self.spec.name, dead_shell=dead_shell,
+                                   frozen=self.process.frozen)
             self.qmp = QMP(qmp_ours, self.logs["qmp transcript"], name=self.spec.name,
-                           context=self._context)
+                           context=self._context, frozen=self.process.frozen)
         except BaseException:
             if self.console is None:
                 ser_ours.close()
@@ -219,9 +243,12 @@ class Guest:
             if con.expect([spec.ready_pattern.encode(), PANIC], left(),
                           f"the guest to boot (/{spec.ready_pattern}/ on the console)") == 1:
                 self._panicked("boot")
-        con.sync(left())
-        if self.quiet_console:
-            self.run("dmesg -n 1", timeout=left())
+        if isinstance(con, Console):  # kernel messages off in the same round trip
+            con.sync(left(), quiet_kernel=self.quiet_console)
+        else:
+            con.sync(left())
+            if self.quiet_console:
+                self.run("dmesg -n 1", timeout=left())
 
     @property
     def _con(self) -> ConsoleLike:
@@ -311,8 +338,9 @@ class Guest:
         that does not answer is marked unusable (QMP lost)."""
         if not self.responsive or self.process is None or self.qmp is None:
             return False
-        if process_state(self.process.pid) == "T":
-            self.mark_unusable("QEMU is stopped (SIGSTOP or a debugger)")
+        frozen = self.process.frozen()
+        if frozen:
+            self.mark_unusable(frozen)
             return False
         try:
             self.qmp.execute("query-status", timeout=qmp_timeout)
@@ -356,4 +384,4 @@ class Guest:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-__all__ = ["Guest", "GuestError", "GuestTimeout", "GuestUnusable", "QMPLost"]
+__all__ = ["Guest", "GuestError", "GuestFrozen", "GuestTimeout", "GuestUnusable", "QMPLost", "new_log_dir"]

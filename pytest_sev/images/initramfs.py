@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pytest_sev.cache import ContentCache, file_digest, make_key
 from pytest_sev.errors import InitramfsError
-from pytest_sev.images.modules import DEFAULT_GUEST_MODULES, load_order
+from pytest_sev.images.modules import DEFAULT_GUEST_MODULES, OPTIONAL_GUEST_MODULES, load_order
 from pytest_sev.images.provision import GuestKernel
 
 RECIPE_VERSION = 3  # bump when the layout or init changes meaning
@@ -96,7 +96,8 @@ def build_initramfs(kernel: GuestKernel, modules: tuple[str, ...] = DEFAULT_GUES
     libs = shared_libraries(Path(fio)) if fio else []
     dep_text = (kernel.modules_dir / "modules.dep").read_text()
     builtin = kernel.modules_dir / "modules.builtin"
-    order = load_order(modules, dep_text, builtin.read_text() if builtin.exists() else "")
+    order = load_order(modules, dep_text, builtin.read_text() if builtin.exists() else "",
+                       optional=OPTIONAL_GUEST_MODULES)
     key = make_key(
         recipe=RECIPE_VERSION, kernel=kernel.sha256, modules=order,
         busybox=file_digest(busybox), init=_init_script().hex(),

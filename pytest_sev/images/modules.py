@@ -16,6 +16,12 @@ DEFAULT_GUEST_MODULES = (
     "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "msr", "cpuid",
 )
 
+#: Modules loaded when the kernel has them, skipped when it does not: what an
+#: SEV-SNP guest needs to ask for its attestation report through configfs-tsm
+#: (Linux >= 6.7; Debian 12's 6.1 has configfs only, bookworm-backports' 6.12
+#: all three). Loading them on a plain or older guest is harmless.
+OPTIONAL_GUEST_MODULES = ("configfs", "tsm", "sev_guest")
+
 
 def module_name(path: str) -> str:
     """``kernel/drivers/block/virtio_blk.ko.xz`` -> ``virtio_blk`` (``-`` as ``_``)."""
@@ -40,15 +46,19 @@ def parse_builtin(text: str) -> set[str]:
     return {module_name(line) for line in text.split() if line.strip()}
 
 
-def load_order(wanted: list[str] | tuple[str, ...], dep_text: str, builtin_text: str = "") -> list[str]:
+def load_order(wanted: list[str] | tuple[str, ...], dep_text: str, builtin_text: str = "",
+               optional: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Relative paths to insmod, dependencies first, each once.
 
     Built-in modules need no loading and are skipped; an unknown name raises
     :class:`MissingModule` naming it, because a guest without its disk driver
-    would only fail much later with a confusing timeout.
+    would only fail much later with a confusing timeout. ``optional`` names
+    are loaded after ``wanted`` when the kernel has them as modules, and
+    skipped silently when it does not.
     """
     table = parse_modules_dep(dep_text)
     builtin = parse_builtin(builtin_text)
+    wanted = [*wanted, *(n for n in optional if n.replace("-", "_") in table)]
     order: list[str] = []
     seen: set[str] = set()
 

@@ -173,6 +173,21 @@ def _download(opts: list[str], names: list[str], into: Path, suite: str) -> None
     _run(["apt-get", *opts, "download", *names], f"apt-get download {' '.join(names)} from {suite}", cwd=into)
 
 
+def download_backports(work: Path, names: list[str]) -> list[Path]:
+    """Download *names* (``pkg`` or ``pkg=version``) from the host's backports
+    suite into *work*/debs with the private apt configuration, and return the
+    .deb files.  Reused for other packages the harness only unpacks, never
+    installs (libvirt's newer RelaxNG schemas for the SNP domain XML)."""
+    codename = host_codename()
+    suite, mirror = f"{codename}-{SUITE}", host_mirror(codename)
+    opts = apt_options(work / "apt", write_private_sources(work, mirror, suite))
+    debs_dir = work / "debs"
+    debs_dir.mkdir(parents=True, exist_ok=True)
+    _update(opts, suite, mirror)
+    _download(opts, names, debs_dir, suite)
+    return sorted(debs_dir.glob("*.deb"))
+
+
 def _deb_field(deb: Path, field: str) -> str:
     return _run(["dpkg-deb", "-f", str(deb), field], f"dpkg-deb -f {deb.name}").strip()
 

@@ -5,15 +5,30 @@ becomes the domain most fleets would define for it:
 
 * ``<domain type='kvm'>`` under KVM, ``type='qemu'`` (TCG) elsewhere;
 * q35 (the spec's machine), OVMF as a read-only pflash ``<loader>`` plus the
-  guest's own ``<nvram>`` copy of the VARS template (SeaBIOS: no loader);
+  guest's own ``<nvram>`` copy of the VARS template (SeaBIOS: no loader); a
+  one-image firmware (the AmdSev build, or a one-file ``OVMF.fd``) as
+  ``<loader type='rom'>``, which libvirt passes to QEMU as ``-bios``: the
+  only way an SEV-SNP guest gets its firmware (QEMU refuses pflash for SNP;
+  its loader also says ``stateless='yes'``: no variable store to keep);
 * ``<launchSecurity type='sev'>`` with policy, cbitpos, reducedPhysBits and,
   where libvirt has it (>= 8.0), ``kernelHashes``; libvirt has no separate
   SEV-ES type: SEV-ES is the ES bit (0x4) of the policy, as in QEMU;
+* ``<launchSecurity type='sev-snp'>`` (libvirt >= 10.5, element and attribute
+  names from libvirt's ``domaincommon.rng`` ``launchSecuritySEVSNP``):
+  cbitpos, reducedPhysBits, policy, ``kernelHashes``/``authorKey``
+  attributes, ``<idBlock>``/``<idAuth>``/``<hostData>`` in base64 as QEMU's
+  ``sev-snp-guest`` reads them; the guest's RAM as a shared memfd
+  (``<memoryBacking><source type='memfd'/><access mode='shared'/>``), as the
+  argv renderer's ``memory-backend-memfd,share=true`` (AMD's snp-latest
+  launch-qemu.sh); :func:`check_snp_libvirt` refuses an SNP spec on an
+  older libvirt before any XML reaches it;
 * ``<driver iommu='on'/>`` on virtio devices when the spec (or SEV) implies
   ``iommu_platform=on``, ``model='virtio-non-transitional'`` for
   ``disable-legacy=on``; ``<memballoon model='none'/>`` (an SEV guest's
   balloon would need the IOMMU too, and the harness's argv has none);
-* ``<memoryBacking><locked/>`` for SEV guests (SEV pins guest memory);
+* ``<memoryBacking><locked/>`` for SEV and SEV-SNP guests (SEV pins guest
+  memory; for SNP it is kept as a margin: the host checks read the memlock
+  limit for SNP too, as virtee/snphost does);
 * the serial console on a pty (``<serial type='pty'>``), and
   ``<on_reboot>destroy</on_reboot>`` for ``no_reboot`` (libvirt then passes
   QEMU ``-no-reboot``), poweroff and crash also destroy;
@@ -25,12 +40,14 @@ becomes the domain most fleets would define for it:
 
 from __future__ import annotations
 
+import base64
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_sev.model.spec import Disk, GuestSpec
-from pytest_sev.qemu.argv import preload_args
+from pytest_sev.errors import SpecError
+from pytest_sev.model.spec import ONE_IMAGE_KINDS, Disk, GuestSpec, SnpLaunch
+from pytest_sev.qemu.argv import SNP_DEFAULT_CPU, preload_args
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 #: namespace of the <metadata> element that marks a domain as ours
@@ -39,6 +56,22 @@ META_NS = "urn:pytest-sev:guest"
 NAME_PREFIX = "pytest-sev-"
 #: libvirt version (major * 1e6 + minor * 1e3 + micro) that has launchSecurity/@kernelHashes
 KERNEL_HASHES_SINCE = 8_000_000
+#: the first libvirt with ``<launchSecurity type='sev-snp'>`` (sev-reference.md 9: 10.5.0)
+SNP_SINCE = 10_005_000
+
+
+def version_text(number: int) -> str:
+    """``10005000`` -> ``10.5.0`` (libvirt's getLibVersion encoding)."""
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def check_snp_libvirt(spec: GuestSpec, libvirt_version: int) -> None:
+    """An SNP spec on a libvirt without ``type='sev-snp'`` is one start-up line
+    naming both versions, instead of libvirt's schema error about an unknown
+    ``launchSecurity`` type (or a domain that silently boots without SNP)."""
+    if spec.snp is not None and libvirt_version < SNP_SINCE:
+        raise SpecError(f"SEV-SNP under --launcher=libvirt needs libvirt >= {version_text(SNP_SINCE)} "
+                        f"(<launchSecurity type='sev-snp'>); this libvirt is {version_text(libvirt_version)}")
 
 
 @dataclass(frozen=True)
@@ -64,7 +97,7 @@ def default_cpu(spec: GuestSpec, domain_type: str) -> ET.Element:
     """``-cpu``: the spec's model, else EPYC for SEV, host-passthrough under
     KVM, ``maximum`` (QEMU's ``max``) under TCG."""
     cpu = ET.Element("cpu")
-    model = spec.cpu or ("EPYC" if spec.sev is not None else None)
+    model = spec.cpu or ("EPYC" if spec.sev is not None else SNP_DEFAULT_CPU if spec.snp is not None else None)
     if model == "host" or (model is None and domain_type == "kvm"):
         cpu.set("mode", "host-passthrough")
     elif model in (None, "max"):
@@ -132,8 +165,11 @@ def _os(root: ET.Element, spec: GuestSpec, opts: DomainOptions) -> None:
         if fw.vars_template is not None:
             nv.set("template", str(fw.vars_template))
         nv.text = str(nvram) if nvram else None
-    elif fw.kind == "amdsev":  # the one-file AmdSev OVMF: QEMU's -bios, no variable store
-        ET.SubElement(os_el, "loader", readonly="yes", type="rom").text = str(fw.code)
+    elif fw.kind in ONE_IMAGE_KINDS:  # one image (AmdSev OVMF, OVMF.fd): QEMU's -bios, no variable store
+        loader = ET.SubElement(os_el, "loader", readonly="yes", type="rom")
+        if spec.snp is not None:  # said outright for SNP: libvirt must not add an NVRAM (pflash) to it
+            loader.set("stateless", "yes")
+        loader.text = str(fw.code)
     if spec.kernel is not None:
         ET.SubElement(os_el, "kernel").text = str(spec.kernel)
         if spec.initrd is not None:
@@ -163,6 +199,33 @@ def launch_security(spec: GuestSpec, kernel_hashes: bool | None, dh_cert: str | 
     return ls
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def snp_launch_security(snp: SnpLaunch) -> ET.Element:
+    """``<launchSecurity type='sev-snp'>``: what QEMU's ``sev-snp-guest`` gets
+    from the argv renderer, in libvirt's names (``kernel-hashes`` ->
+    ``kernelHashes``, ``author-key-enabled`` -> ``authorKey``, ``host-data`` ->
+    ``<hostData>``, ``id-block``/``id-auth`` -> ``<idBlock>``/``<idAuth>``).
+    The policy fits libvirt's 32-bit ``hexuint``: :class:`SnpLaunch` admits
+    only the known bits (below bit 26)."""
+    ls = ET.Element("launchSecurity", type="sev-snp")
+    if snp.kernel_hashes:
+        ls.set("kernelHashes", "yes")
+    if snp.author_key_enabled:
+        ls.set("authorKey", "yes")
+    ET.SubElement(ls, "cbitpos").text = str(snp.cbitpos)
+    ET.SubElement(ls, "reducedPhysBits").text = str(snp.reduced_phys_bits)
+    ET.SubElement(ls, "policy").text = f"0x{snp.policy:08x}"
+    if snp.id_block is not None and snp.id_auth is not None:
+        ET.SubElement(ls, "idBlock").text = _b64(snp.id_block)
+        ET.SubElement(ls, "idAuth").text = _b64(snp.id_auth)
+    if snp.host_data is not None:
+        ET.SubElement(ls, "hostData").text = _b64(snp.host_data)
+    return ls
+
+
 def domain_element(spec: GuestSpec, opts: DomainOptions) -> ET.Element:
     ET.register_namespace("qemu", QEMU_NS)
     ET.register_namespace("pytestsev", META_NS)
@@ -172,15 +235,19 @@ def domain_element(spec: GuestSpec, opts: DomainOptions) -> ET.Element:
         meta = ET.SubElement(root, "metadata")
         ET.SubElement(meta, f"{{{META_NS}}}owner", pid=str(opts.owner_pid), guest=spec.name)
     ET.SubElement(root, "memory", unit="MiB").text = str(spec.memory_mib)
-    if spec.sev is not None:
+    if spec.sev is not None or spec.snp is not None:
         backing = ET.SubElement(root, "memoryBacking")
+        if spec.snp is not None:  # the argv's memory-backend-memfd,share=true
+            ET.SubElement(backing, "source", type="memfd")
+            ET.SubElement(backing, "access", mode="shared")
         ET.SubElement(backing, "locked")
     ET.SubElement(root, "vcpu").text = str(spec.vcpus)
     _os(root, spec, opts)
     features = ET.SubElement(root, "features")
     ET.SubElement(features, "acpi")
     ET.SubElement(features, "apic")
-    if spec.sev is not None:  # launch-qemu.sh's vmport=off
+    confidential = spec.sev is not None or spec.snp is not None
+    if confidential:  # launch-qemu.sh's vmport=off (both branches)
         ET.SubElement(features, "vmport", state="off")
     root.append(default_cpu(spec, opts.domain_type))
     ET.SubElement(root, "on_poweroff").text = "destroy"
@@ -189,16 +256,16 @@ def domain_element(spec: GuestSpec, opts: DomainOptions) -> ET.Element:
     devices = ET.SubElement(root, "devices")
     if opts.emulator:
         ET.SubElement(devices, "emulator").text = opts.emulator
-    sev = spec.sev is not None
     for n, disk in enumerate(spec.disks):
-        _disk(devices, disk, n, sev)
+        _disk(devices, disk, n, confidential)
     ET.SubElement(devices, "controller", type="usb", model="none")
     serial = ET.SubElement(devices, "serial", type="pty")
     ET.SubElement(serial, "target", port="0")
     console = ET.SubElement(devices, "console", type="pty")
     ET.SubElement(console, "target", type="serial", port="0")
     ET.SubElement(devices, "memballoon", model="none")
-    ls = launch_security(spec, opts.kernel_hashes, opts.dh_cert, opts.session)
+    ls = (snp_launch_security(spec.snp) if spec.snp is not None
+          else launch_security(spec, opts.kernel_hashes, opts.dh_cert, opts.session))
     if ls is not None:
         root.append(ls)
     if opts.run_as_root:

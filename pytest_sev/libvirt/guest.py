@@ -42,7 +42,13 @@ from pytest_sev.deadline import Deadline
 from pytest_sev.errors import GuestDied, GuestLaunchError
 from pytest_sev.guest.guest import Guest
 from pytest_sev.libvirt import connection as lv
-from pytest_sev.libvirt.domain_xml import KERNEL_HASHES_SINCE, DomainOptions, domain_name, domain_xml
+from pytest_sev.libvirt.domain_xml import (
+    KERNEL_HASHES_SINCE,
+    DomainOptions,
+    check_snp_libvirt,
+    domain_name,
+    domain_xml,
+)
 from pytest_sev.model.spec import GuestSpec
 from pytest_sev.qemu.accel import AccelChoice
 from pytest_sev.qemu.firmware import vars_store
@@ -248,6 +254,7 @@ class LibvirtGuest(Guest):
         deadline = Deadline(self.spec.boot_timeout)
         libvirt = lv.libvirt_module()
         self.conn = lv.connect(self.uri)
+        check_snp_libvirt(self.spec, lv.version_number(self.conn))  # before any domain: one line naming both versions
         lv.sweep_orphans(self.conn)
         fw = self.spec.firmware
         vars_path, _ = vars_store(fw, self.workdir / "OVMF_VARS.fd")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +28,7 @@ import pytest
 from pytest_sev.config import RunConfig
 from pytest_sev.errors import GuestError, SpecError
 from pytest_sev.guest.budget import Slot, acquire_for, slot_dir
-from pytest_sev.guest.guest import Guest
+from pytest_sev.guest.guest import Guest, new_log_dir
 from pytest_sev.guest.specs import cbitpos_of, plain_spec, reduced_phys_bits_of, sev_spec, snp_spec
 from pytest_sev.model.spec import GuestSpec
 from pytest_sev.modes import GUEST_KINDS
@@ -145,13 +144,14 @@ class GuestFactory:
         self._made = 0
 
     def _workdir(self, spec: GuestSpec) -> Path | None:
-        workdir = self.workroot / f"{self._made}-{_slug(spec.name)}-{int(time.time())}"
-        try:
-            workdir.mkdir(parents=True, exist_ok=True)
+        workdir = None
+        try:  # one directory per guest, never shared with another worker's or run's guest
+            workdir = new_log_dir(self.workroot, _slug(spec.name), self._made)
             (workdir / "harness.log").touch()
         except OSError as exc:
             self.sink_failed(self.workroot, sinks.why(exc))
-            shutil.rmtree(workdir, ignore_errors=True)
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
             return None  # Guest makes (and removes) a temporary one
         return workdir
 

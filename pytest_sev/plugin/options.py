@@ -46,7 +46,15 @@ OPTIONS = (
     ("--dma-baseline", "dma_baseline", "JSON baseline of SEV/SEV-ES DMA outcomes to compare to", False),
     ("--dma-record-baseline", "dma_record_baseline", "write this run's SEV/SEV-ES DMA outcomes to FILE", False),
     ("--guest-log-dir", "guest_log_dir", "where logs of failed guests are kept (default reports/guest-logs)", False),
+    ("--snp-cert-dir", "snp_cert_dir", "directory of VCEK certificates for SEV-SNP reports "
+     "(DIR/<product>/<hwid>/<tcb>.der, as `snp-report fetch-vcek` stores them), used when the host gives none", False),
+    ("--snp-min-tcb", "snp_min_tcb", "minimum REPORTED_TCB of SEV-SNP reports, as the CLI's --min-tcb: "
+     "bootloader=N,tee=N,snp=N,microcode=N (fmc=N on Turin) or a raw TCB_VERSION", False),
 )
+
+
+#: options whose empty value is a mistake, not "use the default"
+GIVEN_EMPTY_IS_REFUSED = ("dma_sizes",)
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -58,6 +66,9 @@ def add_options(parser: pytest.Parser) -> None:
         else:
             group.addoption(flag, dest=dest, default=None, help=help_)
             parser.addini(dest, help_, default=None)
+    parser.addini("sev_ledger", "check that each guest-booting test leaves the host as it found it "
+                  "(QEMU, budget slots, ASIDs, kvm_amd, host kernel errors; default true)",
+                  type="bool", default=True)
 
 
 def read_config(config: pytest.Config) -> RunConfig:
@@ -67,6 +78,8 @@ def read_config(config: pytest.Config) -> RunConfig:
         value = config.getoption(dest)
         if value is None:
             value = config.getini(dest)
+        if value == "" and dest in GIVEN_EMPTY_IS_REFUSED:
+            return value  # build_config refuses it: an empty list of sizes is no request for the defaults
         return value if value not in ("", []) else None
 
     try:

@@ -93,14 +93,14 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _sample(guest: Guest, dev: str, spec: load.LoadSpec, deadline: Deadline, stall_seconds: float,
-            sample_every: float) -> _Sampling:
+            sample_every: float, conclusive_seconds: float | None = None) -> _Sampling:
     """Sample progress until finished, stalled, the deadline, or a shell that does not answer.
 
     A GuestDied (QEMU gone, a panic) propagates: it is the run's result. Any
     other guest error ends the sampling: the guest is unusable, a later
     sample would not be answered either.
     """
-    s = _Sampling(StallDetector(stall_seconds))
+    s = _Sampling(StallDetector(stall_seconds, conclusive_seconds))
     while s.detector.state == RUNNING and not deadline.expired:
         try:
             out, _ = guest.run(load.progress_command(dev, spec.workdir), timeout=PROGRESS_TIMEOUT)
@@ -178,17 +178,20 @@ def _ended(detector: StallDetector, deadline: Deadline) -> str:
 
 
 def run_dma_load(guest: Guest, dev: str, *, stall_seconds: float = 20.0,
+                 conclusive_seconds: float | None = None,
                  deadline_seconds: float = 300.0, sample_every: float = 2.0,
                  spec: load.LoadSpec | None = None, size: PoolSize | None = None,
                  kind: str = "plain-forced", bus: str = "virtio-blk") -> DmaRun:
     """Run the load on ``dev``; with ``size`` the outcome must also prove bouncing
-    (``kind``: plain-forced | sev | sev-es, ``bus``: the device under test).
+    (``kind``: plain-forced | sev | sev-es | sev-snp, ``bus``: the device under test).
+    ``conclusive_seconds``: decide a stall after this many idle seconds when
+    the kernel says the pool is full (:class:`~pytest_sev.dma.stall.StallDetector`).
     Raises GuestDied when QEMU is gone (never an outcome)."""
     deadline = Deadline(deadline_seconds)
     tool = load.parse_probe(guest.run(load.probe_command(), timeout=PROBE_TIMEOUT)[0])
     spec = replace(spec or load.LoadSpec(), tool=tool)  # type: ignore[arg-type]  # parse_probe says fio|dd  # the tool the guest has
     guest.check(load.start_command(dev, spec), timeout=START_TIMEOUT)
-    sampled = _sample(guest, dev, spec, deadline, stall_seconds, sample_every)
+    sampled = _sample(guest, dev, spec, deadline, stall_seconds, sample_every, conclusive_seconds)
     finished = sampled.detector.state == FINISHED
     shell_problem = sampled.shell_problem
     ev = _Evidence()

@@ -93,6 +93,19 @@ def process_state(pid: int | None) -> str | None:
     return stat.rpartition(")")[2].split()[0] if ")" in stat else None
 
 
+#: /proc states of a process that exists but runs nothing (QEMU cannot answer)
+STOPPED_STATES = {"T": "stopped (SIGSTOP or a job-control stop)", "t": "stopped by a debugger (tracing stop)"}
+
+
+def frozen_state(pid: int | None) -> str | None:
+    """Why the process *pid* cannot answer (one line naming its ``/proc``
+    state), or None when it is not stopped (running, sleeping, gone)."""
+    state = process_state(pid)
+    if state not in STOPPED_STATES:
+        return None
+    return f"QEMU (pid {pid}) is {STOPPED_STATES[state]}: /proc state {state!r}"
+
+
 class QemuProcess:
     """One QEMU process.  Use :meth:`start` (or ``with``), then :meth:`stop`.
 
@@ -158,6 +171,12 @@ class QemuProcess:
         if self.pty is not None:
             return int(self.pty.pid)
         return self._proc.pid if self._proc is not None else None
+
+    def frozen(self) -> str | None:
+        """Why QEMU cannot answer although it runs (stopped: SIGSTOP, a
+        debugger), or None.  Cheap (one read of ``/proc/PID/stat``): the
+        console and QMP ask it once per second of a wait."""
+        return frozen_state(self.pid) if self.alive else None
 
     @property
     def alive(self) -> bool:
@@ -255,8 +274,9 @@ class QemuProcess:
         return stage
 
     def _stop_stages(self, soft: Sequence[StopStage], term_grace: float) -> str:
-        if self.pty is None and process_state(self.pid) == "T":
-            self._log_stage("state", "QEMU is stopped (SIGSTOP or a debugger): no soft stage can work")
+        frozen = frozen_state(self.pid) if self.pty is None else None
+        if frozen:
+            self._log_stage("state", f"{frozen}: no soft stage can work")
             return self._sigkill()
         for st in soft:
             if not self.alive:

@@ -9,10 +9,20 @@ exactly what the harness asked QEMU and what QEMU said.
 
 A connection that breaks or stops answering is :class:`QMPLost` (a
 ``GuestError``: the command, argv and log paths), never a raw asyncio or
-``ExecInterruptedError``; a transcript that cannot be written any more is
-reported once and the monitor goes on.  asyncio's own complaints about the
-tasks of a connection torn down by Ctrl-C go to the DEBUG log, not to the
+``ExecInterruptedError``, and it is raised without its asyncio cause: the
+cause is one line of the message, not ~250 lines of event-loop frames in a
+pytest report.  A transcript that cannot be written any more is reported
+once and the monitor goes on.  asyncio's own complaints about the tasks of a
+connection torn down by Ctrl-C, and qemu.qmp's warnings about a reply that
+came after its command was given up, go to the DEBUG log, not to the
 terminal after pytest's summary.
+
+Given ``frozen`` (a guest passes :meth:`QemuProcess.frozen`), a command's
+wait is cut into slices of :data:`WATCH_EVERY` seconds and QEMU's process
+state is looked at between them: a stopped QEMU (SIGSTOP, a debugger) is
+:class:`GuestFrozen` naming the state within about a second, not a
+``QMPLost`` after the whole timeout.  The common path pays nothing for it:
+a reply that comes within the first slice never looks.
 """
 
 from __future__ import annotations
@@ -29,12 +39,36 @@ from typing import Any
 from qemu.qmp import ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from pytest_sev.errors import QMPLost
+from pytest_sev.deadline import Deadline
+from pytest_sev.errors import GuestFrozen, QMPLost
 from pytest_sev.sidelog import SideLog
 
-__all__ = ["QMP", "ExecuteError", "QMPLost"]
+__all__ = ["QMP", "ExecuteError", "GuestFrozen", "QMPLost"]
 
 log = logging.getLogger(__name__)
+
+#: seconds between two looks at QEMU's process state while a reply is awaited
+WATCH_EVERY = 1.0
+
+
+class _Frozen(Exception):
+    """QEMU was found stopped while a reply was awaited (internal)."""
+
+
+class _QuietLibraryLog(logging.Filter):
+    """qemu.qmp's own warnings and errors about one connection (a reply to a
+    command given up on, a writer flushed into a killed QEMU) become DEBUG
+    lines of ours: the harness already raised one named error for them."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self._name = name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        log.debug("%s: qemu.qmp %s: %s", self._name, record.levelname.lower(), record.getMessage())
+        return False
 
 
 class QMP:
@@ -42,10 +76,14 @@ class QMP:
 
     def __init__(self, sock: socket.socket | str | Path, transcript_path: Path | None = None,
                  timeout: float = 30.0, name: str = "qemu",
-                 context: Callable[[], dict[str, Any]] | None = None) -> None:
-        """``context()`` returns the argv and log paths a :class:`QMPLost` carries."""
+                 context: Callable[[], dict[str, Any]] | None = None,
+                 frozen: Callable[[], str | None] | None = None) -> None:
+        """``context()`` returns the argv and log paths a :class:`QMPLost` carries;
+        ``frozen()`` says why QEMU cannot answer (stopped), or None."""
         self._mon = QEMUMonitorProtocol(str(sock) if isinstance(sock, (str, Path)) else sock)
         self._mon._aloop.set_exception_handler(self._asyncio_exception)
+        self._mon._qmp.logger.addFilter(_QuietLibraryLog(name))
+        self.frozen = frozen
         self._timeout = timeout
         self.name = name
         self._context = context
@@ -93,32 +131,73 @@ class QMP:
 
     def execute(self, cmd: str, timeout: float | None = None, **args: Any) -> Any:
         """Run *cmd*; return its ``return`` value, raise ExecuteError (QEMU
-        refused it) or QMPLost (no answer within the timeout, or no connection)."""
+        refused it), GuestFrozen (QEMU is stopped) or QMPLost (no answer
+        within the timeout, or no connection)."""
         self.last_command = cmd
-        if timeout is not None:
-            self._mon.settimeout(timeout)
         try:
-            reply = self._mon.cmd(cmd, **args)
+            reply = self._call(cmd, args, self._timeout if timeout is None else timeout)
         except ExecuteError as exc:
             self._record(cmd, args, None, f"{exc.error_class}: {exc}")
             raise
+        except _Frozen as exc:
+            self._record(cmd, args, None, f"GuestFrozen: {exc}")
+            self.lost_reason = f"{exc} (no answer to QMP {cmd!r})"
+            raise self.lost(f"{exc}: no answer to QMP {cmd!r}", GuestFrozen) from None
         except Exception as exc:  # socket lost or timed out: keep it in the transcript too
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             self._record(cmd, args, None, why)
             if cmd != "quit":  # quit is answered by QEMU going away
                 self.lost_reason = f"QMP lost: no answer to {cmd!r} ({why})"
-            raise self.lost(f"QMP lost: no answer to {cmd!r} ({why})") from exc
+            # the cause is in the message: its chain is only asyncio's frames (~250 lines)
+            raise self.lost(f"QMP lost: no answer to {cmd!r} ({why})") from None
         except BaseException as exc:  # Ctrl-C while waiting: the transcript says so
             self._record(cmd, args, None, f"{type(exc).__name__} while waiting for the reply")
             self.lost_reason = f"QMP lost: {type(exc).__name__} while waiting for the reply to {cmd!r}"
             raise
-        finally:
-            if timeout is not None:
-                self._mon.settimeout(self._timeout)
         self._record(cmd, args, reply, None)
         return reply
 
-    def lost(self, what: str) -> QMPLost:
+    def _call(self, cmd: str, args: dict[str, Any], timeout: float | None) -> Any:
+        """Send *cmd* and wait for its reply: in one wait without a ``frozen``
+        check, else in slices with a look at QEMU's state between them."""
+        if self.frozen is None:
+            self._mon.settimeout(timeout)
+            try:
+                return self._mon.cmd(cmd, **args)
+            finally:
+                self._mon.settimeout(self._timeout)
+        loop = self._mon._aloop
+        task = loop.create_task(self._mon._qmp.execute(cmd, args))
+        deadline = Deadline(timeout) if timeout is not None else None
+        try:
+            while True:
+                wait = WATCH_EVERY if deadline is None else min(WATCH_EVERY, deadline.remaining())
+                try:
+                    return loop.run_until_complete(asyncio.wait_for(asyncio.shield(task), wait))
+                except TimeoutError:
+                    if task.done():  # the reply came as the slice ended
+                        return task.result()
+                    why = self.frozen()
+                    if why:
+                        raise _Frozen(why) from None
+                    if deadline is not None and deadline.expired:
+                        raise
+        finally:
+            self._settle(task)
+
+    def _settle(self, task: asyncio.Task[Any]) -> None:
+        """Cancel a command given up on and let the loop see it go (no "Task
+        exception was never retrieved" later); never raises."""
+        try:
+            if not task.done():
+                task.cancel()
+                self._mon._aloop.run_until_complete(asyncio.wait([task], timeout=1))
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: asyncio does not complain at exit
+        except BaseException as exc:  # noqa: BLE001 - a second Ctrl-C or a closed loop: nothing to settle
+            log.debug("%s: QMP task not settled: %r", self.name, exc)
+
+    def lost(self, what: str, cls: type[QMPLost] | type[GuestFrozen] = QMPLost) -> QMPLost | GuestFrozen:
         ctx = self._context() if self._context is not None else {}
         detail = f"last QMP command: {self.last_command}"
         if ctx.get("exit"):
@@ -126,7 +205,7 @@ class QMP:
         logs = dict(ctx.get("logs", {}))
         if self.transcript_path is not None:
             logs.setdefault("qmp transcript", self.transcript_path)
-        return QMPLost(what, argv=ctx.get("argv", ()), logs=logs, detail=detail)
+        return cls(what, argv=ctx.get("argv", ()), logs=logs, detail=detail)
 
     def events(self) -> list[dict[str, Any]]:
         """Events QEMU sent so far (e.g. SHUTDOWN, GUEST_PANICKED)."""

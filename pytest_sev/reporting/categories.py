@@ -111,6 +111,13 @@ CATEGORIES: tuple[Category, ...] = (
              "The guest's shell ended under a command (killed, OOM, exit): a fresh shell answered "
              "instead of the command's end marker. The guest was replaced for the next test.",
              first_line(r"ShellDied", r"guest shell died")),
+    # serial.py / qmp.py: GuestFrozen "QEMU (pid N) is stopped (SIGSTOP or a job-control stop):
+    # /proc state 'T': gave up waiting for command '...' to finish"
+    Category("QEMU frozen (stopped)",
+             "QEMU is alive but stopped (SIGSTOP, a job-control stop or a debugger), so neither its "
+             "console nor its monitor can answer; found within seconds, not at the command's timeout. "
+             "Something on the runner stopped it: look for a debugger or a job-control stop.",
+             first_line(r"GuestFrozen", r"QEMU \(pid \d+\) is stopped")),
     # qmp.py execute(): QMPLost "QMP lost: no answer to 'query-status' (TimeoutError)"
     Category("QMP connection lost",
              "QEMU's monitor stopped answering or its connection broke (QEMU frozen, killed or "

@@ -2,14 +2,17 @@
 
 A conftest TEMPLATE (named so pytest never loads it from tests/).
 
-Used by tests/test_sev_modes_recorded.py, which copies suites/test_activation.py
-and suites/test_dma.py next to this file in a scratch directory. The host
-report is the probe of a recorded host (``REPLAY_HOST``, a directory under
-fixtures/hosts: the epyc-*-ready ones are RECONSTRUCTED, see their
-meta.json); every guest the suites ask for is a replay double answering with
-recorded witness replies (tests/evidence_doubles.py: plain captured, SEV and
-SEV-ES reconstructed) or, for the DMA matrix, a finished load whose kernel
-lines follow the recorded SEV guest logs' format (reconstructed).
+Used by tests/test_sev_modes_recorded.py, which copies suites/test_activation.py,
+suites/test_dma.py (and, for the SEV-SNP replays, suites/test_host.py) next
+to this file in a scratch directory. The host report is the probe of a
+recorded host (``REPLAY_HOST``, a directory under fixtures/hosts: the
+epyc-*-ready ones are RECONSTRUCTED, see their meta.json); every guest the
+suites ask for is a replay double answering with recorded witness replies
+(tests/evidence_doubles.py: plain captured, SEV and SEV-ES reconstructed; the
+SEV-SNP guest: fixtures/recorded/guest/snp-6.9-guest.log, its one-vCPU SEVMSR
+read and its QEMU 9.1 query-sev reply, all reconstructed, see provenance.json)
+or, for the DMA matrix, a finished load whose kernel lines follow the
+recorded SEV guest logs' format (reconstructed).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import pytest
 
 sys.path.insert(0, os.environ["REPLAY_TESTS_DIR"])
 
-from evidence_doubles import plain_guest, sev_guest  # noqa: E402
+from evidence_doubles import ReplayGuest, plain_guest, qmp_reply, recorded, sev_guest  # noqa: E402
 
 from pytest_sev.host.recorded import load_recorded  # noqa: E402
 from pytest_sev.plugin.state import HOST_REPORT  # noqa: E402
@@ -42,7 +45,7 @@ def pytest_configure(config):
 
 
 class DmaReplay:
-    """A finished fio load in an SEV(-ES) or forced plain guest (reconstructed kernel lines)."""
+    """A finished fio load in an SEV(-ES/-SNP) or forced plain guest (reconstructed kernel lines)."""
 
     def __init__(self, spec):
         self.spec, self.alive, self.console = spec, True, None
@@ -52,7 +55,7 @@ class DmaReplay:
         mb = slabs * 2048 >> 20
         lines = ["[    0.000000] Linux version 6.1.0-57-cloud-amd64",
                  f"[    0.612312] software IO TLB: mapped [mem 0x7b8ed000-{0x7b8ed000 + slabs * 2048:#x}] ({mb}MB)"]
-        if spec.sev is not None:
+        if spec.sev is not None or spec.snp is not None:
             lines.append("[    2.110093] software IO TLB: Memory encryption is active and system is using "
                          "DMA bounce buffers")
         if slabs <= 4096:
@@ -81,13 +84,26 @@ class DmaReplay:
         return self.run(cmd, timeout)[0]
 
 
+def snp_replay(spec) -> ReplayGuest:
+    """The reconstructed SEV-SNP guest: one vCPU (its SEVMSR read has one), launched
+    with the spec's own SNP policy, which its query-sev reply carries back."""
+    reply = dict(qmp_reply("qmp/snp-qemu9.1-query-sev-running.json"), **{"snp-policy": spec.snp.policy})
+    guest = ReplayGuest(dmesg=(recorded("snp-6.9-guest.log"), 0), msr=recorded("msr/guest-read-snp-debugswap-1cpu.txt"),
+                        qmp={"query-sev": reply}, memory="encrypted", vcpus=1, name=spec.name)
+    guest.spec.snp = spec.snp
+    return guest
+
+
 def replay_for(spec):
-    kind = spec.sev.mode if spec.sev is not None else "plain"
-    SEEN.append(f"{kind}:{spec.name}:policy={spec.sev.policy if spec.sev else '-'}")
+    launch = spec.snp if spec.snp is not None else spec.sev
+    kind = launch.mode if launch is not None else "plain"
+    SEEN.append(f"{kind}:{spec.name}:policy={launch.policy if launch is not None else '-'}")
     if spec.disks and any(d.throttle_bps for d in spec.disks):
         return DmaReplay(spec)
     if kind == "plain":
         return plain_guest()
+    if kind == "sev-snp":
+        return snp_replay(spec)
     guest = sev_guest(str(kind))
     # the reconstructed query-sev reply carries API 1.55; the same machine's QEMU
     # reports the recorded host's own firmware API

@@ -1,0 +1,246 @@
+"""The kernel's own KVM SEV selftests, built from a pinned kernel tree, cached.
+
+Why: KVM's SEV selftests (tools/testing/selftests/kvm: ``sev_smoke_test``,
+``sev_init2_tests``, ``sev_migrate_tests``) are the kernel developers' own
+checks of the host's SEV/SEV-ES support; running them beside the harness's
+suites (suites/test_upstream.py) tests the host kernel with the tests its
+authors wrote.  They test the *running* host kernel, whatever tree they come
+from, so the manifest records the tree's commit and the suite names the host
+kernel beside it.
+
+Only what they need is taken from the tree (:data:`TREE_PATHS`, about 85 MB
+of a 1.5 GB tree, via ``git archive`` from the engine's mirror): the top
+Makefile, scripts/, include/ and arch/x86 for ``make headers`` (the 6.x
+selftests read the uapi headers from ``usr/include``, which only ``make
+headers`` fills), and tools/ parts the KVM selftests' Makefile reads.  Then
+``make headers`` and ``make -C tools/testing/selftests/kvm`` of the SEV
+programs only (their absolute target paths; the Makefile's own target list
+would build some 150 programs).  Measured here (2 cores, shared): 15-39 s
+in all (extraction 3-6 s, ``make headers`` 10-75 s depending on the load,
+the three programs 5-11 s).  They build with ``-ffile-prefix-map``, so two
+cache directories give the same bytes (measured).
+
+The cache key is the engine's (:func:`pytest_sev.build.engine.build_key`):
+component, source location, resolved commit, this recipe's version and
+inputs, patch bytes; a second build is a lookup.  The tree's layout decides
+the arch directory (``x86_64/`` up to 6.13, ``x86/`` after the rename); a
+program the tree lacks is not built and is named in the manifest's notes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from filelock import FileLock
+
+from pytest_sev.build.engine import NAMESPACE, build_key, logs_dir
+from pytest_sev.build.errors import BuildError
+from pytest_sev.build.fetch import ensure_mirror, fetch_tarball, local_path, resolve
+from pytest_sev.build.manifest import Manifest, artifact_record, read_manifest, record_used, write_manifest
+from pytest_sev.build.patches import patch_steps, patches_digest
+from pytest_sev.build.recipes import BuildOptions, Built, Recipe
+from pytest_sev.build.reproducible import base_env, check_pins, toolchain, tree_epoch
+from pytest_sev.build.sources import Source
+from pytest_sev.build.steps import StepRunner, step
+from pytest_sev.cache import ContentCache, cache_root
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "kvm-selftests"
+#: the SEV programs, in the order they are reported
+PROGRAMS = ("sev_smoke_test", "sev_init2_tests", "sev_migrate_tests")
+SELFTESTS = "tools/testing/selftests"
+KVM_DIR = f"{SELFTESTS}/kvm"
+#: what ``make headers`` and the KVM selftests' Makefile read (found by
+#: trial on 6.12: without tools/lib, lib/rbtree.c's include fails)
+TREE_PATHS = ("Makefile", "scripts", "include", "arch/x86",
+              "tools/include", "tools/arch/x86", "tools/build", "tools/scripts", "tools/lib",
+              f"{SELFTESTS}/lib.mk", f"{SELFTESTS}/kselftest.h", f"{SELFTESTS}/kselftest_harness.h", KVM_DIR)
+#: the kselftest runner's per-program limit when the tree's settings file says none
+DEFAULT_TIMEOUT = 120.0
+#: how a missing local tree is made (scripts/local-sources.sh)
+LOCAL_SOURCES_HINT = "bash scripts/local-sources.sh linux-6.12"
+
+_TIMEOUT = re.compile(r"^\s*timeout\s*=\s*(\d+)\s*$", re.MULTILINE)
+
+
+def settings_timeout(text: str) -> float | None:
+    """``timeout=120`` of a kselftest ``settings`` file; None when it sets none. Pure."""
+    m = _TIMEOUT.search(text)
+    return float(m.group(1)) if m else None
+
+
+def arch_dir(tree: Path) -> str:
+    """``x86`` where the tree has the renamed directory, else ``x86_64``."""
+    return "x86" if (tree / KVM_DIR / "x86").is_dir() else "x86_64"
+
+
+def programs_in(tree: Path) -> list[str]:
+    """The SEV programs whose source the tree has."""
+    sub = tree / KVM_DIR / arch_dir(tree)
+    return [p for p in PROGRAMS if (sub / f"{p}.c").is_file()]
+
+
+class KvmSelftestsRecipe(Recipe):
+    """``make headers``, then the SEV programs of the KVM selftests only."""
+
+    component = COMPONENT
+    version = 1
+
+    def inputs(self, source: Source, opts: BuildOptions) -> dict:
+        return {"programs": list(PROGRAMS), "paths": list(TREE_PATHS),
+                "make": ["headers", "kvm selftests: SEV programs only"]}
+
+    def steps(self, source, tree, out, opts):
+        present = programs_in(tree)
+        if not present:
+            raise BuildError(COMPONENT, "find programs",
+                             detail=f"the tree has none of {', '.join(PROGRAMS)} under {KVM_DIR}/{arch_dir(tree)}")
+        kvm = tree / KVM_DIR
+        targets = [kvm / arch_dir(tree) / p for p in present]
+        # the prefix map keeps the build path out of the binaries' debug info
+        # (-g): the same commit gives the same bytes in any cache directory
+        return [
+            step("make headers", "make", f"-j{opts.jobs}", "headers", cwd=tree),
+            step("make SEV selftests", "make", "-C", kvm, f"-j{opts.jobs}",
+                 f"EXTRA_CFLAGS=-ffile-prefix-map={tree}/=", *targets, cwd=tree),
+        ]
+
+    def collect(self, source, tree, out, opts):
+        bindir = out / "bin"
+        bindir.mkdir()
+        arts: dict[str, Path] = {}
+        present = programs_in(tree)
+        for prog in present:
+            built = tree / KVM_DIR / arch_dir(tree) / prog
+            if not built.is_file():
+                raise BuildError(COMPONENT, "collect", detail=f"make left no {built}")
+            shutil.copy2(built, bindir / prog)
+            arts[prog] = bindir / prog
+        notes = [f"not in this tree: {p} ({KVM_DIR}/{arch_dir(tree)}/{p}.c)" for p in PROGRAMS if p not in present]
+        settings = tree / KVM_DIR / "settings"
+        if settings.is_file():
+            shutil.copy2(settings, out / "settings")
+            arts["settings"] = out / "settings"
+        notes.append(f"programs from {KVM_DIR}/{arch_dir(tree)}")
+        version = subprocess.run(["make", "-s", "kernelversion"], cwd=tree, capture_output=True, text=True,
+                                 timeout=120).stdout.strip()
+        return Built(arts, version, notes)
+
+
+RECIPE = KvmSelftestsRecipe()
+
+
+def local_tree_missing(source: Source) -> str | None:
+    """Why a local (``file://``) source cannot be used, naming how to make it; None if it can."""
+    path = local_path(source.url) if source.url else None
+    if path is not None and not (path / ".git").exists() and not (path / "HEAD").exists():
+        return f"no kernel tree at {path} (make it: {LOCAL_SOURCES_HINT})"
+    return None
+
+
+def build_selftests(source: Source, opts: BuildOptions | None = None,
+                    cache: ContentCache | None = None) -> Manifest:
+    """Build (or find) the SEV selftests of *source*'s tree; the entry's manifest."""
+    opts = opts or BuildOptions()
+    cache = cache or ContentCache(NAMESPACE)
+    commit = resolve(source)
+    key = build_key(source, commit, RECIPE, opts)
+    hit = cache.get(key) is not None
+    entry = cache.get_or_build(key, lambda out: _build_into(out, source, commit, key, opts))
+    manifest = read_manifest(entry)
+    problems = check_pins(COMPONENT, manifest.artifacts, source.expect)
+    if problems:
+        raise BuildError(COMPONENT, "verify artifacts", detail="; ".join(problems) + f" (entry {entry})")
+    log.info("kvm-selftests: %s %s commit %s key %s (%s)", source.url or source.tarball, source.ref,
+             commit[:12], key[:12], "cache hit" if hit else f"built in {manifest.build_seconds} s")
+    record_used(manifest)
+    return manifest
+
+
+def _work_root() -> Path:
+    root = Path(os.environ.get("PYTEST_SEV_BUILD_DIR") or cache_root() / "work")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _extract(source: Source, commit: str, tree: Path, work: Path, runner: StepRunner) -> int:
+    """Only :data:`TREE_PATHS` of the pinned commit into *tree*; returns the source's epoch."""
+    tree.mkdir(parents=True)
+    if source.kind == "tarball":
+        tarball = fetch_tarball(source, runner)
+        runner.run(step("unpack", "tar", "-xf", tarball, "-C", tree, "--strip-components=1"))
+        return tree_epoch(tree)
+    mirror = ensure_mirror(source, commit, runner)
+    listed = subprocess.run(["git", "-C", str(mirror), "ls-tree", "--name-only", commit, "--", *TREE_PATHS],
+                            capture_output=True, text=True, timeout=120)
+    present = [p for p in listed.stdout.splitlines() if p]
+    if listed.returncode != 0 or not present:
+        raise BuildError(COMPONENT, "extract", detail=f"git ls-tree {commit}: {listed.stderr.strip()[-300:]}")
+    runner.note("=== paths taken from the tree: " + " ".join(present))
+    archive = work / "tree.tar"
+    runner.run(step("git archive", "git", "-C", mirror, "archive", "--format=tar", "-o", archive, commit,
+                    "--", *present))
+    runner.run(step("unpack", "tar", "-xf", archive, "-C", tree))
+    archive.unlink()
+    epoch = subprocess.run(["git", "-C", str(mirror), "show", "-s", "--format=%ct", commit],
+                           capture_output=True, text=True, timeout=60).stdout.strip()
+    return int(epoch)
+
+
+def _build_into(out: Path, source: Source, commit: str, key: str, opts: BuildOptions) -> None:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    logfile = logs_dir() / f"{COMPONENT}-{key[:12]}-{stamp}-{os.getpid()}.log"
+    runner = StepRunner(COMPONENT, logfile, nice=opts.nice)
+    runner.note(f"pytest-sev build of {COMPONENT}: {source.url or source.tarball} ref {source.ref or '-'} "
+                f"commit {commit} key {key}")
+    work = _work_root() / f"{COMPONENT}-{key[:12]}"
+    with FileLock(str(work) + ".lock"):
+        shutil.rmtree(work, ignore_errors=True)  # a killed build of this key
+        work.mkdir(parents=True)
+        start = time.monotonic()
+        try:
+            tree = work / "src"
+            epoch = _extract(source, commit, tree, work, runner)
+            runner.env.update(base_env(epoch))
+            runner.run_all(patch_steps(source.patches, tree))
+            runner.run_all(RECIPE.steps(source, tree, out, opts))
+            built = RECIPE.collect(source, tree, out, opts)
+            seconds = round(time.monotonic() - start, 1)
+            runner.note(f"=== done in {seconds} s")
+            shutil.copy2(logfile, out / "build.log")
+            write_manifest(out, Manifest(
+                component=COMPONENT, source=source.url or source.tarball, ref=source.ref, commit=commit,
+                version=built.version,
+                artifacts={name: artifact_record(p, out) for name, p in built.artifacts.items()},
+                build_seconds=seconds, recipe_version=RECIPE.version, key=key,
+                inputs=RECIPE.inputs(source, opts), steps=[list(t) for t in runner.timings], notes=built.notes,
+                source_date_epoch=epoch, toolchain=toolchain(), build_dir=str(tree),
+                patches=patches_digest(source.patches)))
+        except BuildError:
+            raise
+        except Exception as exc:  # a recipe bug or I/O error: still name where, with the log
+            raise BuildError(COMPONENT, "collect", detail=f"{type(exc).__name__}: {exc}", log=logfile) from exc
+        finally:
+            if os.environ.get("PYTEST_SEV_KEEP_WORK") != "1":
+                shutil.rmtree(work, ignore_errors=True)
+
+
+def programs_of(manifest: Manifest) -> dict[str, Path]:
+    """Program name -> its binary in a manifest's entry."""
+    return {p: manifest.artifact(p) for p in PROGRAMS if p in manifest.artifacts}
+
+
+def timeout_of(manifest: Manifest) -> float:
+    """The tree's own per-program limit (kvm/settings), else :data:`DEFAULT_TIMEOUT`."""
+    if "settings" in manifest.artifacts:
+        found = settings_timeout(manifest.artifact("settings").read_text())
+        if found:
+            return found
+    return DEFAULT_TIMEOUT
