@@ -64,7 +64,7 @@ def test_recipe_builds_amdsevx64_with_an_empty_grub(tmp_path):
     assert recipe.inputs(src, BuildOptions())["dsc"] == "OvmfPkg/AmdSev/AmdSevX64.dsc"
 
 
-@pytest.mark.parametrize("name", ["local.toml", "upstream.toml"])
+@pytest.mark.parametrize("name", ["local.toml", "upstream.toml", "upstream-snp.toml"])
 def test_sources_files_pin_the_amdsev_ovmf_to_the_ovmf_tree(name):
     sources = load_sources(ROOT / "fixtures" / "sources" / name)
     assert sources["ovmf-amdsev"].url == sources["ovmf"].url

@@ -201,3 +201,16 @@ def test_expected_hashes_are_pins_not_key_inputs(tmp_path):
     assert pinned.expect == {"vmlinuz": "ab" * 32}
     f.write_text('[kernel]\nurl="x"\nref="y"\n')
     assert load_sources(f)["kernel"] == pinned  # a pin does not change what is built
+
+
+def test_snp_pins_are_new_enough_for_snp_and_carry_no_sev_es_patches():
+    """The SNP generation's upstream pins: QEMU >= SNP_MIN_QEMU, a guest kernel with
+    configfs-tsm (>= 6.7), and none of AMD's v6.0.0 SEV-ES QEMU patches."""
+    from pytest_sev.model.spec import SNP_MIN_QEMU
+    src = load_sources(SOURCES / "upstream-snp.toml")
+    qemu = tuple(int(x) for x in src["qemu"].ref.lstrip("v").split(".")[:2])
+    kernel = tuple(int(x) for x in src["kernel"].ref.lstrip("v").split(".")[:2])
+    assert qemu >= SNP_MIN_QEMU and kernel >= (6, 7)
+    assert src["qemu"].patches is None or not any(src["qemu"].patches.glob("*.patch"))
+    assert src["ovmf-amdsev"].url == src["ovmf"].url
+    assert src["kvm-selftests"].ref == "v6.12"
