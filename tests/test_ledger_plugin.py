@@ -93,7 +93,11 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stray_pids(tmp_path_factory):
-    """The file inner tests write QEMU pids into; kills them all at the end."""
+    """The file inner tests write QEMU pids into; kills those still running at the end.
+
+    Only a pid whose command line is still the stray QEMU's: a pid of a QEMU
+    that already exited may have been reused (by libvirtd, another worker's
+    guest) by the time the module ends."""
     path = tmp_path_factory.mktemp("ledger") / "pids.txt"
     path.touch()
     os.environ["LEDGER_PIDS"] = str(path)
@@ -103,8 +107,10 @@ def stray_pids(tmp_path_factory):
         os.environ.pop("LEDGER_PIDS", None)
         for line in path.read_text().split():
             try:
-                os.kill(int(line), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
+                argv = [a.decode() for a in Path(f"/proc/{int(line)}/cmdline").read_bytes().split(b"\0")]
+                if argv[0].endswith(STRAY_ARGV[0]) and argv[1:len(STRAY_ARGV)] == STRAY_ARGV[1:]:
+                    os.kill(int(line), signal.SIGKILL)
+            except (OSError, ValueError):
                 pass
 
 
