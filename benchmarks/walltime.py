@@ -25,14 +25,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_once(target: list[str], config: list[str], extra: list[str]) -> tuple[float, str]:
     """Seconds of one pytest run of *target* and its outcome line."""
     with tempfile.TemporaryDirectory(prefix="sev-bench-") as scratch:
-        argv = [sys.executable, "-m", "pytest", *target, "-p", "no:cacheprovider", "-q",
+        argv = [sys.executable, "-m", "pytest", *target, "-p", "no:cacheprovider", "-q", "-rfE",
                 "-o", "sev_allure=false", f"--guest-log-dir={scratch}/logs", *config, *extra]
         env = dict(os.environ, PYTEST_SEV_BUDGET_DIR=f"{scratch}/budget")  # its own budget, nobody else's slots
         start = time.monotonic()
         proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
         seconds = time.monotonic() - start
-    tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
-    return seconds, f"rc {proc.returncode}: {tail}"
+    lines = proc.stdout.strip().splitlines()
+    tail = lines[-1] if lines else proc.stderr[-300:]
+    failed = [ln for ln in lines if ln.startswith(("FAILED ", "ERROR "))]  # a ratio of a red run says so
+    return seconds, f"rc {proc.returncode}: {tail}" + "".join(f"\n    {ln}" for ln in failed)
 
 
 def compare(target: list[str], configs: dict[str, list[str]], names: list[str], runs: int,
