@@ -43,11 +43,14 @@ DD_RESULT = (DMA / "loop-dd-clean.result.txt").read_text()
 RUNNING_REPLY = {"status": "running", "running": True}
 
 
-def prog(sectors: int, *, used: int | str = "", finished: bool = False, started: bool = True) -> str:
-    """One progress answer, as progress_command prints it (the command echo first)."""
+def prog(sectors: int, *, used: int | str = "", finished: bool = False, started: bool = True,
+         full: int | None = None) -> str:
+    """One progress answer, as progress_command prints it (the command echo first); ``full``:
+    the "swiotlb buffer is full" lines since the load started (None: an older guest's line)."""
     stat = f"1 0 {sectors} 0 1 0 0 0 1 0 0 0 0 0 0 0 0"
+    tail = "" if full is None else f"|{full}"
     return (f'echo "DMAPROG|$(cat /proc/uptime)|..."\nDMAPROG|30.0 20.0|{stat}|{used}|'
-            f"{'20.0 10.0' if started else ''}|{'0' if finished else ''}|END\n")
+            f"{'20.0 10.0' if started else ''}|{'0' if finished else ''}{tail}|END\n")
 
 
 def die(guest: LoadGuest) -> None:
@@ -157,8 +160,10 @@ class LoadGuest:
         return self.run(cmd, timeout)[0]
 
 
-def go(guest, *, size="1M", kind="plain-forced", stall=0.15, deadline=30.0, spec=None, dev="/dev/vda"):
-    return run_dma_load(guest, dev, stall_seconds=stall, deadline_seconds=deadline, sample_every=0.01,
+def go(guest, *, size="1M", kind="plain-forced", stall=0.15, deadline=30.0, spec=None, dev="/dev/vda",
+       conclusive=None):
+    return run_dma_load(guest, dev, stall_seconds=stall, conclusive_seconds=conclusive,
+                        deadline_seconds=deadline, sample_every=0.01,
                         spec=spec or LoadSpec(tool="fio"), size=parse_size(size), kind=kind, bus="virtio-blk")
 
 
@@ -341,6 +346,17 @@ def test_live_guest_with_a_full_pool_and_no_progress_is_a_stall(kind):
     assert not run.guest_wedged and run.result is None  # an unfinished load's results are not read
     assert run.counters.nslabs == 512 and run.kernel.full_count == 3
     assert load_expectations().check(kind, "virtio-blk", parse_size("1M"), run.outcome).ok
+
+
+def test_a_full_pool_without_progress_decides_at_the_conclusive_limit():
+    """run_dma_load hands conclusive_seconds to the detector: with the kernel saying the pool
+    is full during this load, the shorter limit decides; without it, the full one."""
+    full = go(LoadGuest([prog(0, used=3, full=0), prog(8, used=5, full=2), prog(8, used=4, full=3)]),
+              stall=0.4, conclusive=0.05)
+    assert full.outcome == "stall" and "while the kernel says the SWIOTLB pool is full" in full.reason
+    quiet = go(LoadGuest([prog(0, used=3, full=0), prog(8, used=5, full=0), prog(8, used=4, full=0)]),
+               stall=0.4, conclusive=0.05)
+    assert quiet.outcome == "stall" and "while the kernel says" not in quiet.reason
 
 
 def test_pool_at_its_limit_by_the_counters_is_a_stall():
