@@ -35,13 +35,7 @@ from pytest_sev.qemu.qmp import QMP
 FOUND_WITHIN = 5.0  # "within 5 s": a functional bound for finding a stopped QEMU
 
 
-def _timed(fn, *args, **kwargs):
-    started = time.monotonic()
-    try:
-        fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - returned for the test to look at
-        return exc, time.monotonic() - started
-    return None, time.monotonic() - started
+_timed = test_faults_guest._timed  # (error or None, seconds) of one call
 
 
 # -- the process state --------------------------------------------------------------
