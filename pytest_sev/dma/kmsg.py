@@ -39,10 +39,14 @@ _ROUNDUP = re.compile(r"SWIOTLB bounce buffer size roundup to (?P<mb>\d+)\s*MB")
 _AREAS = re.compile(r"software IO TLB: area num (?P<n>\d+)")
 _BOUNCE_ACTIVE = re.compile(r"Memory encryption is active and system is using DMA bounce buffers")
 
+#: what the kernel prints when a mapping does not fit in the SWIOTLB pool (kernel/dma/swiotlb.c);
+#: the DMA load's progress line counts it too (:func:`.load.progress_command`)
+POOL_FULL_TEXT = "swiotlb buffer is full"
+
 # 5.2+: "... swiotlb buffer is full (sz: 262144 bytes), total 1024 (slots), used 671 (slots)"
 # older: "... swiotlb buffer is full (sz: 4096 bytes)"
 _FULL = re.compile(
-    r"swiotlb buffer is full \(sz: (?P<sz>\d+) bytes\)"
+    re.escape(POOL_FULL_TEXT) + r" \(sz: (?P<sz>\d+) bytes\)"
     r"(?:, total (?P<total>\d+) \(slots\), used (?P<used>\d+) \(slots\))?"
 )
 _SUPPRESSED = re.compile(r"swiotlb_(?:tbl_map_single|map\w*): (?P<n>\d+) callbacks suppressed")

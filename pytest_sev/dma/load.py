@@ -40,14 +40,12 @@ from typing import Literal
 from pytest_sev.dma import ddload
 from pytest_sev.dma.ddload import DdResult, DdSpec
 from pytest_sev.dma.fio import FioResult, FioSpec, fio_args, parse_fio
+from pytest_sev.dma.kmsg import POOL_FULL_TEXT
 from pytest_sev.dma.stall import Sample
 
 WORKDIR = "/tmp/dmaload"
 SECTOR = 512
 MIB = 1 << 20
-#: what the kernel prints when a mapping does not fit in the SWIOTLB pool
-#: (kernel/dma/swiotlb.c; the same text :mod:`.kmsg` parses)
-POOL_FULL_TEXT = "swiotlb buffer is full"
 MAX_COMMAND_CHARS = 1000  # busybox CONFIG_FEATURE_EDITING_MAX_LEN is 1024
 
 _DEV_RE = re.compile(r"^/dev/[A-Za-z0-9_-]+$")
