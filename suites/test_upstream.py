@@ -26,6 +26,14 @@ raw output (attached) and the provenance, which Allure shows on one page.
 
 ``test_kvm_selftests_build`` is not marked: the build runs on every runner
 (here too), so a broken tree or recipe shows up before an SEV runner needs it.
+
+``test_kvm_unit_tests_amd_sev[plain|sev|sev-es]``: kvm-unit-tests'
+``x86/amd_sev`` (pytest_sev.build.kut, from the sources file's
+``[kvm-unit-tests]`` tree: none is assumed, no registry carries it) booted
+by OVMF as a guest of each kind (pytest_sev.guest.efi_app); its check lines
+and QEMU's exit status are the verdict (pytest_sev.sev.kut), checked against
+the launch: the plain control must say "AMD SEV not enabled", an SEV-ES guest
+"SEV-ES is enabled.", an SEV guest "SEV-ES is not enabled.".
 """
 
 from __future__ import annotations
@@ -33,12 +41,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import allure
 import pytest
 
+from pytest_sev.build import kut
 from pytest_sev.build.errors import BuildError, SourcesError
 from pytest_sev.build.manifest import Manifest
 from pytest_sev.build.recipes import BuildOptions
@@ -51,10 +62,15 @@ from pytest_sev.build.selftests import (
     timeout_of,
 )
 from pytest_sev.build.sources import Source, default_sources_file, load_sources
+from pytest_sev.guest.budget import acquire_for, slot_dir
+from pytest_sev.guest.efi_app import esp_disk, make_esp, run_efi_program
+from pytest_sev.guest.specs import cbitpos_of, efi_program_spec
 from pytest_sev.host import selftests as runner
 from pytest_sev.host.decide import DEMANDS
 from pytest_sev.plugin.mode_table import guard_guest
-from pytest_sev.plugin.state import guest_budget, run_config
+from pytest_sev.plugin.state import guest_budget, host_report, run_config
+from pytest_sev.qemu.accel import choose_accel
+from pytest_sev.sev import kut as kutout
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +108,19 @@ def _sources_file(config: pytest.Config) -> Path:
     return path if path.is_absolute() else Path(config.rootpath) / path
 
 
-def _source(config: pytest.Config) -> Source:
+def _table(config: pytest.Config, *names: str) -> tuple[Path, Source | None]:
+    """The sources file and the first of its *names* tables it has (None: none);
+    a file that cannot be read is a broken run."""
     path = _sources_file(config)
     try:
         sources = load_sources(path)
     except SourcesError as exc:
         raise Unavailable(str(exc), broken=True) from None
-    source = sources.get(COMPONENT) or sources.get("kernel")
+    return path, next((sources[n] for n in names if n in sources), None)
+
+
+def _source(config: pytest.Config) -> Source:
+    path, source = _table(config, COMPONENT, "kernel")
     if source is None:
         raise Unavailable(f"{path} has neither a [{COMPONENT}] nor a [kernel] table", broken=True)
     missing = local_tree_missing(source)
@@ -235,6 +257,95 @@ def test_kvm_sev_selftest(program, request, kvm_selftests):
     _report_subtests(run)
     judged = runner.demanded(run.verdict, demanding_flag=flag)
     reason = f"{program}: {judged.reason} ({_side_by_side(m)})"
+    if judged.action == "skip":
+        pytest.skip(reason)
+    if judged.action == "fail":
+        pytest.fail(reason, pytrace=False)
+    log.info("%s", reason)
+
+
+# -- kvm-unit-tests' amd_sev ---------------------------------------------------------
+
+#: the guest kinds amd_sev runs as: the plain control and the two SEV launches
+#: (SEV-SNP boots -bios firmware only; kvm-unit-tests' EFI programs take pflash)
+KUT_KINDS = [pytest.param("plain", id="plain"),
+             pytest.param("sev", id="sev", marks=pytest.mark.sev),
+             pytest.param("sev-es", id="sev-es", marks=pytest.mark.sev_es)]
+#: seconds amd_sev.efi may take from QEMU's start to its exit (about 4 s here under TCG)
+KUT_TIMEOUT = 120.0
+
+
+def _kut_source(config: pytest.Config) -> Source:
+    path, source = _table(config, kut.COMPONENT)
+    if source is None:
+        raise Unavailable(f"no kvm-unit-tests tree given: add a [{kut.COMPONENT}] table (url, ref) to {path} "
+                          "(no package registry carries kvm-unit-tests)")
+    missing = kut.tree_missing(source)
+    if missing:
+        raise Unavailable(missing, broken=True)
+    return source
+
+
+@pytest.fixture(scope="session")
+def kvm_unit_tests(pytestconfig) -> Manifest | Unavailable:
+    """``amd_sev.efi`` built from the given kvm-unit-tests tree (cached), or why not."""
+    try:
+        source = _kut_source(pytestconfig)
+    except Unavailable as exc:
+        return exc
+    jobs = pytestconfig.getoption("sev_build_jobs", None) or pytestconfig.getini("build_jobs") or 2
+    try:
+        return kut.build_amd_sev(source, BuildOptions(jobs=int(jobs), nice=19))
+    except BuildError as exc:
+        return Unavailable(str(exc), broken=True)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("kind", KUT_KINDS)
+def test_kvm_unit_tests_amd_sev(kind, request, kvm_unit_tests):
+    """kvm-unit-tests' x86/amd_sev booted by OVMF as *kind*; the plain run is the
+    control (it must say "AMD SEV not enabled"), an SEV/SEV-ES run must pass and
+    say which of the two it found itself in."""
+    config = request.config
+    if isinstance(kvm_unit_tests, Unavailable):
+        if kvm_unit_tests.broken:
+            pytest.fail(f"kvm-unit-tests' amd_sev did not build: {kvm_unit_tests}", pytrace=False)
+        pytest.skip(str(kvm_unit_tests))  # optional: only where a runner names a tree
+    m = kvm_unit_tests
+    cfg = run_config(config)
+    allure.dynamic.parameter("tree commit", m.commit[:12], excluded=True)
+    flag = _demanding_flag(config) if kind != "plain" else None
+    cbitpos = cbitpos_of(host_report(config)) if kind != "plain" else None
+    workdir = Path(tempfile.mkdtemp(prefix=f"sev-kut-{kind}-"))
+    slots = []
+    try:
+        esp = make_esp(workdir, kut.program_of(m))
+        spec = efi_program_spec(cfg, kind, esp_disk(esp), cbitpos)
+        slots = acquire_for(guest_budget(config, kind), kind, slot_dir(), timeout=cfg.guest_timeout)
+        run = run_efi_program(spec, program=kut.PROGRAM, workdir=workdir / "run", qemu=cfg.qemu,
+                              accel=choose_accel(cfg.accel), timeout=KUT_TIMEOUT)
+    finally:
+        for slot in slots:
+            slot.release()
+        shutil.rmtree(workdir, ignore_errors=True)
+    allure.attach(run.output or "(nothing printed)", name="amd_sev console",
+                  attachment_type=allure.attachment_type.TEXT)
+    allure.attach(json.dumps({"argv": list(run.argv), "qemu exit": run.exit_code, "timed out": run.timed_out,
+                              "frozen": run.frozen, "seconds": run.seconds, "limit": run.timeout,
+                              "qemu stderr": run.stderr, "tree": f"{m.source} {m.ref}".strip(),
+                              "tree commit": m.commit, "entry": m.entry}, indent=1),
+                  name="amd_sev run", attachment_type=allure.attachment_type.JSON)
+    print(run.output)
+    if run.frozen:
+        pytest.fail(f"amd_sev ({kind}): {run.frozen}", pytrace=False)
+    verdict = kutout.against_launch(kutout.judge(run.output, run.exit_code, timed_out=run.timed_out,
+                                                 timeout=run.timeout, stderr=run.stderr), kind)
+    for r in verdict.parsed.results:
+        with contextlib.suppress(AssertionError, pytest.skip.Exception), \
+                allure.step(f"{r.title}: {r.status}"):
+            _raise_for({"pass": "pass", "xfail": "pass"}.get(r.status, r.status), r.reason or r.title)
+    judged = runner.demanded(verdict, demanding_flag=flag)
+    reason = f"amd_sev as {kind}: {judged.reason} (kvm-unit-tests {m.commit[:12]}, QEMU exit {run.exit_code})"
     if judged.action == "skip":
         pytest.skip(reason)
     if judged.action == "fail":

@@ -47,8 +47,10 @@ KNOWN_COMPONENTS = COMPONENTS + OPTIONAL_COMPONENTS
 #: Tables that pin a tree for the host's own checks, not a guest component:
 #: ``kvm-selftests`` is the kernel tree whose KVM SEV selftests
 #: suites/test_upstream.py builds (:mod:`pytest_sev.build.selftests`); without
-#: it, the ``[kernel]`` table's tree is used.
-HOST_TEST_TABLES = ("kvm-selftests",)
+#: it, the ``[kernel]`` table's tree is used.  ``kvm-unit-tests`` is a
+#: kvm-unit-tests tree whose ``x86/amd_sev`` runs as an EFI guest
+#: (:mod:`pytest_sev.build.kut`); no registry carries one, so it has no default.
+HOST_TEST_TABLES = ("kvm-selftests", "kvm-unit-tests")
 
 _KEYS = {"url", "ref", "patches", "tarball", "sha256", "base_config", "fragments",
          "package", "submodules", "configure_args", "expect"}

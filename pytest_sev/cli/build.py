@@ -1,4 +1,4 @@
-"""``python -m pytest_sev build [qemu|ovmf|ovmf-amdsev|kernel] [--install PREFIX] [--sources FILE]``.
+"""``python -m pytest_sev build [qemu|ovmf|ovmf-amdsev|kernel|kvm-selftests|kvm-unit-tests] [--install PREFIX] [--sources FILE]``.
 
 build.sh's behaviour: without a component all three are built in its order
 (qemu, ovmf, kernel); ``ovmf-amdsev`` (the AmdSev OVMF an attested launch
@@ -17,6 +17,12 @@ Any difference exits 1 and names the artifact and both hashes (an artifact
 known to record the build path, when the paths differ, is listed but
 expected: see :mod:`pytest_sev.build.reproducible`).  Pins in the sources file
 (``[kernel.expect]``) are checked on every build and cache hit.
+
+``kvm-selftests`` (the kernel's KVM SEV selftests, from the ``[kvm-selftests]``
+tree, else the ``[kernel]`` one) and ``kvm-unit-tests`` (``x86/amd_sev.efi``
+from the ``[kvm-unit-tests]`` tree) are host checks, not guest components:
+built only when named, into the cache (nothing is installed), and printed
+with their entry, as suites/test_upstream.py finds them.
 """
 
 from __future__ import annotations
@@ -32,13 +38,23 @@ from pytest_sev.build.errors import BuildError, SourcesError
 from pytest_sev.build.manifest import Manifest
 from pytest_sev.build.recipes import DEFAULT_PREFIX, BuildOptions
 from pytest_sev.build.reproducible import path_dependent
-from pytest_sev.build.sources import COMPONENTS, KNOWN_COMPONENTS, default_sources_file, load_sources
+from pytest_sev.build.sources import (
+    COMPONENTS,
+    HOST_TEST_TABLES,
+    KNOWN_COMPONENTS,
+    Source,
+    default_sources_file,
+    load_sources,
+)
+
+#: everything a user may name: guest components, then host checks
+NAMEABLE = KNOWN_COMPONENTS + HOST_TEST_TABLES
 
 
 def _component(name: str) -> str:
     """argparse type: a known component (choices= would list nargs='*''s [] among them)."""
-    if name not in KNOWN_COMPONENTS:
-        raise argparse.ArgumentTypeError(f"unknown component {name!r} (choose from {', '.join(KNOWN_COMPONENTS)})")
+    if name not in NAMEABLE:
+        raise argparse.ArgumentTypeError(f"unknown component {name!r} (choose from {', '.join(NAMEABLE)})")
     return name
 
 
@@ -47,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Build QEMU, OVMF and an SEV-ES kernel from pinned sources "
                                             "(AMD build.sh equivalent), cached.")
     p.add_argument("component", nargs="*", type=_component, metavar="COMPONENT",
-                   help="qemu, ovmf, kernel and/or ovmf-amdsev (default: the first three, in that order)")
+                   help="qemu, ovmf, kernel, ovmf-amdsev, kvm-selftests and/or kvm-unit-tests "
+                        "(default: the first three, in that order)")
     p.add_argument("--install", metavar="PREFIX", default=DEFAULT_PREFIX,
                    help=f"install prefix, must exist (default {DEFAULT_PREFIX})")
     p.add_argument("--sources", metavar="FILE", default=None,
@@ -148,8 +165,53 @@ def copy_packages(manifest: Manifest, output: Path) -> list[Path]:
     return out
 
 
+def _host_check_source(comp: str, sources: dict[str, Source]) -> Source:
+    """The tree a host check builds from: its own table (kvm-selftests falls back to [kernel])."""
+    source = sources.get(comp) or (sources.get("kernel") if comp == "kvm-selftests" else None)
+    if source is None:
+        fallback = " or [kernel]" if comp == "kvm-selftests" else ""
+        raise SourcesError(f"the sources file has no [{comp}]{fallback} table")
+    return source
+
+
+def build_host_check(comp: str, sources: dict[str, Source], opts: BuildOptions) -> int:
+    """Build one host check into the cache and print what was built."""
+    from pytest_sev.build import kut, selftests  # only when named
+    try:
+        source = _host_check_source(comp, sources)
+        print(f"build: {comp} from {source.url or source.tarball} {source.ref}", flush=True)
+        m = selftests.build_selftests(source, opts) if comp == "kvm-selftests" else kut.build_amd_sev(source, opts)
+    except (BuildError, SourcesError) as exc:
+        print(f"build: {exc}", file=sys.stderr)
+        return 1
+    _print_built(comp, m)
+    return 0
+
+
+def _print_built(comp: str, m: Manifest) -> None:
+    """What a build gave: version, commit, time, entry, each artifact's sha256, the notes."""
+    print(f"build: {comp} {m.version} commit {m.commit[:12]} ({m.build_seconds} s), entry {m.entry}")
+    for name, rec in m.artifacts.items():
+        print(f"  {rec['sha256']}  {name}")
+    for note in m.notes:
+        print(f"  note: {note}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    checks = [c for c in HOST_TEST_TABLES if c in args.component]
+    if checks:
+        if len(checks) != len(args.component) or args.verify or args.against:
+            print("build: kvm-selftests and kvm-unit-tests are built on their own (no guest component, "
+                  "--verify or --against with them)", file=sys.stderr)
+            return 2
+        try:
+            sources = load_sources(args.sources or default_sources_file())
+        except SourcesError as exc:
+            print(f"build: {exc}", file=sys.stderr)
+            return 2
+        opts = BuildOptions(jobs=args.jobs, nice=args.nice)
+        return max(build_host_check(c, sources, opts) for c in checks)
     comps = [c for c in KNOWN_COMPONENTS if c in args.component] if args.component else list(COMPONENTS)
     prefix = Path(args.install).resolve()
     if not (args.no_install or args.verify or args.against) and not prefix.is_dir():
@@ -176,11 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         except (BuildError, SourcesError) as exc:
             print(f"build: {exc}", file=sys.stderr)
             return 1
-        print(f"build: {comp} {m.version} commit {m.commit[:12]} ({m.build_seconds} s), entry {m.entry}")
-        for name, rec in m.artifacts.items():
-            print(f"  {rec['sha256']}  {name}")
-        for note in m.notes:
-            print(f"  note: {note}")
+        _print_built(comp, m)
         if args.no_install:
             continue
         if comp in ("qemu", "ovmf", "ovmf-amdsev"):

@@ -230,3 +230,22 @@ def secret_delivery_spec(cfg: RunConfig, amdsev: Firmware, table: Path, secret_b
     return disk_guest_spec(image.raw, ovmf=amdsev, user=image.user, password=image.password,
                            bus="virtio-blk", snapshot=True, preloads=(Preload(Path(table), secret_base),),
                            **fields)
+
+
+# -- one EFI test program (kvm-unit-tests) ---------------------------------------------
+
+#: the memory and vCPUs kvm-unit-tests' x86/efi/run gives an EFI program
+#: (UEFI leaves ~42 MiB of one region at 128 MiB; its programs run on one vCPU)
+EFI_PROGRAM_MEMORY_MIB = 256
+
+
+def efi_program_spec(cfg: RunConfig, kind: str, esp_disk: Disk, cbitpos: int | None) -> GuestSpec:
+    """An EFI program's guest as *kind* ("plain", "sev" or "sev-es"): OVMF
+    (``--ovmf-code``/``--ovmf-vars`` or the installed one) boots it from
+    *esp_disk*; SEV and SEV-ES launch with the run's policy and the host's C-bit."""
+    if kind not in ("plain", "sev", "sev-es"):
+        raise SpecError(f"an EFI program runs as plain, sev or sev-es (not {kind!r}): SEV-SNP needs -bios firmware")
+    sev = sev_launch(cfg, kind, cbitpos) if kind != "plain" else None
+    return GuestSpec(name=f"efi-{kind}", memory_mib=EFI_PROGRAM_MEMORY_MIB, vcpus=1,
+                     firmware=ovmf_firmware(cfg.ovmf_code, cfg.ovmf_vars), disks=(esp_disk,), sev=sev,
+                     boot_timeout=cfg.guest_timeout)

@@ -117,6 +117,9 @@ def _legacy_off(disk: Disk, sev: bool) -> bool:
 
 
 def _disk(devices: ET.Element, disk: Disk, n: int, sev: bool) -> None:
+    if disk.format == "vvfat":  # libvirt has no directory-as-FAT disk source
+        raise SpecError(f"--launcher=libvirt cannot show a directory as a disk (vvfat: {disk.path}); "
+                        "use the default launcher")
     if disk.bus == "virtio-scsi":
         ctrl = ET.SubElement(devices, "controller", type="scsi", index=str(n), model="virtio-scsi")
         if _legacy_off(disk, sev):

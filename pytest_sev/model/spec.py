@@ -29,7 +29,9 @@ class Disk:
 
     path: Path
     bus: Bus = "virtio-blk"
-    format: Literal["raw", "qcow2"] = "raw"
+    #: ``vvfat``: *path* is a directory QEMU shows the guest as a read-only
+    #: FAT disk (an EFI system partition holding one program, for OVMF to boot)
+    format: Literal["raw", "qcow2", "vvfat"] = "raw"
     iommu_platform: bool | None = None
     disable_legacy: bool | None = None
     num_queues: int | None = None
@@ -48,8 +50,12 @@ class Disk:
             raise SpecError(f"throttle_bps {self.throttle_bps} must be positive")
         if self.bus not in ("virtio-blk", "virtio-scsi", "ide"):
             raise SpecError(f"unknown disk bus {self.bus!r} (virtio-blk, virtio-scsi or ide)")
-        if self.format not in ("raw", "qcow2"):
-            raise SpecError(f"unknown disk format {self.format!r} (raw or qcow2)")
+        if self.format not in ("raw", "qcow2", "vvfat"):
+            raise SpecError(f"unknown disk format {self.format!r} (raw, qcow2 or vvfat)")
+        if self.format == "vvfat" and not self.readonly:
+            raise SpecError(f"a vvfat disk ({self.path}) is read-only: give readonly=True")
+        if "," in str(self.path):
+            raise SpecError(f"disk path {self.path}: QEMU's option syntax cannot take a ',' in it")
 
 
 FirmwareKind = Literal["seabios", "ovmf", "amdsev", "bios"]

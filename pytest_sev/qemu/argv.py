@@ -153,8 +153,11 @@ def preload_args(preloads: tuple[Preload, ...]) -> list[str]:
 def disk_args(disks: tuple[Disk, ...], sev: bool) -> list[str]:
     args: list[str] = []
     for n, disk in enumerate(disks):
-        drive = (f"file={disk.path},if=none,id=disk{n},format={disk.format},"
-                 f"cache={disk.cache},aio={disk.aio}")
+        if disk.format == "vvfat":  # a directory as a read-only FAT disk
+            drive = f"file.driver=vvfat,file.dir={disk.path},if=none,id=disk{n},format=raw"
+        else:
+            drive = (f"file={disk.path},if=none,id=disk{n},format={disk.format},"
+                     f"cache={disk.cache},aio={disk.aio}")
         if disk.readonly:
             drive += ",readonly=on"
         if disk.snapshot:
@@ -188,6 +191,33 @@ def default_cpu(spec: GuestSpec, accel: str) -> str:
 def build_argv(spec: GuestSpec, *, qemu: str, accel: str, qemu_version: tuple[int, int],
                serial_fd: int, qmp_fd: int, vars_path: Path | None = None) -> list[str]:
     """Full argv; ``serial_fd``/``qmp_fd`` are inherited socketpair ends."""
+    argv = _machine_argv(spec, qemu=qemu, accel=accel, qemu_version=qemu_version, vars_path=vars_path)
+    argv += ["-chardev", f"socket,id=serial0,fd={serial_fd}", "-serial", "chardev:serial0",
+             "-chardev", f"socket,id=qmp0,fd={qmp_fd}", "-mon", "chardev=qmp0,mode=control"]
+    argv += list(spec.extra_args)
+    return argv
+
+
+#: kvm-unit-tests' devices (x86/run): its exit-code port and its test device
+#: (port 0xe0, which amd_sev's string I/O check writes and reads back)
+TEST_DEVICES = ("-device", "pc-testdev", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x4")
+
+
+def efi_app_argv(spec: GuestSpec, *, qemu: str, accel: str, qemu_version: tuple[int, int],
+                 serial_log: Path, vars_path: Path | None = None) -> list[str]:
+    """A guest that runs one test program and ends QEMU through isa-debug-exit
+    (kvm-unit-tests' EFI programs): the same machine, firmware, disks and SEV
+    object as :func:`build_argv`, its serial console into *serial_log*, no
+    monitor (the program's exit status is QEMU's), and the test devices."""
+    argv = _machine_argv(spec, qemu=qemu, accel=accel, qemu_version=qemu_version, vars_path=vars_path)
+    argv += ["-chardev", f"file,id=serial0,path={serial_log}", "-serial", "chardev:serial0", *TEST_DEVICES]
+    argv += list(spec.extra_args)
+    return argv
+
+
+def _machine_argv(spec: GuestSpec, *, qemu: str, accel: str, qemu_version: tuple[int, int],
+                  vars_path: Path | None) -> list[str]:
+    """Everything but the console and the monitor."""
     check_snp_qemu(spec, qemu_version)
     argv = [qemu, "-name", spec.name, "-nodefaults", "-no-user-config", "-display", "none",
             "-accel", accel, "-cpu", default_cpu(spec, accel),
@@ -209,9 +239,6 @@ def build_argv(spec: GuestSpec, *, qemu: str, accel: str, qemu_version: tuple[in
         argv += ["-object", sev_object(spec.sev, f",policy={spec.sev.policy:#x}")]
     argv += snp_object_args(spec)
     argv += preload_args(spec.preloads)
-    argv += ["-chardev", f"socket,id=serial0,fd={serial_fd}", "-serial", "chardev:serial0",
-             "-chardev", f"socket,id=qmp0,fd={qmp_fd}", "-mon", "chardev=qmp0,mode=control"]
-    argv += list(spec.extra_args)
     return argv
 
 
