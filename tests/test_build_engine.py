@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_sev.build.engine import build
+from pytest_sev.build.engine import build, build_or_find
 from pytest_sev.build.errors import BuildError
 from pytest_sev.build.recipes import BuildOptions, Built, Recipe
 from pytest_sev.build.sources import load_sources
@@ -167,11 +167,67 @@ def test_tarball_source_pinned_by_sha256(project, tmp_path):
         _build(project)
 
 
+class ExtractRecipe(HelloRecipe):
+    """Takes its tree its own way: the commit's files, the Makefile changed, a fixed date."""
+
+    component = "extract"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Path, Path]] = []
+
+    def extract(self, source, commit, tree, work, runner):
+        self.calls.append((commit, tree, work))
+        tree.mkdir(parents=True)
+        for name in ("hello.c", "Makefile"):
+            text = git(Path(source.url.removeprefix("file://")), "show", f"{commit}:{name}")
+            (tree / name).write_text(text.replace('"hello"', '"extracted"') + "\n")
+        runner.note("=== extracted by the recipe")
+        return 1234567890
+
+
+def test_the_engine_builds_in_the_tree_the_recipes_extract_hook_made(project):
+    recipe = ExtractRecipe()
+    m, hit = build_or_find(load_sources(project["sources"])["qemu"], BuildOptions(jobs=2), recipe=recipe)
+    assert not hit and m.version == "extracted"  # built from what extract wrote, not a checkout
+    commit = git(project["repo"], "rev-parse", "v1.0^{commit}")
+    [(got_commit, tree, work)] = recipe.calls
+    assert got_commit == m.commit == commit
+    assert tree == work / "src" and str(tree) == m.build_dir and work.name == f"qemu-{m.key[:12]}"
+    assert m.source_date_epoch == 1234567890  # the hook's epoch, not the commit's date
+    log = (Path(m.entry) / "build.log").read_text()
+    assert "=== extracted by the recipe" in log and "=== step checkout" not in log
+    assert "SOURCE_DATE_EPOCH=1234567890" in log
+    again, hit = build_or_find(load_sources(project["sources"])["qemu"], BuildOptions(), recipe=recipe)
+    assert hit and again.entry == m.entry and len(recipe.calls) == 1
+
+
+def test_the_default_extract_hook_is_a_checkout_dated_by_the_commit(project, tmp_path):
+    from pytest_sev.build.steps import StepRunner
+    src = load_sources(project["sources"])["qemu"]
+    commit = git(project["repo"], "rev-parse", "v1.0^{commit}")
+    runner = StepRunner("qemu", tmp_path / "log")
+    epoch = Recipe().extract(src, commit, tmp_path / "w" / "src", tmp_path / "w", runner)
+    assert (tmp_path / "w" / "src" / "hello.c").read_text() == HELLO
+    assert epoch == int(git(project["repo"], "show", "-s", "--format=%ct", commit))
+    assert "=== step checkout" in (tmp_path / "log").read_text()
+
+
+def test_an_extract_hook_that_raises_is_a_build_error_with_the_log_and_no_entry(project):
+    class Broken(HelloRecipe):
+        def extract(self, source, commit, tree, work, runner):
+            raise OSError("disk on fire")
+
+    with pytest.raises(BuildError) as info:
+        build(load_sources(project["sources"])["qemu"], BuildOptions(), recipe=Broken())
+    assert "OSError: disk on fire" in str(info.value) and info.value.log.exists()
+    assert [p for p in (project["cache"] / "builds").iterdir() if not p.name.endswith(".lock")] == []
+
+
 CONCURRENT = """
 import sys
 sys.path.insert(0, {tests!r})
 from test_build_engine import HelloRecipe
-from pytest_sev.build.engine import build
+from pytest_sev.build.engine import build, build_or_find
 from pytest_sev.build.recipes import BuildOptions
 from pytest_sev.build.sources import load_sources
 m = build(load_sources({sources!r})["qemu"], BuildOptions(jobs=1), recipe=HelloRecipe())

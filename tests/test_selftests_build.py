@@ -17,6 +17,7 @@ program's reason line and ``--sev-es`` as a failure.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -29,8 +30,9 @@ import pytest
 
 from pytest_sev.build.engine import build_key
 from pytest_sev.build.errors import BuildError, SourcesError
+from pytest_sev.build.fetch import resolve
 from pytest_sev.build.manifest import Manifest
-from pytest_sev.build.recipes import BuildOptions
+from pytest_sev.build.recipes import BuildOptions, Built
 from pytest_sev.build.selftests import (
     DEFAULT_TIMEOUT,
     KVM_DIR,
@@ -38,6 +40,7 @@ from pytest_sev.build.selftests import (
     PROGRAMS,
     RECIPE,
     TREE_PATHS,
+    KvmSelftestsRecipe,
     arch_dir,
     build_selftests,
     local_tree_missing,
@@ -47,6 +50,7 @@ from pytest_sev.build.selftests import (
     timeout_of,
 )
 from pytest_sev.build.sources import Source, load_sources, parse_source
+from pytest_sev.build.steps import StepRunner, step
 from pytest_sev.host import selftests as runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,6 +138,78 @@ def test_timeout_from_the_entrys_settings(tmp_path):
     assert timeout_of(Manifest(component="kvm-selftests", source="", ref="", commit="", version="")) == DEFAULT_TIMEOUT
 
 
+# -- the engine with this recipe's extraction, on a tiny tree ---------------------------------
+
+EPOCH = 1700000000
+
+
+@pytest.fixture
+def tiny_tree(tmp_path: Path, monkeypatch) -> Source:
+    """A git repo shaped like a kernel tree: some of TREE_PATHS, and a directory outside them."""
+    monkeypatch.setenv("PYTEST_SEV_CACHE", str(tmp_path / "cache"))
+    repo = tmp_path / "linux"
+    for rel in ("Makefile", "include/linux/x.h", f"{KVM_DIR}/x86_64/sev_smoke_test.c", f"{KVM_DIR}/settings",
+                "drivers/gpu/huge.c", "Documentation/index.rst"):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(f"{rel}\n")
+    env = dict(os.environ, GIT_COMMITTER_DATE=f"@{EPOCH} +0000", GIT_AUTHOR_DATE=f"@{EPOCH} +0000")
+    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "tiny"], ["tag", "v1"]):
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True, env=env)
+    return parse_source("kvm-selftests", {"url": f"file://{repo}", "ref": "v1"}, REPO)
+
+
+class _ListingRecipe(KvmSelftestsRecipe):
+    """The real extraction, then a listing of the tree instead of make."""
+
+    def steps(self, source, tree, out, opts):
+        return [step("list", "sh", "-c", 'find . -type f | sort > "$1"', "list", out / "files.txt", cwd=tree)]
+
+    def collect(self, source, tree, out, opts):
+        return Built({"files.txt": out / "files.txt"}, "6.12.0")
+
+
+def test_the_extraction_takes_only_the_tree_paths_and_the_commits_date(tiny_tree, tmp_path):
+    commit = resolve(tiny_tree)
+    work = tmp_path / "work"
+    work.mkdir()
+    epoch = RECIPE.extract(tiny_tree, commit, work / "src", work, StepRunner("kvm-selftests", tmp_path / "log"))
+    files = sorted(str(p.relative_to(work / "src")) for p in (work / "src").rglob("*") if p.is_file())
+    assert files == ["Makefile", "include/linux/x.h", f"{KVM_DIR}/settings", f"{KVM_DIR}/x86_64/sev_smoke_test.c"]
+    assert epoch == EPOCH and not (work / "tree.tar").exists()
+    assert "=== paths taken from the tree: Makefile include " in (tmp_path / "log").read_text()
+
+
+def test_build_selftests_is_the_engines_build_with_this_extraction(tiny_tree, monkeypatch, caplog):
+    from pytest_sev.build import selftests
+    monkeypatch.setattr(selftests, "RECIPE", _ListingRecipe())
+    caplog.set_level(logging.INFO, "pytest_sev.build.selftests")
+    m = build_selftests(tiny_tree)
+    assert m.key == build_key(tiny_tree, m.commit, RECIPE, BuildOptions())  # the engine's key, the recipe's inputs
+    assert m.component == "kvm-selftests" and m.source_date_epoch == EPOCH and m.inputs == RECIPE.inputs(tiny_tree, BuildOptions())
+    assert m.artifact("files.txt").read_text().split() == [
+        "./Makefile", "./include/linux/x.h", f"./{KVM_DIR}/settings", f"./{KVM_DIR}/x86_64/sev_smoke_test.c"]
+    logs = list((Path(os.environ["PYTEST_SEV_CACHE"]) / "build-logs").glob(f"kvm-selftests-{m.key[:12]}-*.log"))
+    assert len(logs) == 1 and "=== paths taken from the tree" in logs[0].read_text()
+    assert not (Path(os.environ["PYTEST_SEV_CACHE"]) / "work" / f"kvm-selftests-{m.key[:12]}").exists()
+    again = build_selftests(tiny_tree)
+    assert again.entry == m.entry
+    lines = [r.getMessage() for r in caplog.records if r.name == "pytest_sev.build.selftests"]
+    assert [ln.rsplit("(", 1)[1] for ln in lines] == [f"built in {m.build_seconds} s)", "cache hit)"]
+    assert lines[1] == f"kvm-selftests: {tiny_tree.url} v1 commit {m.commit[:12]} key {m.key[:12]} (cache hit)"
+
+
+def test_pins_and_keep_work_hold_for_the_selftests_too(tiny_tree, monkeypatch):
+    from pytest_sev.build import selftests
+    monkeypatch.setattr(selftests, "RECIPE", _ListingRecipe())
+    monkeypatch.setenv("PYTEST_SEV_KEEP_WORK", "1")
+    m = build_selftests(tiny_tree)
+    assert (Path(m.build_dir) / "Makefile").is_file()  # the work directory is kept
+    tiny_tree.expect["files.txt"] = "0" * 64
+    with pytest.raises(BuildError, match=r"verify artifacts.*files.txt: built sha256 [0-9a-f]{64}, pinned 0{64}"):
+        build_selftests(tiny_tree)
+
+
 # -- real: the local 6.12 tree ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -203,7 +279,8 @@ def _inner(tmp_path: Path, *args: str, sources: Path = LOCAL) -> subprocess.Comp
                PYTEST_SEV_BUDGET_DIR=str(budget))
     return subprocess.run(
         [sys.executable, "-m", "pytest", str(work), "-p", "no:cacheprovider", "-o", "sev_allure=false",
-         f"--rootdir={tmp_path}", f"--sources={sources}", "-rA", "-q", "-n", "0", *args],
+         f"--rootdir={tmp_path}", f"--sources={sources}", "-rA", "-q", "-n", "0",
+         "-k", "test_kvm_selftests_build or test_kvm_sev_selftest", *args],  # the file's other suites: not these
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -5,7 +5,9 @@ recipe's config inputs and the patch bytes (see :mod:`.patches`).  A hit is a
 ``git ls-remote`` plus a stat; concurrent workers building one key wait on
 :class:`~pytest_sev.cache.ContentCache`'s lock; a failure leaves no entry
 (the cache builds in a temporary directory) but keeps the full log under
-``<cache>/build-logs`` and names the failing step.
+``<cache>/build-logs`` and names the failing step.  The tree a build runs in
+is the recipe's :meth:`~pytest_sev.build.recipes.Recipe.extract` (by default
+a full checkout of the commit; the KVM selftests take a few paths of it).
 
 Reproducible (see :mod:`.reproducible`): every step runs with the source's
 date as ``SOURCE_DATE_EPOCH`` and the recipe's pinned environment, in a work
@@ -26,11 +28,11 @@ from pathlib import Path
 from filelock import FileLock
 
 from pytest_sev.build.errors import BuildError
-from pytest_sev.build.fetch import checkout, resolve
+from pytest_sev.build.fetch import resolve
 from pytest_sev.build.manifest import Manifest, artifact_record, read_manifest, record_used, write_manifest
 from pytest_sev.build.patches import patch_steps, patches_digest
 from pytest_sev.build.recipes import RECIPES, BuildOptions, Recipe
-from pytest_sev.build.reproducible import base_env, check_pins, commit_epoch, compare_artifacts, toolchain, tree_epoch
+from pytest_sev.build.reproducible import base_env, check_pins, compare_artifacts, toolchain
 from pytest_sev.build.sources import Source
 from pytest_sev.build.steps import StepRunner
 from pytest_sev.cache import ContentCache, cache_root, make_key
@@ -56,11 +58,18 @@ def build_key(source: Source, commit: str, recipe: Recipe, opts: BuildOptions) -
 def build(source: Source, opts: BuildOptions | None = None, recipe: Recipe | None = None,
           cache: ContentCache | None = None) -> Manifest:
     """Build (or find) *source* with its recipe; returns the entry's manifest."""
+    return build_or_find(source, opts, recipe, cache)[0]
+
+
+def build_or_find(source: Source, opts: BuildOptions | None = None, recipe: Recipe | None = None,
+                  cache: ContentCache | None = None) -> tuple[Manifest, bool]:
+    """:func:`build`, also saying whether the entry was there already (a cache hit)."""
     opts = opts or BuildOptions()
     recipe = recipe or RECIPES[source.component]
     cache = cache or ContentCache(NAMESPACE)
     commit = resolve(source)
     key = build_key(source, commit, recipe, opts)
+    hit = cache.get(key) is not None
 
     def run(out: Path) -> None:
         _build_into(out, source, commit, key, recipe, opts)
@@ -69,7 +78,7 @@ def build(source: Source, opts: BuildOptions | None = None, recipe: Recipe | Non
     manifest = read_manifest(entry)
     _check_pins(source, manifest)  # a cache hit too: an entry from elsewhere must match
     record_used(manifest)
-    return manifest
+    return manifest, hit
 
 
 def _check_pins(source: Source, manifest: Manifest) -> None:
@@ -153,8 +162,7 @@ def _build_in(work: Path, out: Path, source: Source, commit: str, key: str, reci
     start = time.monotonic()
     try:
         tree = work / "src"
-        checkout(source, commit, tree, runner)
-        epoch = commit_epoch(tree) if source.kind == "git" else tree_epoch(tree)
+        epoch = recipe.extract(source, commit, tree, work, runner)
         runner.env.update(base_env(epoch))
         runner.env.update(recipe.environment(source, tree, work, epoch))
         runner.note("=== reproducible build environment: " +

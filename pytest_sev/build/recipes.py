@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_sev.build.errors import BuildError
+from pytest_sev.build.fetch import checkout
 from pytest_sev.build.kconfig import (
     missing_required,
     nondeterministic_config,
@@ -32,9 +33,9 @@ from pytest_sev.build.kconfig import (
     unhonoured,
 )
 from pytest_sev.build.packaging import host_os_release, package_target
-from pytest_sev.build.reproducible import kernel_env, write_shims
+from pytest_sev.build.reproducible import commit_epoch, kernel_env, tree_epoch, write_shims
 from pytest_sev.build.sources import Source
-from pytest_sev.build.steps import Step, bash_step, step
+from pytest_sev.build.steps import Step, StepRunner, bash_step, step
 from pytest_sev.kconfig import parse_config
 
 DEFAULT_PREFIX = "/usr/local"
@@ -71,6 +72,19 @@ class Recipe:
 
     def inputs(self, source: Source, opts: BuildOptions) -> dict:
         return {}
+
+    def extract(self, source: Source, commit: str, tree: Path, work: Path, runner: StepRunner) -> int:
+        """Put the pinned *commit* of *source* at *tree* (which does not exist
+        yet; *work* is its parent, the build's scratch directory) and return
+        the source's date, the build's ``SOURCE_DATE_EPOCH``.
+
+        The default is the whole tree: a checkout from the engine's mirror
+        (dated by the commit) or the unpacked tarball (dated by its newest
+        file).  A recipe that needs only part of a large tree takes less
+        (:class:`pytest_sev.build.selftests.KvmSelftestsRecipe`).  What it
+        takes is not in the cache key: list it in :meth:`inputs`."""
+        checkout(source, commit, tree, runner)
+        return commit_epoch(tree) if source.kind == "git" else tree_epoch(tree)
 
     def environment(self, source: Source, tree: Path, work: Path, epoch: int) -> dict[str, str]:
         """Environment of every step beyond :func:`.reproducible.base_env`

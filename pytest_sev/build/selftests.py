@@ -30,25 +30,20 @@ program the tree lacks is not built and is named in the manifest's notes.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-from filelock import FileLock
-
-from pytest_sev.build.engine import NAMESPACE, build_key, logs_dir
+from pytest_sev.build.engine import build_or_find
 from pytest_sev.build.errors import BuildError
-from pytest_sev.build.fetch import ensure_mirror, fetch_tarball, local_path, resolve
-from pytest_sev.build.manifest import Manifest, artifact_record, read_manifest, record_used, write_manifest
-from pytest_sev.build.patches import patch_steps, patches_digest
+from pytest_sev.build.fetch import ensure_mirror, fetch_tarball, local_path
+from pytest_sev.build.manifest import Manifest
 from pytest_sev.build.recipes import BuildOptions, Built, Recipe
-from pytest_sev.build.reproducible import base_env, check_pins, toolchain, tree_epoch
+from pytest_sev.build.reproducible import tree_epoch
 from pytest_sev.build.sources import Source
 from pytest_sev.build.steps import StepRunner, step
-from pytest_sev.cache import ContentCache, cache_root
+from pytest_sev.cache import ContentCache
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +91,30 @@ class KvmSelftestsRecipe(Recipe):
     def inputs(self, source: Source, opts: BuildOptions) -> dict:
         return {"programs": list(PROGRAMS), "paths": list(TREE_PATHS),
                 "make": ["headers", "kvm selftests: SEV programs only"]}
+
+    def extract(self, source: Source, commit: str, tree: Path, work: Path, runner: StepRunner) -> int:
+        """Only :data:`TREE_PATHS` of the pinned commit into *tree* (a tarball:
+        all of it); returns the source's epoch."""
+        tree.mkdir(parents=True)
+        if source.kind == "tarball":
+            tarball = fetch_tarball(source, runner)
+            runner.run(step("unpack", "tar", "-xf", tarball, "-C", tree, "--strip-components=1"))
+            return tree_epoch(tree)
+        mirror = ensure_mirror(source, commit, runner)
+        listed = subprocess.run(["git", "-C", str(mirror), "ls-tree", "--name-only", commit, "--", *TREE_PATHS],
+                                capture_output=True, text=True, timeout=120)
+        present = [p for p in listed.stdout.splitlines() if p]
+        if listed.returncode != 0 or not present:
+            raise BuildError(COMPONENT, "extract", detail=f"git ls-tree {commit}: {listed.stderr.strip()[-300:]}")
+        runner.note("=== paths taken from the tree: " + " ".join(present))
+        archive = work / "tree.tar"
+        runner.run(step("git archive", "git", "-C", mirror, "archive", "--format=tar", "-o", archive, commit,
+                        "--", *present))
+        runner.run(step("unpack", "tar", "-xf", archive, "-C", tree))
+        archive.unlink()
+        epoch = subprocess.run(["git", "-C", str(mirror), "show", "-s", "--format=%ct", commit],
+                               capture_output=True, text=True, timeout=60).stdout.strip()
+        return int(epoch)
 
     def steps(self, source, tree, out, opts):
         present = programs_in(tree)
@@ -147,89 +166,15 @@ def local_tree_missing(source: Source) -> str | None:
 
 def build_selftests(source: Source, opts: BuildOptions | None = None,
                     cache: ContentCache | None = None) -> Manifest:
-    """Build (or find) the SEV selftests of *source*'s tree; the entry's manifest."""
-    opts = opts or BuildOptions()
-    cache = cache or ContentCache(NAMESPACE)
-    commit = resolve(source)
-    key = build_key(source, commit, RECIPE, opts)
-    hit = cache.get(key) is not None
-    entry = cache.get_or_build(key, lambda out: _build_into(out, source, commit, key, opts))
-    manifest = read_manifest(entry)
-    problems = check_pins(COMPONENT, manifest.artifacts, source.expect)
-    if problems:
-        raise BuildError(COMPONENT, "verify artifacts", detail="; ".join(problems) + f" (entry {entry})")
+    """Build (or find) the SEV selftests of *source*'s tree; the entry's manifest.
+
+    The engine's build (key, cache, log, work directory, pins) with this
+    recipe's extraction (:meth:`KvmSelftestsRecipe.extract`)."""
+    manifest, hit = build_or_find(source, opts, RECIPE, cache)
     log.info("kvm-selftests: %s %s commit %s key %s (%s)", source.url or source.tarball, source.ref,
-             commit[:12], key[:12], "cache hit" if hit else f"built in {manifest.build_seconds} s")
-    record_used(manifest)
+             manifest.commit[:12], manifest.key[:12],
+             "cache hit" if hit else f"built in {manifest.build_seconds} s")
     return manifest
-
-
-def _work_root() -> Path:
-    root = Path(os.environ.get("PYTEST_SEV_BUILD_DIR") or cache_root() / "work")
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def _extract(source: Source, commit: str, tree: Path, work: Path, runner: StepRunner) -> int:
-    """Only :data:`TREE_PATHS` of the pinned commit into *tree*; returns the source's epoch."""
-    tree.mkdir(parents=True)
-    if source.kind == "tarball":
-        tarball = fetch_tarball(source, runner)
-        runner.run(step("unpack", "tar", "-xf", tarball, "-C", tree, "--strip-components=1"))
-        return tree_epoch(tree)
-    mirror = ensure_mirror(source, commit, runner)
-    listed = subprocess.run(["git", "-C", str(mirror), "ls-tree", "--name-only", commit, "--", *TREE_PATHS],
-                            capture_output=True, text=True, timeout=120)
-    present = [p for p in listed.stdout.splitlines() if p]
-    if listed.returncode != 0 or not present:
-        raise BuildError(COMPONENT, "extract", detail=f"git ls-tree {commit}: {listed.stderr.strip()[-300:]}")
-    runner.note("=== paths taken from the tree: " + " ".join(present))
-    archive = work / "tree.tar"
-    runner.run(step("git archive", "git", "-C", mirror, "archive", "--format=tar", "-o", archive, commit,
-                    "--", *present))
-    runner.run(step("unpack", "tar", "-xf", archive, "-C", tree))
-    archive.unlink()
-    epoch = subprocess.run(["git", "-C", str(mirror), "show", "-s", "--format=%ct", commit],
-                           capture_output=True, text=True, timeout=60).stdout.strip()
-    return int(epoch)
-
-
-def _build_into(out: Path, source: Source, commit: str, key: str, opts: BuildOptions) -> None:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    logfile = logs_dir() / f"{COMPONENT}-{key[:12]}-{stamp}-{os.getpid()}.log"
-    runner = StepRunner(COMPONENT, logfile, nice=opts.nice)
-    runner.note(f"pytest-sev build of {COMPONENT}: {source.url or source.tarball} ref {source.ref or '-'} "
-                f"commit {commit} key {key}")
-    work = _work_root() / f"{COMPONENT}-{key[:12]}"
-    with FileLock(str(work) + ".lock"):
-        shutil.rmtree(work, ignore_errors=True)  # a killed build of this key
-        work.mkdir(parents=True)
-        start = time.monotonic()
-        try:
-            tree = work / "src"
-            epoch = _extract(source, commit, tree, work, runner)
-            runner.env.update(base_env(epoch))
-            runner.run_all(patch_steps(source.patches, tree))
-            runner.run_all(RECIPE.steps(source, tree, out, opts))
-            built = RECIPE.collect(source, tree, out, opts)
-            seconds = round(time.monotonic() - start, 1)
-            runner.note(f"=== done in {seconds} s")
-            shutil.copy2(logfile, out / "build.log")
-            write_manifest(out, Manifest(
-                component=COMPONENT, source=source.url or source.tarball, ref=source.ref, commit=commit,
-                version=built.version,
-                artifacts={name: artifact_record(p, out) for name, p in built.artifacts.items()},
-                build_seconds=seconds, recipe_version=RECIPE.version, key=key,
-                inputs=RECIPE.inputs(source, opts), steps=[list(t) for t in runner.timings], notes=built.notes,
-                source_date_epoch=epoch, toolchain=toolchain(), build_dir=str(tree),
-                patches=patches_digest(source.patches)))
-        except BuildError:
-            raise
-        except Exception as exc:  # a recipe bug or I/O error: still name where, with the log
-            raise BuildError(COMPONENT, "collect", detail=f"{type(exc).__name__}: {exc}", log=logfile) from exc
-        finally:
-            if os.environ.get("PYTEST_SEV_KEEP_WORK") != "1":
-                shutil.rmtree(work, ignore_errors=True)
 
 
 def programs_of(manifest: Manifest) -> dict[str, Path]:

@@ -144,6 +144,35 @@ def qemu_pid(name: str) -> int | None:
     return pid
 
 
+def domain_qemu_pid(name: str, state_dir: Path | None = None, recorded: int | None = None) -> int | None:
+    """The pid of the QEMU running domain *name*, or None when it cannot be told.
+
+    Read from libvirt's pid file (``<state_dir>/<name>.pid``, default
+    :data:`QEMU_STATE_DIR`; *recorded*, the pid read at start, when the file
+    cannot be read), and only trusted when that process is a QEMU whose
+    ``-name`` is this domain (libvirt gives it ``guest=<name>,...``): a missing
+    or unreadable file, garbage in it, or a pid reused by another process is
+    None, never some other process.  Cheap (three small reads)."""
+    try:
+        pid: int | None = int(((state_dir or QEMU_STATE_DIR) / f"{name}.pid").read_text().strip())
+    except (OSError, ValueError):
+        pid = recorded
+    if pid is None or pid <= 0:
+        return None
+    return pid if _runs_domain(process_argv(pid), name) else None
+
+
+def _runs_domain(argv: list[str], name: str) -> bool:
+    """*argv* is a QEMU's whose ``-name`` (``guest=NAME,...`` or ``NAME``) is *name*."""
+    if not argv or "qemu" not in Path(argv[0]).name:
+        return False
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag in ("-name", "--name"):
+            first = value.split(",", 1)[0]
+            return first.removeprefix("guest=") == name
+    return False
+
+
 def process_argv(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 import time
 import tty
 import uuid
@@ -39,7 +40,7 @@ from qemu.qmp.models import ErrorResponse
 
 from pytest_sev.console.serial import Console
 from pytest_sev.deadline import Deadline
-from pytest_sev.errors import GuestDied, GuestLaunchError
+from pytest_sev.errors import GuestDied, GuestFrozen, GuestLaunchError, QMPLost
 from pytest_sev.guest.guest import Guest
 from pytest_sev.libvirt import connection as lv
 from pytest_sev.libvirt.domain_xml import (
@@ -50,8 +51,10 @@ from pytest_sev.libvirt.domain_xml import (
     domain_xml,
 )
 from pytest_sev.model.spec import GuestSpec
+from pytest_sev.qemu import qmp as qemu_qmp
 from pytest_sev.qemu.accel import AccelChoice
 from pytest_sev.qemu.firmware import vars_store
+from pytest_sev.qemu.process import frozen_state
 from pytest_sev.sidelog import SideLog
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,14 @@ class PtyConsole(Console):
             log.info("console: QEMU closed the pty; the next wait reports it")
 
 
+class _Frozen(Exception):
+    """QEMU was found stopped while libvirt waited for its reply (internal)."""
+
+
+class _NoAnswer(Exception):
+    """No reply within the caller's timeout (internal)."""
+
+
 class LibvirtQmp:
     """QMP through ``virDomainQemuMonitorCommand``: ``execute`` like :class:`~pytest_sev.qemu.qmp.QMP`.
 
@@ -105,11 +116,22 @@ class LibvirtQmp:
     libvirt that no longer answers raises
     :class:`~pytest_sev.libvirt.connection.LibvirtConnectionLost`; a domain
     that is gone raises :class:`~pytest_sev.errors.GuestDied`.
+
+    Given ``frozen`` (the guest's :meth:`LibvirtGuest.frozen`), libvirt's call
+    runs in a thread and is waited for in slices of the QEMU launcher's
+    :data:`~pytest_sev.qemu.qmp.WATCH_EVERY`, QEMU's process state looked at
+    between them: a stopped QEMU (libvirt would wait for it for ever) is
+    :class:`~pytest_sev.errors.GuestFrozen` naming the state within about a
+    second, and a *timeout* that runs out is
+    :class:`~pytest_sev.errors.QMPLost`.  The abandoned call ends when QEMU
+    runs again or is destroyed.
     """
 
-    def __init__(self, guest: LibvirtGuest, transcript_path: Path | None, name: str) -> None:
+    def __init__(self, guest: LibvirtGuest, transcript_path: Path | None, name: str,
+                 frozen: Callable[[], str | None] | None = None) -> None:
         self._guest = guest
         self.name = name
+        self.frozen = frozen
         self.transcript_path = transcript_path
         self._transcript = SideLog(transcript_path, "QMP transcript", name)
         self.last_command: str | None = None
@@ -125,13 +147,24 @@ class LibvirtQmp:
         log.debug("%s: qmp %s", self.name, line)
         self._transcript.write(line + "\n")
 
-    def execute(self, cmd: str, **args: Any) -> Any:
+    def execute(self, cmd: str, timeout: float | None = None, **args: Any) -> Any:
+        """Run *cmd*; its ``return`` value.  *timeout* (seconds) bounds the
+        wait only where QEMU's state is watched (``frozen`` given); else
+        libvirt's own waiting decides."""
         self.last_command = cmd
         sent: dict[str, Any] = {"execute": cmd}
         if args:
             sent["arguments"] = args
         try:
-            text = self._guest.monitor_command(json.dumps(sent))
+            text = self._call(json.dumps(sent), cmd, timeout)
+        except _Frozen as exc:
+            self._record(cmd, args, None, f"GuestFrozen: {exc}")
+            self.lost_reason = f"{exc} (no answer to QMP {cmd!r})"
+            raise self._error(GuestFrozen, f"{exc}: no answer to QMP {cmd!r}") from None
+        except _NoAnswer as exc:
+            self._record(cmd, args, None, f"no answer within {exc}s")
+            self.lost_reason = f"QMP lost: no answer to {cmd!r} within {exc}s (through libvirt)"
+            raise self._error(QMPLost, self.lost_reason) from None
         except Exception as exc:
             self._record(cmd, args, None, f"{type(exc).__name__}: {exc}")
             self.lost_reason = f"QMP lost: {type(exc).__name__} from libvirt while sending {cmd!r}: {exc}"
@@ -143,6 +176,47 @@ class LibvirtQmp:
             raise ExecuteError(ErrorResponse(reply), Message(sent), Message(reply))
         self._record(cmd, args, reply.get("return"), None)
         return reply.get("return")
+
+    def _call(self, text: str, cmd: str, timeout: float | None) -> str:
+        """libvirt's monitor call; watched (see the class) when ``frozen`` is given."""
+        if self.frozen is None:
+            return self._guest.monitor_command(text)
+        why = self.frozen()
+        if why:  # do not leave a call waiting inside libvirt on a QEMU already stopped
+            raise _Frozen(why)
+        box: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                box["reply"] = self._guest.monitor_command(text)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=call, name=f"{self.name} QMP {cmd}", daemon=True)
+        worker.start()
+        deadline = Deadline(timeout) if timeout is not None else None
+        while True:
+            wait = qemu_qmp.WATCH_EVERY if deadline is None else min(qemu_qmp.WATCH_EVERY, deadline.remaining())
+            worker.join(wait)
+            if not worker.is_alive():
+                break
+            why = self.frozen()
+            if why:
+                raise _Frozen(why)
+            if deadline is not None and deadline.expired:
+                raise _NoAnswer(f"{timeout:g}")
+        if "error" in box:
+            raise box["error"]
+        return str(box["reply"])
+
+    def _error(self, cls: type[GuestFrozen] | type[QMPLost], what: str) -> GuestFrozen | QMPLost:
+        ctx = self._guest._context()
+        logs = dict(ctx.get("logs", {}))
+        if self.transcript_path is not None:
+            logs.setdefault("qmp transcript", self.transcript_path)
+        return cls(what, argv=ctx.get("argv", ()), logs=logs,
+                   detail=f"last QMP command: {self.last_command} (through libvirt, domain "
+                          f"{self._guest.domain_name})")
 
     def events(self) -> list[dict[str, Any]]:
         return []  # libvirt consumes QEMU's events itself
@@ -201,6 +275,18 @@ class LibvirtGuest(Guest):
             ctx["exit"] = f"libvirt domain {self.domain_name}: QEMU (pid {self.qemu_pid}) is gone; " \
                           f"libvirt's QEMU log: {self._qemu_log_tail()}"
         return ctx
+
+    def frozen(self) -> str | None:
+        """Why the domain's QEMU cannot answer although it runs (stopped:
+        SIGSTOP, a debugger), or None, as :meth:`QemuProcess.frozen
+        <pytest_sev.qemu.process.QemuProcess.frozen>` says it for the QEMU
+        launcher; the console and QMP ask it once per second of a wait.  The
+        pid is libvirt's (:func:`~pytest_sev.libvirt.connection.domain_qemu_pid`):
+        one that cannot be read, or is not this domain's QEMU, is None (not
+        known to be frozen), never a false alarm."""
+        if self.dom is None:
+            return None
+        return frozen_state(lv.domain_qemu_pid(self.domain_name, recorded=self.qemu_pid))
 
     def _qemu_log_tail(self, nbytes: int = 1500) -> str:
         try:
@@ -291,8 +377,8 @@ class LibvirtGuest(Guest):
                                    argv=self.argv, logs=self.logs)
         self._pty = PtyEnd(pty)
         self.console = PtyConsole(cast(Any, self._pty), self.logs["console log"], self._context,
-                               name=self.spec.name)
-        self.qmp = cast(Any, LibvirtQmp(self, self.logs["qmp transcript"], self.spec.name))
+                                  name=self.spec.name, frozen=self.frozen)
+        self.qmp = cast(Any, LibvirtQmp(self, self.logs["qmp transcript"], self.spec.name, frozen=self.frozen))
         assert self.qmp is not None
         if before_boot is not None:
             before_boot(self.qmp)
