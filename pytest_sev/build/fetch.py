@@ -52,6 +52,16 @@ def local_path(url: str) -> Path | None:
     return None
 
 
+def missing_repository(source: Source) -> Path | None:
+    """The local directory *source* names when no git repository is there
+    (neither a work tree's ``.git`` nor a bare repository's ``HEAD``); None
+    for a repository, a remote URL or a tarball."""
+    path = local_path(source.url) if source.url else None
+    if path is not None and not (path / ".git").exists() and not (path / "HEAD").exists():
+        return path
+    return None
+
+
 def pick_ls_remote(output: str, ref: str) -> str | None:
     """Commit for *ref* in ``git ls-remote`` output (peeled tag wins). Pure."""
     found: dict[str, str] = {}

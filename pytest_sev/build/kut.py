@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pytest_sev.build.engine import build
 from pytest_sev.build.errors import BuildError
-from pytest_sev.build.fetch import local_path
+from pytest_sev.build.fetch import missing_repository
 from pytest_sev.build.manifest import Manifest, record_used
 from pytest_sev.build.recipes import BuildOptions, Built, Recipe
 from pytest_sev.build.sources import Source
@@ -75,10 +75,8 @@ RECIPE = KvmUnitTestsRecipe()
 
 def tree_missing(source: Source) -> str | None:
     """Why a local source cannot be used (no repository there); None if it can."""
-    path = local_path(source.url) if source.url else None
-    if path is not None and not (path / ".git").exists() and not (path / "HEAD").exists():
-        return f"no kvm-unit-tests repository at {path} ([{COMPONENT}] url in the sources file)"
-    return None
+    path = missing_repository(source)
+    return None if path is None else f"no kvm-unit-tests repository at {path} ([{COMPONENT}] url in the sources file)"
 
 
 def build_amd_sev(source: Source, opts: BuildOptions | None = None) -> Manifest:

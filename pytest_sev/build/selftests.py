@@ -37,7 +37,7 @@ from pathlib import Path
 
 from pytest_sev.build.engine import build_or_find
 from pytest_sev.build.errors import BuildError
-from pytest_sev.build.fetch import ensure_mirror, fetch_tarball, local_path
+from pytest_sev.build.fetch import ensure_mirror, fetch_tarball, missing_repository
 from pytest_sev.build.manifest import Manifest
 from pytest_sev.build.recipes import BuildOptions, Built, Recipe
 from pytest_sev.build.reproducible import tree_epoch
@@ -158,10 +158,8 @@ RECIPE = KvmSelftestsRecipe()
 
 def local_tree_missing(source: Source) -> str | None:
     """Why a local (``file://``) source cannot be used, naming how to make it; None if it can."""
-    path = local_path(source.url) if source.url else None
-    if path is not None and not (path / ".git").exists() and not (path / "HEAD").exists():
-        return f"no kernel tree at {path} (make it: {LOCAL_SOURCES_HINT})"
-    return None
+    path = missing_repository(source)
+    return None if path is None else f"no kernel tree at {path} (make it: {LOCAL_SOURCES_HINT})"
 
 
 def build_selftests(source: Source, opts: BuildOptions | None = None,
