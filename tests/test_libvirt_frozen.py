@@ -238,6 +238,7 @@ def test_libvirt_qemu_stopped_mid_command_is_guest_frozen_within_seconds(tmp_pat
         pid = g.qemu_pid
         assert pid is not None and lv.domain_qemu_pid(g.domain_name) == pid
         assert g.frozen() is None
+        assert g.healthy()  # the same health check as the QEMU launcher's, libvirt's pid behind it
         stopped_at: list[float] = []
 
         def freeze() -> None:
@@ -258,6 +259,7 @@ def test_libvirt_qemu_stopped_mid_command_is_guest_frozen_within_seconds(tmp_pat
         assert first.startswith(f"QEMU (pid {pid}) is stopped (SIGSTOP") and "/proc state 'T'" in first
         assert "waiting for command 'sleep 30; echo done' to finish" in first
         assert g.unusable is not None and g.unusable.startswith("GuestFrozen during command 'sleep 30; echo done'")
+        assert not g.healthy()
 
         exc, took = _timed(g.qmp.execute, "query-status", timeout=60)
         assert isinstance(exc, GuestFrozen) and took < FOUND_WITHIN, exc

@@ -332,13 +332,18 @@ class Guest:
         return (self.alive and self.boot_seconds is not None and not self._shell_busy
                 and self.unusable is None)
 
+    def frozen(self) -> str | None:
+        """Why QEMU cannot answer although it runs (stopped), or None; the
+        libvirt launcher finds its QEMU another way and says it alike."""
+        return self.process.frozen() if self.process is not None else None
+
     def healthy(self, qmp_timeout: float = QMP_STOP_TIMEOUT) -> bool:
         """Responsive, QEMU not stopped, and its monitor answers within
         *qmp_timeout*: worth asking for evidence or another test.  A QEMU
         that does not answer is marked unusable (QMP lost)."""
-        if not self.responsive or self.process is None or self.qmp is None:
+        if not self.responsive or self.qmp is None:
             return False
-        frozen = self.process.frozen()
+        frozen = self.frozen()
         if frozen:
             self.mark_unusable(frozen)
             return False
