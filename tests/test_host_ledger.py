@@ -4,6 +4,7 @@ and its reads on a private root or this process's own files. No QEMU boots."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import subprocess
@@ -458,7 +459,9 @@ def test_kmsg_of_this_host_can_be_marked_and_read():
         pytest.skip("/dev/kmsg is not readable by this user")
     cursor = KmsgCursor()
     try:
-        assert cursor.mark().known
+        assert cursor.mark().known and cursor.fd is not None
+        # opened non-blocking, or reading past the last record would wait for the next one
+        assert fcntl.fcntl(cursor.fd, fcntl.F_GETFL) & os.O_NONBLOCK
         assert cursor.since().known
     finally:
         cursor.close()

@@ -146,8 +146,8 @@ class SnpVerdict:
 
 def check_signature(report: SnpReport, vek: x509.Certificate | None) -> Check:
     """Does the VCEK's P-384 key verify the report's signature over bytes 0..0x2A0?"""
-    key_name = report.signer.signing_key if report.signer.signing_key != "none" else "VCEK"
-    if report.signer.signing_key == "none":
+    key_name = report.signer.signing_key  # VCEK or VLEK once "none" is out
+    if key_name == "none":
         return Check("signature", "failed", "the report is not signed (SIGNING_KEY 7: none)")
     if vek is None:
         return Check("signature", "unknown", f"no {key_name} given: the signature cannot be checked")
@@ -392,7 +392,7 @@ def resolve_product(given: str | None, chain_product: str | None, facts: VcekFac
 
 def verify_snp_report(report: SnpReport, vek: x509.Certificate | None, chains: Mapping[str, SnpChain],
                       anchors: Mapping[str, x509.Certificate], expect: Expectations = Expectations(),
-                      product: str | None = None) -> SnpVerdict:
+                      product: str | None = None) -> SnpVerdict:  # pragma: no mutate, "" names no product, as None
     """Every check on ``report``; ``chains`` the candidate ASK/ARK by product, ``anchors`` the pinned ARKs."""
     facts = vcek_facts(vek) if vek is not None else None
     chain_check, links, chain_product = check_chain(report, vek, chains, anchors)

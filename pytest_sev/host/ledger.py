@@ -59,6 +59,9 @@ SLOTS = "guest budget slots"
 QEMU = "QEMU processes"
 KERNEL_LOG = "host kernel log"
 ENTRIES = (MISC, KVM_AMD, SLOTS, QEMU, KERNEL_LOG)
+#: where the readers look: the host's own filesystem (tests give a made-up one)
+HOST_ROOT = Path("/")
+KMSG = Path("/dev/kmsg")
 
 
 # -- pure: values ------------------------------------------------------------
@@ -172,13 +175,18 @@ def format_ledger(before: Snapshot, after: Snapshot, result: LedgerDiff) -> str:
 
 # -- pure: the diff ------------------------------------------------------------
 
-def _could_not(name: str, before: Reading, after: Reading) -> str | None:
-    if not before.known:
-        return f"could not compare {name}: before the test: {before.unknown}"
-    if not after.known:
-        return f"could not compare {name}: after the test: {after.unknown}"
-    if before.source != after.source:
-        return f"could not compare {name}: read from {before.source} before and {after.source} after"
+def _comparable(name: str, before: Snapshot, after: Snapshot, could_not: list[str]) -> tuple[Reading, Reading] | None:
+    """The readings of entry *name* before and after, or None (with why added to *could_not*) when
+    they cannot be compared: unknown on either side, or read from two different places."""
+    b, a = before.get(name), after.get(name)
+    if not b.known:
+        could_not.append(f"could not compare {name}: before the test: {b.unknown}")
+    elif not a.known:
+        could_not.append(f"could not compare {name}: after the test: {a.unknown}")
+    elif b.source != a.source:
+        could_not.append(f"could not compare {name}: read from {b.source} before and {a.source} after")
+    else:
+        return b, a
     return None
 
 
@@ -193,7 +201,7 @@ def _others_holding(before: Snapshot, after: Snapshot) -> list[int]:
     return sorted(pids)
 
 
-def diff(before: Snapshot, after: Snapshot, exempt: Exempt | None = None) -> LedgerDiff:
+def diff(before: Snapshot, after: Snapshot, exempt: Exempt = Exempt()) -> LedgerDiff:
     """What the test left behind between *before* and *after*.
 
     Rules (each has a test that fails when it is flipped):
@@ -212,18 +220,15 @@ def diff(before: Snapshot, after: Snapshot, exempt: Exempt | None = None) -> Led
     * kernel log: every SEV/KVM/ccp error line since the test began is a
       leak, with the same caveat for other holders of the budget.
     """
-    exempt = exempt or Exempt()
     leaks: list[str] = []
     could_not: list[str] = []
     notes: list[str] = []
     others = _others_holding(before, after)
 
-    b, a = before.get(QEMU), after.get(QEMU)
-    problem = _could_not(QEMU, b, a)
     new_exempt: list[str] = []
-    if problem:
-        could_not.append(problem)
-    else:
+    pair = _comparable(QEMU, before, after, could_not)
+    if pair is not None:
+        b, a = pair
         for pid in sorted(set(a.value) - set(b.value)):
             if pid in exempt.pids:
                 notes.append(f"QEMU pid {pid} started during the test is held by {exempt.pids[pid]}")
@@ -231,11 +236,9 @@ def diff(before: Snapshot, after: Snapshot, exempt: Exempt | None = None) -> Led
             else:
                 leaks.append(f"left behind: QEMU pid {pid} (argv {a.value[pid]})")
 
-    b, a = before.get(SLOTS), after.get(SLOTS)
-    problem = _could_not(SLOTS, b, a)
-    if problem:
-        could_not.append(problem)
-    else:
+    pair = _comparable(SLOTS, before, after, could_not)
+    if pair is not None:
+        b, a = pair
         ours_before = {s for s, p in b.value.items() if int(p) == before.pid}
         for slot in sorted(s for s, p in a.value.items() if int(p) == after.pid and s not in ours_before):
             if slot in exempt.slots:
@@ -243,11 +246,9 @@ def diff(before: Snapshot, after: Snapshot, exempt: Exempt | None = None) -> Led
             else:
                 leaks.append(f"left behind: budget slot {Path(slot).stem} held (by pid {after.pid}: {slot})")
 
-    b, a = before.get(KVM_AMD), after.get(KVM_AMD)
-    problem = _could_not(KVM_AMD, b, a)
-    if problem:
-        could_not.append(problem)
-    else:
+    pair = _comparable(KVM_AMD, before, after, could_not)
+    if pair is not None:
+        b, a = pair
         for name in sorted(set(b.value) | set(a.value)):
             old, new = b.value.get(name), a.value.get(name)
             if old != new:
@@ -260,11 +261,9 @@ def diff(before: Snapshot, after: Snapshot, exempt: Exempt | None = None) -> Led
     if new_exempt:
         shared.append(f"a guest that outlives the test started during it ({', '.join(new_exempt)})")
 
-    b, a = before.get(MISC), after.get(MISC)
-    problem = _could_not(MISC, b, a)
-    if problem:
-        could_not.append(problem)
-    else:
+    pair = _comparable(MISC, before, after, could_not)
+    if pair is not None:
+        b, a = pair
         rises = [f"{res} {b.value.get(res, 0)} -> {n}" for res, n in sorted(a.value.items())
                  if n > b.value.get(res, 0)]
         if rises and shared:
@@ -273,15 +272,14 @@ def diff(before: Snapshot, after: Snapshot, exempt: Exempt | None = None) -> Led
         elif rises:
             leaks += [f"left behind: ASIDs still in use, misc.current {r} ({a.source})" for r in rises]
 
-    b, a = before.get(KERNEL_LOG), after.get(KERNEL_LOG)
-    problem = _could_not(KERNEL_LOG, b, a)
-    if problem:
-        could_not.append(problem)
-    elif a.value and others:
-        could_not.append(f"could not compare {KERNEL_LOG}: {len(a.value)} SEV/KVM/ccp error line(s) while "
-                         f"{shared[0]}: {'; '.join(a.value)}")
-    else:
-        leaks += [f"left behind: host kernel error since the test began: {line}" for line in a.value]
+    pair = _comparable(KERNEL_LOG, before, after, could_not)
+    if pair is not None:
+        _, a = pair
+        if a.value and others:
+            could_not.append(f"could not compare {KERNEL_LOG}: {len(a.value)} SEV/KVM/ccp error line(s) while "
+                             f"{shared[0]}: {'; '.join(a.value)}")
+        else:
+            leaks += [f"left behind: host kernel error since the test began: {line}" for line in a.value]
     return LedgerDiff(tuple(leaks), tuple(could_not), tuple(notes))
 
 
@@ -303,7 +301,8 @@ def parse_misc_current(text: str) -> dict[str, int]:
     return out
 
 
-_LOCK_LINE = re.compile(r"^\d+:\s+(?:->\s+)?FLOCK\s+\S+\s+\S+\s+(-?\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s")
+#: a granted lock (a waiter's line has ``->`` before FLOCK, and does not match)
+_LOCK_LINE = re.compile(r"^\d+:\s+FLOCK\s+\S+\s+\S+\s+(-?\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s")
 
 
 def parse_proc_locks(text: str) -> dict[tuple[int, int, int], int]:
@@ -311,8 +310,6 @@ def parse_proc_locks(text: str) -> dict[tuple[int, int, int], int]:
     (``->`` lines are waiters, not holders, and are left out)."""
     out: dict[tuple[int, int, int], int] = {}
     for line in text.splitlines():
-        if "->" in line.split("FLOCK")[0]:
-            continue
         m = _LOCK_LINE.match(line)
         if m:
             out[(int(m.group(2), 16), int(m.group(3), 16), int(m.group(4)))] = int(m.group(1))
@@ -390,7 +387,7 @@ def _why(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def own_cgroup(root: Path = Path("/")) -> str | None:
+def own_cgroup(root: Path = HOST_ROOT) -> str | None:
     """This process's cgroup v2 path (``0::/path`` in /proc/self/cgroup), or None."""
     try:
         text = (root / "proc/self/cgroup").read_text()
@@ -402,16 +399,14 @@ def own_cgroup(root: Path = Path("/")) -> str | None:
     return None
 
 
-def read_misc(root: Path = Path("/")) -> Reading:
+def read_misc(root: Path = HOST_ROOT) -> Reading:
     """ASIDs in use per the misc cgroup: this process's own cgroup when it is
     not the root (its QEMU children are charged there, other tenants are not),
     else the root's (host-wide; kernels >= 6.5). Missing everywhere: unknown."""
     cgroup = own_cgroup(root)
     mounts = ["sys/fs/cgroup", "sys/fs/cgroup/unified"]  # unified: a hybrid v1/v2 host
-    candidates = []
-    if cgroup and cgroup != "/":
-        candidates += [f"{m}{cgroup}/misc.current" for m in mounts]
-    candidates += [f"{m}/misc.current" for m in mounts]
+    own = [f"{m}{cgroup}/misc.current" for m in mounts] if cgroup and cgroup != "/" else []
+    candidates = own + [f"{m}/misc.current" for m in mounts]
     tried = []
     for rel in candidates:
         path = root / rel
@@ -431,7 +426,7 @@ def read_misc(root: Path = Path("/")) -> Reading:
         "on a kernel before 6.5 (which shows misc.current only in non-root cgroups)")
 
 
-def read_kvm_amd(root: Path = Path("/")) -> Reading:
+def read_kvm_amd(root: Path = HOST_ROOT) -> Reading:
     """Every ``/sys/module/kvm_amd/parameters/*``; the module absent, or any
     parameter unreadable, is unknown (a partial view would compare as a change)."""
     params = root / "sys/module/kvm_amd/parameters"
@@ -451,7 +446,7 @@ def read_kvm_amd(root: Path = Path("/")) -> Reading:
 
 
 def read_budget_slots(directory: Path | None, is_slot: Callable[[str], bool], *, pid: int | None = None,
-                      root: Path = Path("/")) -> Reading:
+                      root: Path = HOST_ROOT) -> Reading:
     """{lock file path: pid holding it} for guest-budget slots, per ``/proc/locks``.
 
     This process's own slots are found through its open files (filelock keeps
@@ -469,15 +464,8 @@ def read_budget_slots(directory: Path | None, is_slot: Callable[[str], bool], *,
         fds = list(fd_dir.iterdir())
     except OSError as exc:
         return Reading.missing(f"{fd_dir}: {_why(exc)}")
-    for fd in fds:
-        try:
-            target = os.readlink(fd)
-            st = os.stat(fd)
-        except OSError:
-            continue  # closed meanwhile
-        if not is_slot(os.path.basename(target)):
-            continue
-        if held.get((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)) == me:
+    for target, st in filter(None, map(_fd_target, fds)):
+        if is_slot(os.path.basename(target)) and held.get(_lock_key(st)) == me:
             out[target] = me
     if directory is not None:
         try:
@@ -485,10 +473,23 @@ def read_budget_slots(directory: Path | None, is_slot: Callable[[str], bool], *,
         except OSError as exc:
             return Reading.missing(f"{directory}: {_why(exc)}")
         for path, st in files.items():
-            holder = held.get((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
+            holder = held.get(_lock_key(st))
             if holder is not None and path not in out:
                 out[path] = holder
     return Reading.of(out, source="/proc/locks")
+
+
+def _fd_target(fd: Path) -> tuple[str, os.stat_result] | None:
+    """The file an open file descriptor (a ``/proc/PID/fd`` link) names, and its stat; None once closed."""
+    try:
+        return os.readlink(fd), os.stat(fd)
+    except OSError:
+        return None
+
+
+def _lock_key(st: os.stat_result) -> tuple[int, int, int]:
+    """The (major, minor, inode) that names the file in ``/proc/locks``."""
+    return os.major(st.st_dev), os.minor(st.st_dev), st.st_ino
 
 
 def _parent(proc: Path) -> int | None:
@@ -506,7 +507,7 @@ def looks_like_qemu(argv: list[str]) -> bool:
     return bool(argv) and os.path.basename(argv[0]).startswith("qemu")
 
 
-def read_qemu_descendants(pid: int | None = None, root: Path = Path("/")) -> Reading:
+def read_qemu_descendants(pid: int | None = None, root: Path = HOST_ROOT) -> Reading:
     """{pid: argv} of the QEMU processes below *pid* (default: this process).
 
     Only descendants: QEMU of other xdist workers and other runs are theirs,
@@ -550,7 +551,7 @@ class KmsgCursor:
     "no error" cannot be said.
     """
 
-    def __init__(self, path: Path = Path("/dev/kmsg")) -> None:
+    def __init__(self, path: Path = KMSG) -> None:
         self.path = path
         self.fd: int | None = None
         self.problem: str | None = None
@@ -572,7 +573,7 @@ class KmsgCursor:
         if self.fd is None:
             return Reading.missing(self.problem or f"{self.path}: not open", source=str(self.path))
         raw: list[str] = []
-        lost = False
+        lost = False  # pragma: no mutate, None (the mutant) is as false as False
         while len(raw) < limit:
             try:
                 data = os.read(self.fd, 8192)
@@ -602,7 +603,7 @@ class KmsgCursor:
 
 
 def snapshot(slot_directory: Path | None, is_slot: Callable[[str], bool], *, cursor: KmsgCursor | None = None,
-             before: bool = True, root: Path = Path("/"), pid: int | None = None) -> Snapshot:
+             before: bool = True, root: Path = HOST_ROOT, pid: int | None = None) -> Snapshot:
     """Read every entry now. *before*: the kernel log entry is the cursor's mark;
     after: the lines since it."""
     entries: dict[str, Reading] = {
@@ -625,5 +626,5 @@ def _safely(read: Callable[[], Reading]) -> Reading:
     try:
         return read()
     except Exception as exc:  # noqa: BLE001 - any failure of a read is that entry's unknown
-        log.warning("host ledger: a read failed: %s: %s", type(exc).__name__, exc)
+        log.warning("host ledger: a read failed: %s: %s", type(exc).__name__, exc)  # pragma: no mutate, log text only
         return Reading.missing(f"the read failed: {type(exc).__name__}: {exc}")

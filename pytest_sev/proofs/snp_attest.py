@@ -238,29 +238,30 @@ def _fetch_tsm(guest: GuestLike, nonce: bytes, deadline: Deadline) -> FetchResul
     if rc != 0:
         hint = NO_PROVIDER_HINT if "No such device or address" in out else ""
         return _unknown(f"mkdir {entry} failed (exit {rc}): {out.strip()[:200]}{hint}", via="configfs-tsm")
-    result = _unknown("the fetch did not finish", via="configfs-tsm")
     try:
         result = _fill_entry(guest, entry, nonce, deadline)
     except GuestError as exc:
         result = _unknown(f"a guest command on {entry} did not finish: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:160]}", via="configfs-tsm")
-    finally:
-        result = _remove_entry(guest, entry, deadline, result)
-    return result
+    except BaseException:
+        _remove_entry(guest, entry, deadline)  # an unforeseen error (or ^C) still removes the entry, then goes on
+        raise
+    note = _remove_entry(guest, entry, deadline)
+    return result if note is None else replace(result, notes=(*result.notes, note))
 
 
-def _remove_entry(guest: GuestLike, entry: str, deadline: Deadline, result: FetchResult) -> FetchResult:
-    """``rmdir`` the entry; a failure is a note (the report, if any, is still the one read)."""
+def _remove_entry(guest: GuestLike, entry: str, deadline: Deadline) -> str | None:
+    """``rmdir`` the entry: ``None`` when it went, else a note (the report, if any, is still the one read)."""
     try:
         out, rc = _run(guest, f"rmdir {entry}", deadline)
     except GuestError as exc:
         note = f"rmdir {entry} did not run ({type(exc).__name__})"
     else:
         if rc == 0:
-            return result
+            return None
         note = f"rmdir {entry} failed (exit {rc}): {out.strip()[:120]}"
     log.warning("%s: %s", guest.spec.name, note)  # pragma: no mutate, log text only
-    return replace(result, notes=(*result.notes, note))
+    return note
 
 
 def _fill_entry(guest: GuestLike, entry: str, nonce: bytes, deadline: Deadline) -> FetchResult:
@@ -328,7 +329,8 @@ def measurement_inputs(spec: GuestSpec, guest_features: int = SNP_ACTIVE) -> Snp
         raise ValueError(f"guest {spec.name} has no -bios firmware image to measure")
     kernel = spec.snp.kernel_hashes and spec.kernel is not None
     return SnpLaunchInputs(
-        ovmf=str(spec.firmware.code), vcpus=spec.vcpus, vcpu_type=default_cpu(spec, "kvm"),
+        ovmf=str(spec.firmware.code), vcpus=spec.vcpus,
+        vcpu_type=default_cpu(spec, "kvm"),  # pragma: no mutate, an SNP spec's CPU does not depend on the accelerator
         guest_features=guest_features,
         kernel=str(spec.kernel) if kernel else None,
         initrd=str(spec.initrd) if kernel and spec.initrd else None,
@@ -423,7 +425,7 @@ def check_live_report(fetched: FetchResult, spec: GuestSpec, nonce: bytes, *, ce
     if not fetched.ok or fetched.report is None:
         raise ValueError(f"no report to check: {fetched.describe()}")
     report = parse_report(fetched.report)
-    lookup = find_vcek or _default_find_vcek()
+    lookup = find_vcek if find_vcek is not None else _default_find_vcek()
     vek, source, reason = _lookup_vcek(lookup, report, fetched.auxblob, cert_dir)
     chains = chains if chains is not None else {p: load_product_chain(p) for p in PRODUCTS}
     anchors = anchors if anchors is not None else pinned_arks()
@@ -452,7 +454,7 @@ def _lookup_vcek(lookup: FindVcek | None, report: SnpReport, cert_table: bytes |
 def describe_inputs(spec: GuestSpec, guest_features: int = SNP_ACTIVE) -> str:
     """One line naming the measured inputs (for a failure message)."""
     inputs = measurement_inputs(spec, guest_features)
-    return (f"OVMF {inputs.ovmf}, {inputs.describe_vcpus()}, features {describe_guest_features(guest_features)}, "
+    return (f"OVMF {inputs.ovmf}, {inputs.describe_vcpus()}, features {describe_guest_features(inputs.guest_features)}, "
             f"{inputs.describe_kernel()}")
 
 
