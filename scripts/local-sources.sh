@@ -9,7 +9,11 @@
 # patches); committing each extracted tree to a local git repo gives the
 # build recipes a git URL, a ref and a commit, exactly like upstream.
 #
-# Usage: scripts/local-sources.sh [linux] [qemu] [edk2] [linux-X.Y]   (default: linux)
+# Usage: scripts/local-sources.sh [linux] [qemu] [edk2] [fio] [linux-X.Y]   (default: linux)
+#
+# fio: the guest's DMA load tool, built static for the embedded guest
+# (pytest_sev.build.fio): Debian's fio links 64 shared libraries (ceph, gluster,
+# rdma, ICU: 88 MB of initramfs, 1.5-2 s of every DMA guest's boot under TCG).
 #
 # linux-X.Y (e.g. linux-6.12): a newer kernel tree than the release's own,
 # from the *binary* package linux-source-X.Y (bookworm-backports /
@@ -201,8 +205,8 @@ make_linux_source_repo() {  # linux-X.Y: from the binary package linux-source-X.
 
 for p in "${pkgs[@]}"; do
   case $p in
-    linux|qemu|edk2) ensure_deb_src; make_repo "$p" ;;
+    linux|qemu|edk2|fio) ensure_deb_src; make_repo "$p" ;;
     linux-[0-9]*.[0-9]*) make_linux_source_repo "$p" ;;
-    *) echo "local-sources: unknown package $p (linux|qemu|edk2|linux-X.Y)" >&2; exit 2 ;;
+    *) echo "local-sources: unknown package $p (linux|qemu|edk2|fio|linux-X.Y)" >&2; exit 2 ;;
   esac
 done

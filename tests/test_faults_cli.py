@@ -43,7 +43,7 @@ def test_build_lists_only_real_components():
     run = _cli("build", "nothing")
     assert run.returncode == 2
     last = run.stderr.strip().splitlines()[-1]
-    assert "unknown component 'nothing' (choose from qemu, ovmf, kernel, ovmf-amdsev, kvm-selftests, kvm-unit-tests)" in last
+    assert "unknown component 'nothing' (choose from qemu, ovmf, kernel, ovmf-amdsev, fio, kvm-selftests, kvm-unit-tests)" in last
     assert "[]" not in run.stderr
 
 

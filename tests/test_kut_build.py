@@ -58,7 +58,7 @@ def test_host_check_sources_and_fallback():
 def test_host_checks_are_built_on_their_own(capsys):
     assert cli.main(["kvm-unit-tests", "qemu"]) == 2
     assert cli.main(["kvm-selftests", "--verify"]) == 2
-    assert "built on their own" in capsys.readouterr().err
+    assert "built into the cache on their own" in capsys.readouterr().err
 
 
 def test_a_sources_file_without_the_tree_is_one_line(tmp_path, capsys):

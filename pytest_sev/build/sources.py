@@ -51,6 +51,9 @@ KNOWN_COMPONENTS = COMPONENTS + OPTIONAL_COMPONENTS
 #: kvm-unit-tests tree whose ``x86/amd_sev`` runs as an EFI guest
 #: (:mod:`pytest_sev.build.kut`); no registry carries one, so it has no default.
 HOST_TEST_TABLES = ("kvm-selftests", "kvm-unit-tests")
+#: Tables of tools built into the embedded guest: ``fio``, the DMA load, as one
+#: static binary (:mod:`pytest_sev.build.fio`; scripts/setup.sh builds it).
+TOOL_TABLES = ("fio",)
 
 _KEYS = {"url", "ref", "patches", "tarball", "sha256", "base_config", "fragments",
          "package", "submodules", "configure_args", "expect"}
@@ -163,10 +166,11 @@ def load_sources(path: Path | str) -> dict[str, Source]:
         raise SourcesError(f"sources file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise SourcesError(f"sources file {path}: {exc}") from None
-    unknown = set(data) - set(KNOWN_COMPONENTS) - set(HOST_TEST_TABLES)
+    known = KNOWN_COMPONENTS + HOST_TEST_TABLES + TOOL_TABLES
+    unknown = set(data) - set(known)
     if unknown:
         raise SourcesError(f"sources file {path}: unknown component(s) {', '.join(sorted(unknown))}"
-                           f" (known: {', '.join(KNOWN_COMPONENTS + HOST_TEST_TABLES)})")
+                           f" (known: {', '.join(known)})")
     return {name: parse_source(name, table, path.parent.resolve(), path)
             for name, table in data.items()}
 

@@ -1,8 +1,9 @@
-"""``python -m pytest_sev build [qemu|ovmf|ovmf-amdsev|kernel|kvm-selftests|kvm-unit-tests] [--install PREFIX] [--sources FILE]``.
+"""``python -m pytest_sev build [qemu|ovmf|ovmf-amdsev|kernel|fio|kvm-selftests|kvm-unit-tests] [--install PREFIX] [--sources FILE]``.
 
 build.sh's behaviour: without a component all three are built in its order
-(qemu, ovmf, kernel); ``ovmf-amdsev`` (the AmdSev OVMF an attested launch
-needs) is built only when named.  ``--install PREFIX`` (default /usr/local)
+(qemu, ovmf, kernel); ``fio`` (the embedded guest's static fio,
+:mod:`pytest_sev.build.fio`: into the cache only) and ``ovmf-amdsev`` (the AmdSev OVMF an attested launch
+needs) are built only when named.  ``--install PREFIX`` (default /usr/local)
 must be an existing directory; QEMU is installed under PREFIX, OVMF_CODE.fd,
 OVMF_VARS.fd and OVMF.amdsev.fd under PREFIX/share/qemu, and the kernel packages (.deb/.rpm)
 are copied to ``--output`` (default: the current directory, where build.sh
@@ -42,13 +43,16 @@ from pytest_sev.build.sources import (
     COMPONENTS,
     HOST_TEST_TABLES,
     KNOWN_COMPONENTS,
+    TOOL_TABLES,
     Source,
     default_sources_file,
     load_sources,
 )
 
-#: everything a user may name: guest components, then host checks
-NAMEABLE = KNOWN_COMPONENTS + HOST_TEST_TABLES
+#: built into the cache only, one at a time: the guest's tools and the host checks
+CACHE_ONLY = TOOL_TABLES + HOST_TEST_TABLES
+#: everything a user may name
+NAMEABLE = KNOWN_COMPONENTS + CACHE_ONLY
 
 
 def _component(name: str) -> str:
@@ -63,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Build QEMU, OVMF and an SEV-ES kernel from pinned sources "
                                             "(AMD build.sh equivalent), cached.")
     p.add_argument("component", nargs="*", type=_component, metavar="COMPONENT",
-                   help="qemu, ovmf, kernel, ovmf-amdsev, kvm-selftests and/or kvm-unit-tests "
+                   help="qemu, ovmf, kernel, ovmf-amdsev, fio, kvm-selftests and/or kvm-unit-tests "
                         "(default: the first three, in that order)")
     p.add_argument("--install", metavar="PREFIX", default=DEFAULT_PREFIX,
                    help=f"install prefix, must exist (default {DEFAULT_PREFIX})")
@@ -166,7 +170,7 @@ def copy_packages(manifest: Manifest, output: Path) -> list[Path]:
 
 
 def _host_check_source(comp: str, sources: dict[str, Source]) -> Source:
-    """The tree a host check builds from: its own table (kvm-selftests falls back to [kernel])."""
+    """The tree a cache-only build takes: its own table (kvm-selftests falls back to [kernel])."""
     source = sources.get(comp) or (sources.get("kernel") if comp == "kvm-selftests" else None)
     if source is None:
         fallback = " or [kernel]" if comp == "kvm-selftests" else ""
@@ -174,13 +178,18 @@ def _host_check_source(comp: str, sources: dict[str, Source]) -> Source:
     return source
 
 
-def build_host_check(comp: str, sources: dict[str, Source], opts: BuildOptions) -> int:
-    """Build one host check into the cache and print what was built."""
+def build_cache_only(comp: str, sources: dict[str, Source], opts: BuildOptions) -> int:
+    """Build one guest tool or host check into the cache and print what was built."""
     from pytest_sev.build import kut, selftests  # only when named
     try:
         source = _host_check_source(comp, sources)
         print(f"build: {comp} from {source.url or source.tarball} {source.ref}", flush=True)
-        m = selftests.build_selftests(source, opts) if comp == "kvm-selftests" else kut.build_amd_sev(source, opts)
+        if comp == "kvm-selftests":
+            m = selftests.build_selftests(source, opts)
+        elif comp == "kvm-unit-tests":
+            m = kut.build_amd_sev(source, opts)
+        else:
+            m = build(source, opts)
     except (BuildError, SourcesError) as exc:
         print(f"build: {exc}", file=sys.stderr)
         return 1
@@ -199,10 +208,10 @@ def _print_built(comp: str, m: Manifest) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    checks = [c for c in HOST_TEST_TABLES if c in args.component]
+    checks = [c for c in CACHE_ONLY if c in args.component]
     if checks:
         if len(checks) != len(args.component) or args.verify or args.against:
-            print("build: kvm-selftests and kvm-unit-tests are built on their own (no guest component, "
+            print(f"build: {', '.join(CACHE_ONLY)} are built into the cache on their own (no guest component, "
                   "--verify or --against with them)", file=sys.stderr)
             return 2
         try:
@@ -211,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"build: {exc}", file=sys.stderr)
             return 2
         opts = BuildOptions(jobs=args.jobs, nice=args.nice)
-        return max(build_host_check(c, sources, opts) for c in checks)
+        return max(build_cache_only(c, sources, opts) for c in checks)
     comps = [c for c in KNOWN_COMPONENTS if c in args.component] if args.component else list(COMPONENTS)
     prefix = Path(args.install).resolve()
     if not (args.no_install or args.verify or args.against) and not prefix.is_dir():

@@ -22,10 +22,12 @@ OVMF, and decides everything else here:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pytest_sev.build.fio import static_fio
 from pytest_sev.config import RunConfig
 from pytest_sev.errors import SpecError
 from pytest_sev.images.default_kernel import BASE_APPEND, default_kernel, other_kernel
@@ -34,6 +36,8 @@ from pytest_sev.images.initramfs import build_initramfs
 from pytest_sev.model.spec import UEFI_KINDS, Bus, Disk, Firmware, GuestSpec, Login, Preload, SevLaunch, SnpLaunch
 from pytest_sev.qemu.firmware import find_amdsev_ovmf, find_ovmf, find_snp_firmware
 from pytest_sev.sev.policy import policy_for, snp_policy_for
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BASE_APPEND", "amdsev_firmware", "attested_spec", "cbitpos_of", "default_guest_spec",
            "disk_guest_spec", "image_spec", "ovmf_firmware", "plain_spec", "secret_delivery_spec",
@@ -52,6 +56,13 @@ def ovmf_firmware(code: Path | None = None, vars_template: Path | None = None) -
     return Firmware(kind="ovmf", code=Path(code), vars_template=Path(vars_template))
 
 
+def _guest_fio() -> Path | None:
+    """The static fio (pytest_sev.build.fio) for the DMA guests, else None: the host's."""
+    fio, how = static_fio()
+    log.log(logging.DEBUG if fio else logging.INFO, "guest fio: %s", how if fio else f"the host's fio ({how})")
+    return fio
+
+
 def default_guest_spec(*, firmware: str = "seabios", with_fio: bool = False,
                        kernel: Path | None = None, initrd: Path | None = None,
                        append: str = "", ovmf: Firmware | None = None, **fields: Any) -> GuestSpec:
@@ -65,7 +76,7 @@ def default_guest_spec(*, firmware: str = "seabios", with_fio: bool = False,
     if kernel is None or initrd is None:
         gk = default_kernel()
         kernel = kernel or gk.vmlinuz
-        initrd = initrd or build_initramfs(gk, with_fio=with_fio).path
+        initrd = initrd or build_initramfs(gk, with_fio=with_fio, fio_binary=_guest_fio() if with_fio else None).path
     fw = (ovmf or ovmf_firmware()) if firmware == "ovmf" else Firmware()
     cmdline = " ".join(part for part in (BASE_APPEND, append) if part)
     return GuestSpec(kernel=Path(kernel), initrd=Path(initrd) if initrd else None,

@@ -1,8 +1,9 @@
 """Build the embedded default guest's initramfs, content-addressed.
 
 Contents: busybox-static, the kernel modules the harness needs (closure from
-``modules.dep``), fio with every shared library ``ldd`` names when fio is on
-the host, and :file:`data/init.sh`.  The cache key covers every input's bytes,
+``modules.dep``), fio as ``/usr/bin/fio`` (a given binary, the static
+build of pytest_sev.build.fio; else the host's, with every shared library
+``ldd`` names), and :file:`data/init.sh`.  The cache key covers every input's bytes,
 so a second build of the same inputs is a lookup, and any change (a new
 kernel package, a new busybox) makes a new entry.
 """
@@ -90,10 +91,13 @@ def _write_cpio(root: Path, out: Path) -> None:
 
 
 def build_initramfs(kernel: GuestKernel, modules: tuple[str, ...] = DEFAULT_GUEST_MODULES,
-                    with_fio: bool = True) -> Initramfs:
+                    with_fio: bool = True, fio_binary: Path | None = None) -> Initramfs:
+    """The initramfs of *kernel* (cached by its inputs); with fio: *fio_binary*
+    (a static build needs no libraries), else the host's ``fio``."""
     busybox = find_busybox()
-    fio = shutil.which("fio") if with_fio else None
-    libs = shared_libraries(Path(fio)) if fio else []
+    found = (fio_binary or shutil.which("fio")) if with_fio else None
+    fio = Path(found) if found else None
+    libs = shared_libraries(fio) if fio else []
     dep_text = (kernel.modules_dir / "modules.dep").read_text()
     builtin = kernel.modules_dir / "modules.builtin"
     order = load_order(modules, dep_text, builtin.read_text() if builtin.exists() else "",
@@ -101,7 +105,7 @@ def build_initramfs(kernel: GuestKernel, modules: tuple[str, ...] = DEFAULT_GUES
     key = make_key(
         recipe=RECIPE_VERSION, kernel=kernel.sha256, modules=order,
         busybox=file_digest(busybox), init=_init_script().hex(),
-        fio=file_digest(Path(fio)) if fio else None,
+        fio=file_digest(fio) if fio else None,
         libs={str(lib): file_digest(lib) for lib in libs},
     )
 
@@ -117,11 +121,13 @@ def build_initramfs(kernel: GuestKernel, modules: tuple[str, ...] = DEFAULT_GUES
         (root / "etc" / "modules.order").write_text("\n".join(placed) + "\n")
         profile = ["export PATH=/bin:/sbin:/usr/bin:/usr/sbin"]
         if fio:
-            _copy_into(root, Path(fio))
+            (root / "usr" / "bin").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(fio.resolve(), root / "usr" / "bin" / "fio")  # where init.sh and the load find it
             for lib in libs:
                 _copy_into(root, lib)
-            dirs = sorted({str(lib.parent) for lib in libs})
-            profile.append("export LD_LIBRARY_PATH=" + ":".join(dirs))
+            if libs:
+                dirs = sorted({str(lib.parent) for lib in libs})
+                profile.append("export LD_LIBRARY_PATH=" + ":".join(dirs))
         (root / "etc" / "profile").write_text("\n".join(profile) + "\n")
         _write_cpio(root, out / "initrd.cpio")
         shutil.rmtree(root)
