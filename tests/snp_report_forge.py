@@ -129,3 +129,70 @@ def make_report(*, version: int = 2, policy: int = 0x30000, vmpl: int = 0, repor
     if mit_vectors is not None:
         struct.pack_into("<QQ", raw, 0x1F8, *mit_vectors)
     return bytes(raw)
+
+
+# -- a VLEK chain: ARK -> ASVK -> VLEK (and an ASK beside it, as AMD's ARK signs both) --------------------------
+
+@dataclass(frozen=True)
+class VlekForge:
+    """A test ARK signing an ASK and an ASVK (``CN=SEV-VLEK-Test``); the ASK signs a VCEK, the ASVK a VLEK.
+
+    The VLEK names no chip (a cspID instead of a hwID), as AMD's do. The signer keys are kept so a test
+    can issue a crossed certificate (:meth:`issue`: a VLEK the ASK signed, a VCEK the ASVK signed)."""
+
+    ark: x509.Certificate
+    ask: x509.Certificate
+    asvk: x509.Certificate
+    vcek: x509.Certificate
+    vcek_key: ec.EllipticCurvePrivateKey
+    vlek: x509.Certificate
+    vlek_key: ec.EllipticCurvePrivateKey
+    ask_key: rsa.RSAPrivateKey
+    asvk_key: rsa.RSAPrivateKey
+
+    def ask_chain(self) -> SnpChain:
+        return SnpChain(self.ask, self.ark, "the test ASK chain")
+
+    def asvk_chain(self) -> SnpChain:
+        return SnpChain(self.asvk, self.ark, "the test ASVK chain", "ASVK")
+
+    def anchors(self) -> dict[str, x509.Certificate]:
+        return {"test": self.ark}
+
+    def asvk_chain_pem(self) -> bytes:
+        return self.asvk.public_bytes(Encoding.PEM) + self.ark.public_bytes(Encoding.PEM)
+
+    def sign(self, raw: bytes, key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
+        """``raw`` signed by the VLEK's key (or ``key``), as :meth:`Forge.sign`."""
+        return Forge(self.ark, self.asvk, self.vlek, key or self.vlek_key).sign(raw)
+
+    def issue(self, subject: str, key: ec.EllipticCurvePrivateKey, by: str) -> x509.Certificate:
+        """A certificate for ``key`` with the VLEK's extensions, signed by the ``ASK`` or the ``ASVK``."""
+        signer, issuer = (self.ask_key, "SEV-Test") if by == "ASK" else (self.asvk_key, "SEV-VLEK-Test")
+        return _cert(subject, issuer, key.public_key(), signer, _vlek_exts())
+
+
+def _vlek_exts(bootloader: int = 3, tee: int = 0, snp: int = 8, microcode: int = 115,
+               product_name: str = "Milan-B0") -> tuple[x509.UnrecognizedExtension, ...]:
+    """A VLEK's KDS extensions: structVersion, productName, the TCB, a cspID (``.5``), no hwID."""
+    csp = b"test-csp"
+    return (_ext(f"{KDS}.1", _der_int(0)),
+            _ext(f"{KDS}.2", bytes([0x16, len(product_name)]) + product_name.encode()),
+            _ext(f"{KDS}.3.1", _der_int(bootloader)), _ext(f"{KDS}.3.2", _der_int(tee)),
+            _ext(f"{KDS}.3.3", _der_int(snp)), _ext(f"{KDS}.3.8", _der_int(microcode)),
+            _ext(f"{KDS}.5", bytes([0x16, len(csp)]) + csp))
+
+
+@functools.cache
+def make_vlek_forge(seed: int = 0) -> VlekForge:
+    """A fresh ARK -> ASK -> VCEK and ARK -> ASVK -> VLEK (Milan layout, TCB 3/0/8/115); ``seed`` only tells
+    cached ones apart (another seed: other keys throughout)."""
+    ark_key, ask_key, asvk_key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(3))
+    vcek_key, vlek_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
+    ark = _cert("ARK-Test", "ARK-Test", ark_key.public_key(), ark_key)
+    ask = _cert("SEV-Test", "ARK-Test", ask_key.public_key(), ark_key)
+    asvk = _cert("SEV-VLEK-Test", "ARK-Test", asvk_key.public_key(), ark_key)
+    vcek = _cert("SEV-VCEK", "SEV-Test", vcek_key.public_key(), ask_key,
+                 (*_vlek_exts()[:-1], _ext(f"{KDS}.4", CHIP_ID)))
+    vlek = _cert("SEV-VLEK", "SEV-VLEK-Test", vlek_key.public_key(), asvk_key, _vlek_exts())
+    return VlekForge(ark, ask, asvk, vcek, vcek_key, vlek, vlek_key, ask_key, asvk_key)

@@ -19,7 +19,7 @@ from snp_report_forge import make_forge, make_report, tcb_legacy, tcb_turin
 
 from pytest_sev.attest.errors import FormatError
 from pytest_sev.attest.snp_report import parse_report
-from pytest_sev.attest.snp_roots import load_product_chain, pinned_arks
+from pytest_sev.attest.snp_roots import load_product_chain, load_vlek_chain, pinned_arks
 from pytest_sev.attest.snp_vcek_source import (
     SOURCE_DIR,
     SOURCE_NONE,
@@ -37,6 +37,7 @@ REPORT = parse_report((KAT / "gosev-milan-report.bin").read_bytes())
 VCEK_DER = (KAT / "gosev-milan-vcek.der").read_bytes()
 _ASK, _ARK = x509.load_pem_x509_certificates((KAT / "ask_ark_milan.pem").read_bytes())
 ASK_DER, ARK_DER = _ASK.public_bytes(Encoding.DER), _ARK.public_bytes(Encoding.DER)
+ASVK_DER = load_vlek_chain("milan").ask.public_bytes(Encoding.DER)
 CHIP_HEX = REPORT.chip_id.hex()
 TCB_FILE = "4405000000000002.der"  # the report's REPORTED_TCB, 16 hex digits
 
@@ -172,21 +173,24 @@ def test_vlek_report_takes_the_tables_vlek_not_its_vcek() -> None:
     assert "no VLEK found: the host's certificate table has no VLEK entry (it holds VCEK)" in missing.reason
 
 
-def test_vlek_table_asvk_is_not_compared() -> None:
+def test_vlek_table_asvk_is_compared_with_the_pinned_asvk() -> None:
     vlek = make_forge(hwid=None)
     lookup = find_vcek(VLEK_REPORT, cert_table=table((VLEK, der(vlek.vcek)), (ASK, der(vlek.ask))), product="milan")
     assert same(lookup, der(vlek.vcek))
-    assert "the table's ASK entry (an ASVK for a VLEK) was not compared: the harness pins no ASVK" in lookup.reason
+    assert "the table's ASVK is not AMD's pinned milan ASVK: ignored" in lookup.reason
+    amds = find_vcek(VLEK_REPORT, cert_table=table((VLEK, der(vlek.vcek)), (ASK, ASVK_DER), (ARK, ARK_DER)),
+                     product="milan")
+    assert amds.reason == "the VLEK from the host's certificate table"
 
 
 def test_vlek_chain_check_is_unknown_naming_the_missing_asvk() -> None:
-    """Even with a chain given, a VLEK-signed report's chain is never ok: no ASVK is pinned."""
+    """With only an ASK chain given, a VLEK-signed report's chain is never ok: it needs an ASVK."""
     vlek = make_forge(hwid=None)
     signed = parse_report(vlek.sign(make_report(signer_info=1 << 2)))
     verdict = verify_snp_report(signed, vlek.vcek, {"test": vlek.chain()}, vlek.anchors(), product="milan")
     chain = verdict.check("chain")
     assert verdict.check("signature").state == "ok"
-    assert chain.state == "unknown" and "no pinned ASVK" in chain.reason and "/vlek/v1/" in chain.reason
+    assert chain.state == "unknown" and chain.reason.startswith("no ASVK/ARK given to check the VLEK against")
     assert not verdict.ok
 
 

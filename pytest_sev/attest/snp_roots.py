@@ -12,6 +12,18 @@ and each load checks the file's SHA-256 against the value recorded here. A
 chain given as a file (``--chain``) is used only if its ARK is one of these
 pinned ARKs (:func:`pinned_arks`, decided in :mod:`.snp_verify`).
 
+A report signed by a VLEK (a key AMD issues to a cloud provider, not per
+chip) traces to the same ARK through AMD's ASVK instead of the ASK: the
+package carries each product's ASVK chain too (``amdcerts/snp/asvk_ark_<product>.pem``,
+ASVK then ARK, as AMD's key server serves ``/vlek/v1/<Product>/cert_chain``,
+read unchanged from google/go-sev-guest ``verify/trust/ask_ark_<product>_vlek.pem``
+at commit af1c107a648f47253da23a9de7a7c82ec073cfdb), pinned the same way
+(:data:`PINNED_VLEK_SHA256`, :func:`load_vlek_chain`). Checked when pinned:
+each file's ARK is byte-identical to the ARK of ``ask_ark_<product>.pem``,
+and that ARK signs the ASVK (``CN=SEV-VLEK-<Product>``, RSA-PSS as the ASK).
+A chain's intermediate is named by its certificate (:func:`intermediate_name`):
+the verifier checks a VCEK only through an ASK and a VLEK only through an ASVK.
+
 This is the one module of the SNP verifier that reads files.
 """
 
@@ -23,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from .errors import ChainError, FormatError
 from .snp_report import PRODUCTS
@@ -37,14 +50,39 @@ PINNED_SHA256: dict[str, str] = {
     "turin": "cc9a52fbed3fbc6e4a0a50149a541a75938f975658909c2a6084767829b36e85",
 }
 
+#: SHA-256 of ``asvk_ark_<product>.pem``: AMD's key server ``/vlek/v1/<Product>/cert_chain`` (ASVK, ARK)
+PINNED_VLEK_SHA256: dict[str, str] = {
+    "milan": "3098f7e90ee7049b8cf116448d1bdf33b08847b4250bd99507cf73b5c49d3467",
+    "genoa": "95f8b0deab936fe5d44a7cd6ed32590ad360581da2858a27dc2e59ac6eacb2e8",
+    "turin": "5928f39615a10790e4c3d985fbe5b025524eab50c0801c2b69d2031e476cdfe5",
+}
+
+#: the intermediate of a chain: AMD's ASK signs VCEKs, its ASVK signs VLEKs
+ASK = "ASK"
+ASVK = "ASVK"
+#: AMD names its ASVKs ``SEV-VLEK-<Product>`` (its ASKs ``SEV-<Product>``)
+_ASVK_CN_PREFIX = "SEV-VLEK-"
+
 
 @dataclass(frozen=True)
 class SnpChain:
-    """An ASK and the ARK above it; ``source`` says where they came from (for messages)."""
+    """An ASK (or ASVK) and the ARK above it; ``source`` says where they came from (for messages).
+
+    ``intermediate`` names what ``ask`` holds: ``ASK`` (signs VCEKs) or ``ASVK`` (signs VLEKs)."""
 
     ask: x509.Certificate
     ark: x509.Certificate
     source: str
+    intermediate: str = ASK
+
+
+def intermediate_name(cert: x509.Certificate) -> str:
+    """``ASVK`` when ``cert``'s common name is AMD's ASVK's (``SEV-VLEK-<Product>``), else ``ASK``.
+
+    The name is part of what the ARK signed, so with a pinned ARK it is AMD's word."""
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    vlek = any(str(attr.value).startswith(_ASVK_CN_PREFIX) for attr in names)
+    return ASVK if vlek else ASK
 
 
 def _load_der_or_pem(data: bytes, what: str) -> list[x509.Certificate]:
@@ -72,7 +110,7 @@ def _read(path: Path | str, what: str) -> bytes:
 
 
 def split_chain(data: bytes, source: str) -> SnpChain:
-    """ASK and ARK from a ``cert_chain`` body: two certificates, the ARK being the self-issued one."""
+    """ASK (or ASVK) and ARK from a ``cert_chain`` body: two certificates, the ARK being the self-issued one."""
     certs = _load_der_or_pem(data, source)
     if len(certs) != 2:
         raise ChainError(f"{source} holds {len(certs)} certificates, expected two (ASK and ARK)")
@@ -81,7 +119,7 @@ def split_chain(data: bytes, source: str) -> SnpChain:
         raise ChainError(f"{source}: expected one self-issued ARK and one ASK, found {len(roots)} self-issued")
     ark = roots[0]
     ask = next(c for c in certs if c is not ark)
-    return SnpChain(ask, ark, source)
+    return SnpChain(ask, ark, source, intermediate_name(ask))
 
 
 def load_product_chain(product: str, certs_dir: Path | str = SNP_CERTS_DIR) -> SnpChain:
@@ -97,13 +135,34 @@ def load_product_chain(product: str, certs_dir: Path | str = SNP_CERTS_DIR) -> S
     return split_chain(data, f"AMD's {product} ASK/ARK")
 
 
+def load_vlek_chain(product: str, certs_dir: Path | str = SNP_CERTS_DIR) -> SnpChain:
+    """AMD's ASVK and ARK of ``product`` from the package (``intermediate`` ASVK), byte-identical to the pinned file."""
+    if product not in PRODUCTS:
+        raise ChainError(f"unknown SNP product {product!r}: expected one of {', '.join(PRODUCTS)}")
+    path = Path(certs_dir) / f"asvk_ark_{product}.pem"
+    data = _read(path, f"{product} ASVK/ARK")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != PINNED_VLEK_SHA256[product]:
+        raise ChainError(f"{path} is not AMD's published {product} ASVK/ARK (sha256 {digest}, "
+                         f"pinned {PINNED_VLEK_SHA256[product]})")
+    chain = split_chain(data, f"AMD's {product} ASVK/ARK")
+    return SnpChain(chain.ask, chain.ark, chain.source, ASVK)
+
+
+def pinned_chains(signing_key: str, products: list[str] | None = None,
+                  certs_dir: Path | str = SNP_CERTS_DIR) -> dict[str, SnpChain]:
+    """Product -> AMD's chain for a report signed by ``signing_key``: the ASVK/ARK for ``VLEK``, else the ASK/ARK."""
+    load = load_vlek_chain if signing_key == "VLEK" else load_product_chain
+    return {product: load(product, certs_dir) for product in (products or list(PRODUCTS))}
+
+
 def pinned_arks(certs_dir: Path | str = SNP_CERTS_DIR) -> dict[str, x509.Certificate]:
     """Product -> AMD's ARK: the only anchors an SNP chain is verified to."""
     return {product: load_product_chain(product, certs_dir).ark for product in PRODUCTS}
 
 
 def read_chain_file(path: Path | str) -> SnpChain:
-    """A ``cert_chain`` file (ASK and ARK, PEM); whether its ARK is AMD's is checked when verifying."""
+    """A ``cert_chain`` file (ASK or ASVK, and ARK, PEM); whether its ARK is AMD's is checked when verifying."""
     return split_chain(_read(path, "chain file"), f"chain file {path}")
 
 
@@ -115,5 +174,6 @@ def read_vcek(path: Path | str) -> x509.Certificate:
     return certs[0]
 
 
-__all__ = ["SNP_CERTS_DIR", "PINNED_SHA256", "SnpChain", "load_product_chain", "pinned_arks", "read_chain_file",
-           "read_vcek", "split_chain"]
+__all__ = ["SNP_CERTS_DIR", "PINNED_SHA256", "PINNED_VLEK_SHA256", "ASK", "ASVK", "SnpChain", "intermediate_name",
+           "load_product_chain", "load_vlek_chain", "pinned_chains", "pinned_arks", "read_chain_file", "read_vcek",
+           "split_chain"]

@@ -17,9 +17,11 @@ say where it came from:
 A certificate found whose chip id, product or TCB is not the report's is
 not dropped silently: it is returned (the verifier's ``vcek_tcb`` /
 ``vcek_chip_id`` checks fail it, naming the field) and the reason says so.
-The certificate table's ASK and ARK are never used: they come from the
-host, and the pinned ones (:mod:`.snp_roots`) decide the chain; when they
-differ from the pinned ones the reason notes it.
+The certificate table's ASK (for a VLEK: its ASVK) and ARK are never used:
+they come from the host, and the pinned ones (:mod:`.snp_roots`) decide the
+chain; when one differs from the pinned one the reason notes it. A VLEK found here is used as a VCEK is: the
+verifier checks it against AMD's pinned ASVK chains
+(:func:`.snp_roots.pinned_chains`).
 
 The certificate directory layout (one DER certificate per file, as the key
 server serves it; PEM is read too)::
@@ -50,7 +52,7 @@ from .errors import AttestError, FormatError
 from .snp_certtable import CertTable, CertTableError, parse_cert_table
 from .snp_kds import KdsError, der_certificate, kds_hwid, match_problems
 from .snp_report import PRODUCTS, SnpReport
-from .snp_roots import load_product_chain, read_vcek
+from .snp_roots import pinned_chains, read_vcek
 from .snp_vcek import vcek_facts
 
 log = logging.getLogger(__name__)
@@ -119,12 +121,12 @@ def _same_cert(a: x509.Certificate, b: x509.Certificate) -> bool:
 
 
 def _roots_note(table: CertTable, key: str, products: list[str]) -> list[str]:
-    """Notes on the table's ASK/ARK against the pinned ones of ``products`` (they are never used)."""
+    """Notes on the table's ASK (ASVK for a VLEK) and ARK against the pinned ones of ``products`` (never used)."""
     entries = {name: table.get(name) for name in ("ASK", "ARK")}
     if not any(entries.values()):
         return []
     try:
-        chains = {p: load_product_chain(p) for p in products}
+        chains = pinned_chains(key, products)
     except AttestError as exc:
         return [f"the table's ASK/ARK were not compared: the pinned ones could not be loaded ({exc})"]
     where = f"AMD's pinned {' or '.join(products)}"
@@ -132,17 +134,15 @@ def _roots_note(table: CertTable, key: str, products: list[str]) -> list[str]:
     for name, entry in entries.items():
         if entry is None:
             continue
-        if name == "ASK" and key == "VLEK":
-            notes.append("the table's ASK entry (an ASVK for a VLEK) was not compared: the harness pins no ASVK")
-            continue
         try:
             cert = der_certificate(entry.data, f"the table's {name} entry")
         except FormatError as exc:
             notes.append(f"{exc}; ignored (the pinned ASK/ARK decide the chain)")
             continue
         pinned = [getattr(chain, name.lower()) for chain in chains.values()]
+        said = "ASVK" if name == "ASK" and key == "VLEK" else name
         if not any(_same_cert(cert, p) for p in pinned):
-            notes.append(f"the table's {name} is not {where} {name}: ignored (the pinned ASK/ARK decide the chain, "
+            notes.append(f"the table's {said} is not {where} {said}: ignored (the pinned ASK/ARK decide the chain, "
                          "never the host's)")
     return notes
 

@@ -12,7 +12,10 @@ The checks (names are stable: the CLI's ``--json`` and callers use them):
   VCEK's public key (R and S little-endian at 0x2A0 and 0x2E8).
 - ``chain``: VCEK <- ASK <- ARK, RSA-PSS with SHA-384 and a 48-byte salt,
   the ARK self-signed and equal to one of the pinned AMD ARKs; each link is
-  kept and a failure names it (``ASK -> VCEK``).
+  kept and a failure names it (``ASK -> VCEK``). A VLEK-signed report's
+  chain is VLEK <- ASVK <- ARK (``ASVK -> VLEK``): a VCEK is checked only
+  through chains whose intermediate is an ASK, a VLEK only through an ASVK
+  (:attr:`.snp_roots.SnpChain.intermediate`).
 - ``vcek_tcb`` / ``vcek_chip_id``: the report's REPORTED_TCB and CHIP_ID
   equal what the VCEK was issued for (its KDS extensions, :mod:`.snp_vcek`).
 - ``debug``: policy bit 19 off, unless debugging is allowed.
@@ -39,7 +42,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from .errors import FormatError
 from .snp_report import SIG_ALGO_ECDSA_P384_SHA384, TCB_LAYOUTS, SnpReport, TcbVersion
-from .snp_roots import SnpChain
+from .snp_roots import ASK, ASVK, SnpChain
 from .snp_vcek import VcekFacts, vcek_facts
 
 State = Literal["ok", "failed", "unknown"]
@@ -198,7 +201,8 @@ def pinned_product(ark: x509.Certificate, anchors: Mapping[str, x509.Certificate
 
 def chain_links(vek: x509.Certificate, chain: SnpChain, anchors: Mapping[str, x509.Certificate],
                 subject: str = "VCEK") -> list[ChainLink]:
-    """The links of ``chain`` for ``vek``: ARK self-signature, ARK pinned, ARK -> ASK, ASK -> VCEK."""
+    """The links of ``chain`` for ``vek``: ARK self-signature, ARK pinned, ARK -> ASK, ASK -> VCEK
+    (the intermediate named as the chain names it: ARK -> ASVK, ASVK -> VLEK)."""
     product = pinned_product(chain.ark, anchors)
     if product is not None:
         pin = ChainLink("ARK pinned", "", True, f"AMD's {product} ARK")
@@ -208,8 +212,8 @@ def chain_links(vek: x509.Certificate, chain: SnpChain, anchors: Mapping[str, x5
     return [
         _link("ARK", "ARK", _signed_by(chain.ark, chain.ark)),
         pin,
-        _link("ARK", "ASK", _signed_by(chain.ark, chain.ask)),
-        _link("ASK", subject, _signed_by(chain.ask, vek)),
+        _link("ARK", chain.intermediate, _signed_by(chain.ark, chain.ask)),
+        _link(chain.intermediate, subject, _signed_by(chain.ask, vek)),
     ]
 
 
@@ -217,30 +221,33 @@ def check_chain(report: SnpReport, vek: x509.Certificate | None, chains: Mapping
                 anchors: Mapping[str, x509.Certificate]) -> tuple[Check, tuple[ChainLink, ...], str | None]:
     """The chain check, its links and the product of the pinned ARK it reaches (``None``: it reaches none).
 
-    ``chains``: candidate ASK/ARK pairs by label (a product, or the chain file); with several,
-    the first whose ASK signs the VCEK is the one reported (as :mod:`.chain` picks a generation).
+    ``chains``: candidate ASK/ARK (or ASVK/ARK) pairs by label (a product, or the chain file);
+    a VCEK is tried only against those whose intermediate is an ASK, a VLEK only against an
+    ASVK's (:func:`.snp_roots.pinned_chains`). With several, the first whose intermediate signs
+    the key is the one reported (as :mod:`.chain` picks a generation).
     ``anchors``: product -> the ARKs trusted (AMD's: :func:`.snp_roots.pinned_arks`)."""
     subject = "VLEK" if report.signer.signing_key == "VLEK" else "VCEK"
     if vek is None:
         return Check("chain", "unknown", f"no {subject} given: the chain cannot be checked"), (), None
-    if subject == "VLEK":
-        return Check("chain", "unknown", "the report is signed by a VLEK, whose chain needs AMD's ASVK "
-                                         "(KDS /vlek/v1/{product}/cert_chain): the harness has no pinned ASVK "
-                                         "for any product, so the chain is not checked"), (), None
-    if not chains:
-        return Check("chain", "unknown", "no ASK/ARK given to check the VCEK against"), (), None
-    candidates = {label: chain_links(vek, chain, anchors) for label, chain in chains.items()}
+    middle = ASVK if subject == "VLEK" else ASK
+    usable = {label: chain for label, chain in chains.items() if chain.intermediate == middle}
+    if not usable:
+        other = [label for label, chain in chains.items() if chain.intermediate != middle]
+        only = "an ASK signs VCEKs" if subject == "VLEK" else "an ASVK signs VLEKs"
+        note = f" ({only} only: {', '.join(other)} not used)" if other else ""
+        return Check("chain", "unknown", f"no {middle}/ARK given to check the {subject} against{note}"), (), None
+    candidates = {label: chain_links(vek, chain, anchors, subject) for label, chain in usable.items()}
     chosen = next((label for label, links in candidates.items() if links[-1].ok), None)
     if chosen is None and len(candidates) > 1:
-        link = ChainLink("ASK", "VCEK", False, f"no ASK of {', '.join(candidates)} signs this VCEK")
+        link = ChainLink(middle, subject, False, f"no {middle} of {', '.join(candidates)} signs this {subject}")
         return Check("chain", "failed", link.describe()), (link,), None
     label = chosen or next(iter(candidates))
     links = tuple(candidates[label])
     failed = next((link for link in links if not link.ok), None)
     if failed is not None:
         return Check("chain", "failed", failed.describe()), links, None
-    product = pinned_product(chains[label].ark, anchors)
-    return Check("chain", "ok", f"VCEK <- ASK <- ARK verified to AMD's {product} ARK"), links, product
+    product = pinned_product(usable[label].ark, anchors)
+    return Check("chain", "ok", f"{subject} <- {middle} <- ARK verified to AMD's {product} ARK"), links, product
 
 
 # -- the VCEK's extensions against the report ---------------------------------------
@@ -268,6 +275,9 @@ def check_vcek_tcb(report: SnpReport, facts: VcekFacts | None, product: str | No
 
 def check_vcek_chip_id(report: SnpReport, facts: VcekFacts | None) -> Check:
     """CHIP_ID equals the VCEK's hwID (a Turin hwID is the chip id's first 8 bytes)."""
+    if report.signer.signing_key == "VLEK":  # the question does not exist: nothing to decide
+        return Check("vcek_chip_id", "unknown", "a VLEK names no chip: the report is bound to the cloud "
+                                                "provider's VLEK, not to one chip's key", asked=False)
     if facts is None:
         return Check("vcek_chip_id", "unknown", "no VCEK given")
     if facts.hwid is None:
@@ -393,7 +403,8 @@ def resolve_product(given: str | None, chain_product: str | None, facts: VcekFac
 def verify_snp_report(report: SnpReport, vek: x509.Certificate | None, chains: Mapping[str, SnpChain],
                       anchors: Mapping[str, x509.Certificate], expect: Expectations = Expectations(),
                       product: str | None = None) -> SnpVerdict:  # pragma: no mutate, "" names no product, as None
-    """Every check on ``report``; ``chains`` the candidate ASK/ARK by product, ``anchors`` the pinned ARKs."""
+    """Every check on ``report``; ``chains`` the candidate ASK/ARK (ASVK/ARK for a VLEK) by product,
+    ``anchors`` the pinned ARKs."""
     facts = vcek_facts(vek) if vek is not None else None
     chain_check, links, chain_product = check_chain(report, vek, chains, anchors)
     the_product = resolve_product(product, chain_product, facts, report)

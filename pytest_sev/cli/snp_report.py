@@ -22,7 +22,9 @@ says where it came from. ``fetch-vcek`` asks AMD's key server
 in that layout; a VCEK already stored there is not asked for again.
 
 Without ``--chain``/``--product`` the VCEK is tried against AMD's ASK of
-every product. Exit status of ``verify``: 0 every asked check holds, 1 one
+every product, a VLEK against AMD's ASVK of every product (both shipped and
+pinned); a ``--chain`` file holds the ASK (or, for a VLEK, the ASVK) and an
+ARK that must be AMD's. Exit status of ``verify``: 0 every asked check holds, 1 one
 does not (or could not be made), 2 a bad argument or file (one line on
 stderr). Of ``fetch-vcek``: 0 the VCEK is stored, 1 it could not be had
 (HTTP 404, 429 rate limit, a network error, a masked chip id: one line with
@@ -43,7 +45,7 @@ from pytest_sev.attest.errors import AttestError
 from pytest_sev.attest.snp_certtable import parse_cert_table
 from pytest_sev.attest.snp_kds import DEFAULT_TIMEOUT, KDS_URL, KdsError, check_base_url, fetch_vcek, match_problems
 from pytest_sev.attest.snp_report import PRODUCTS, SnpReport, parse_report
-from pytest_sev.attest.snp_roots import SnpChain, load_product_chain, pinned_arks, read_chain_file, read_vcek
+from pytest_sev.attest.snp_roots import SnpChain, pinned_arks, pinned_chains, read_chain_file, read_vcek
 from pytest_sev.attest.snp_vcek import vcek_facts
 from pytest_sev.attest.snp_vcek_source import VcekLookup, cert_path, find_vcek, store_vek
 from pytest_sev.attest.snp_verify import Expectations, SnpVerdict, parse_min_tcb, verify_snp_report
@@ -101,8 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cert-dir", help="without --vcek (and when the table has none): the certificate directory "
                                       "DIR/<product>/<hwid hex>/<REPORTED_TCB 16 hex>.der (filled by fetch-vcek)")
     roots = p.add_mutually_exclusive_group()
-    roots.add_argument("--chain", help="ASK+ARK file (PEM, cert_chain); its ARK must be AMD's")
-    roots.add_argument("--product", choices=PRODUCTS, help="use AMD's ASK/ARK of this product (shipped, pinned)")
+    roots.add_argument("--chain", help="ASK+ARK file (ASVK+ARK for a VLEK-signed report; PEM, cert_chain); "
+                                       "its ARK must be AMD's")
+    roots.add_argument("--product", choices=PRODUCTS,
+                       help="use AMD's ASK/ARK (ASVK/ARK for a VLEK) of this product (shipped, pinned)")
     p.add_argument("--nonce", type=_hex_bytes("nonce", max_size=64),
                    help="the REPORT_DATA the guest was given (hex, up to 64 bytes, zero-padded)")
     p.add_argument("--measurement", type=_hex_bytes("measurement", size=48), help="expected launch digest (48 bytes hex)")
@@ -153,11 +157,12 @@ def _read_report(path: str) -> SnpReport:
     return parse_report(data)
 
 
-def _chains(ns: argparse.Namespace) -> dict[str, SnpChain]:
+def _chains(ns: argparse.Namespace, report: SnpReport) -> dict[str, SnpChain]:
+    """The chain file, else AMD's pinned chains for the report's signing key (ASK/ARK, or ASVK/ARK for a VLEK)."""
     if ns.chain:
         return {"chain file": read_chain_file(ns.chain)}
     products = [ns.product] if ns.product else list(PRODUCTS)
-    return {p: load_product_chain(p) for p in products}
+    return pinned_chains(report.signer.signing_key, products)
 
 
 def _lookup(ns: argparse.Namespace, report: SnpReport) -> VcekLookup:
@@ -184,7 +189,7 @@ def _verify(ns: argparse.Namespace) -> tuple[SnpVerdict, VcekLookup]:
     lookup = _lookup(ns, report)
     expect = Expectations(nonce=ns.nonce, measurement=ns.measurement, policy=ns.policy, vmpl=ns.vmpl,
                           min_tcb=parse_min_tcb(ns.min_tcb) if ns.min_tcb else None, allow_debug=ns.allow_debug)
-    return verify_snp_report(report, lookup.cert, _chains(ns), pinned_arks(), expect, product=ns.product), lookup
+    return verify_snp_report(report, lookup.cert, _chains(ns, report), pinned_arks(), expect, product=ns.product), lookup
 
 
 def _print_text(verdict: SnpVerdict, lookup: VcekLookup) -> None:

@@ -43,8 +43,8 @@ from typing import Any, Literal
 
 from pytest_sev.attest.errors import AttestError
 from pytest_sev.attest.snp_measure import SNP_ACTIVE, SnpLaunchInputs, describe_guest_features, snp_launch_digest
-from pytest_sev.attest.snp_report import PRODUCTS, REPORT_SIZE, SnpReport, parse_report
-from pytest_sev.attest.snp_roots import load_product_chain, pinned_arks
+from pytest_sev.attest.snp_report import REPORT_SIZE, SnpReport, parse_report
+from pytest_sev.attest.snp_roots import pinned_arks, pinned_chains
 from pytest_sev.attest.snp_verify import Check, Expectations, MinTcb, SnpVerdict, verify_snp_report
 from pytest_sev.deadline import Deadline
 from pytest_sev.errors import GuestError
@@ -420,14 +420,15 @@ def check_live_report(fetched: FetchResult, spec: GuestSpec, nonce: bytes, *, ce
     The VCEK is looked up from the report (the host's certificate table in
     ``auxblob``, then ``cert_dir``) by ``find_vcek``
     (:func:`pytest_sev.attest.snp_vcek_source.find_vcek` by default); the
-    ASK/ARK are AMD's pinned ones for every product. A digest that could not
+    ASK/ARK (ASVK/ARK for a VLEK-signed report) are AMD's pinned ones for
+    every product. A digest that could not
     be computed is an asked ``unknown`` measurement check, never "not asked"."""
     if not fetched.ok or fetched.report is None:
         raise ValueError(f"no report to check: {fetched.describe()}")
     report = parse_report(fetched.report)
     lookup = find_vcek if find_vcek is not None else _default_find_vcek()
     vek, source, reason = _lookup_vcek(lookup, report, fetched.auxblob, cert_dir)
-    chains = chains if chains is not None else {p: load_product_chain(p) for p in PRODUCTS}
+    chains = chains if chains is not None else pinned_chains(report.signer.signing_key)
     anchors = anchors if anchors is not None else pinned_arks()
     expect, why = live_expectations(spec, nonce, min_tcb=min_tcb, guest_features=guest_features, measure=measure)
     verdict = verify_snp_report(report, vek, chains, anchors, expect)
