@@ -122,30 +122,26 @@ def split_chain(data: bytes, source: str) -> SnpChain:
     return SnpChain(ask, ark, source, intermediate_name(ask))
 
 
-def load_product_chain(product: str, certs_dir: Path | str = SNP_CERTS_DIR) -> SnpChain:
-    """AMD's ASK and ARK of ``product`` from the package, byte-identical to the pinned file."""
+def _load_pinned(product: str, certs_dir: Path | str, prefix: str, what: str, pins: dict[str, str]) -> SnpChain:
+    """``<prefix>_<product>.pem`` from *certs_dir*, refused unless byte-identical to the pinned file."""
     if product not in PRODUCTS:
         raise ChainError(f"unknown SNP product {product!r}: expected one of {', '.join(PRODUCTS)}")
-    path = Path(certs_dir) / f"ask_ark_{product}.pem"
-    data = _read(path, f"{product} ASK/ARK")
+    path = Path(certs_dir) / f"{prefix}_{product}.pem"
+    data = _read(path, f"{product} {what}")
     digest = hashlib.sha256(data).hexdigest()
-    if digest != PINNED_SHA256[product]:
-        raise ChainError(f"{path} is not AMD's published {product} ASK/ARK (sha256 {digest}, "
-                         f"pinned {PINNED_SHA256[product]})")
-    return split_chain(data, f"AMD's {product} ASK/ARK")
+    if digest != pins[product]:
+        raise ChainError(f"{path} is not AMD's published {product} {what} (sha256 {digest}, pinned {pins[product]})")
+    return split_chain(data, f"AMD's {product} {what}")
+
+
+def load_product_chain(product: str, certs_dir: Path | str = SNP_CERTS_DIR) -> SnpChain:
+    """AMD's ASK and ARK of ``product`` from the package, byte-identical to the pinned file."""
+    return _load_pinned(product, certs_dir, "ask_ark", "ASK/ARK", PINNED_SHA256)
 
 
 def load_vlek_chain(product: str, certs_dir: Path | str = SNP_CERTS_DIR) -> SnpChain:
     """AMD's ASVK and ARK of ``product`` from the package (``intermediate`` ASVK), byte-identical to the pinned file."""
-    if product not in PRODUCTS:
-        raise ChainError(f"unknown SNP product {product!r}: expected one of {', '.join(PRODUCTS)}")
-    path = Path(certs_dir) / f"asvk_ark_{product}.pem"
-    data = _read(path, f"{product} ASVK/ARK")
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != PINNED_VLEK_SHA256[product]:
-        raise ChainError(f"{path} is not AMD's published {product} ASVK/ARK (sha256 {digest}, "
-                         f"pinned {PINNED_VLEK_SHA256[product]})")
-    chain = split_chain(data, f"AMD's {product} ASVK/ARK")
+    chain = _load_pinned(product, certs_dir, "asvk_ark", "ASVK/ARK", PINNED_VLEK_SHA256)
     return SnpChain(chain.ask, chain.ark, chain.source, ASVK)
 
 
