@@ -201,3 +201,43 @@ def test_an_encrypted_launch_that_skipped_stays_a_skip_for_the_mode_table():
     assert checked.outcome == "skip"
     assert demanded(checked, demanding_flag="--sev-es").action == "fail"
     assert demanded(checked, demanding_flag=None).action == "skip"
+
+
+# -- the details the verdict is built from (each pins one decision of sev/kut.py) -----
+
+def test_clean_lines_drops_escapes_and_carriage_returns_keeping_indent():
+    assert kut.clean_lines("\x1b[1mA\x1b[0m\r\n  B \nC\rD\n") == ["A", "  B", "C", "D"]
+
+
+def test_parse_numbers_lines_from_one_and_keeps_reading_after_each_kind():
+    parsed = kut.parse("boot\nPASS: a\nABORT: \nUnhandled cpu exception 13 #GP at ip 0\nSUMMARY: 1 tests\n")
+    assert parsed.results[0].line == 2 and parsed.version == "kvm-unit-tests"
+    assert parsed.bail_out == "(no message)"  # an ABORT without text still aborts; the first one is kept
+    assert parsed.totals == {"tests": 1}       # read past the abort and the exception lines
+    exc = kut.parse("Unhandled exception 6 #UD at ip 1\nSUMMARY: 2 tests\n")
+    assert exc.bail_out == "Unhandled exception 6 #UD at ip 1" and exc.totals == {"tests": 2}
+    assert kut.parse("").last_line == "" and kut.parse("\n\n").results == ()
+
+
+def test_the_verdict_carries_what_it_was_judged_on():
+    text = "PASS: a\nSUMMARY: 1 tests\n"
+    v = kut.judge(text, 1, timed_out=False, timeout=9)
+    assert (v.exit_code, v.output, v.parsed) == (1, text, kut.parse(text))
+    assert kut.judge("", 0, timed_out=False, timeout=9).reason.endswith("last line: '(nothing printed)'")
+    assert kut.judge("", None, timed_out=False, timeout=9).reason == \
+        "QEMU was killed by unknown; last line: '(nothing printed)'"
+    both = kut.judge("FAIL: a\nFAIL: b\nSUMMARY: 2 tests, 2 unexpected failures\n", 3, timed_out=False, timeout=9)
+    assert both.reason == "2 check(s) failed: a; b"
+    assert kut.judge("", 0, timed_out=False, timeout=9).reason.startswith("QEMU ended without the program's exit code")
+
+
+@pytest.mark.parametrize("kind", ["plain", "sev", "sev-es"])
+@pytest.mark.parametrize("outcome", ["timeout", "crash", "fail"])
+def test_a_run_that_went_wrong_stays_as_it_was_whatever_the_launch(kind, outcome):
+    v = kut.Verdict(outcome, "why", kut.parse(""), None, "")
+    assert kut.against_launch(v, kind) == v
+
+
+def test_the_controls_pass_says_why():
+    v = kut.judge((FIX / "here-amd_sev-plain-tcg.out").read_text(), 77, timed_out=False, timeout=9)
+    assert kut.against_launch(v, "plain").reason == "control: AMD SEV not enabled, as launched"

@@ -63,8 +63,8 @@ _SUMMARY_KEYS = {"unexpected failures": "fail", "known failures": "kfail", "expe
 
 
 def clean_lines(text: str) -> list[str]:
-    """The output's lines without OVMF's terminal escapes and carriage returns."""
-    return [_ANSI.sub("", line).replace("\r", "").rstrip() for line in text.splitlines()]
+    """The output's lines (``\r\n`` and a lone ``\r`` end one too) without OVMF's terminal escapes."""
+    return [_ANSI.sub("", line).rstrip() for line in text.splitlines()]
 
 
 def parse(text: str) -> Parsed:
