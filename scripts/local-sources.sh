@@ -97,9 +97,8 @@ make_repo() {
   trap 'rm -rf "$work"' RETURN
   local version
   version=$(fetch_source "$pkg" "$work")
-  # DEP-14 tag mangling: git refuses ':' and '~' in tag names
-  # (1:7.2+dfsg-7 -> debian/1%7.2+dfsg-7, 1.0~rc1 -> debian/1.0_rc1).
-  local tag="debian/$(printf '%s' "$version" | tr ':~' '%_')"
+  local tag
+  tag=$(deb_tag "$version")
   if [ -d "$repo/.git" ] && git -C "$repo" rev-parse -q --verify "refs/tags/$tag" >/dev/null; then
     echo "local-sources: $repo already has $tag"
     return 0
@@ -107,22 +106,7 @@ make_repo() {
   echo "local-sources: extracting $pkg $version"
   (cd "$work" && dpkg-source -q --no-check -x ./*.dsc tree >/dev/null)
   rm -rf "$work/tree/debian" "$work/tree/.pc"
-  if [ ! -d "$repo/.git" ]; then
-    git init -q -b main "$repo"
-  fi
-  # Replace the work tree wholesale with the new version, then commit it.
-  git -C "$repo" rm -rq --cached . >/dev/null 2>&1 || true
-  find "$repo" -mindepth 1 -maxdepth 1 ! -name .git -exec rm -rf {} +
-  (cd "$work/tree" && tar -cf - .) | (cd "$repo" && tar -xf -)
-  git -C "$repo" add -A -f .
-  # an identical tree (a re-run after a failed tag) needs no new commit
-  if ! git -C "$repo" rev-parse -q --verify HEAD >/dev/null ||
-     ! git -C "$repo" diff --cached --quiet; then
-    git -C "$repo" -c user.name=pytest-sev -c user.email=pytest-sev@localhost \
-      commit -q -m "$pkg $version (Debian source package, debian/ removed)"
-  fi
-  git -C "$repo" tag -f "$tag"
-  echo "local-sources: $repo $tag $(git -C "$repo" rev-parse HEAD)"
+  commit_tree "$repo" "$work/tree" "$pkg $version (Debian source package, debian/ removed)" "$tag"
 }
 
 binary_versions() {  # pkg -> the versions to try, newest first (DEB_VERSION_<pkg> pins one)
@@ -135,7 +119,7 @@ binary_versions() {  # pkg -> the versions to try, newest first (DEB_VERSION_<pk
   fi
 }
 
-deb_tag() {  # version -> DEP-14 tag (git refuses ':' and '~')
+deb_tag() {  # version -> DEP-14 tag (git refuses ':' and '~': 1:7.2+dfsg-7 -> debian/1%7.2+dfsg-7, 1.0~rc1 -> debian/1.0_rc1)
   printf 'debian/%s' "$(printf '%s' "$1" | tr ':~' '%_')"
 }
 
@@ -159,10 +143,12 @@ commit_tree() {  # repo tree message tag: the tree replaces the repo's work tree
   if [ ! -d "$repo/.git" ]; then
     git init -q -b main "$repo"
   fi
+  # Replace the work tree wholesale with the new version, then commit it.
   git -C "$repo" rm -rq --cached . >/dev/null 2>&1 || true
   find "$repo" -mindepth 1 -maxdepth 1 ! -name .git -exec rm -rf {} +
   (cd "$tree" && tar -cf - .) | (cd "$repo" && tar -xf -)
   git -C "$repo" add -A -f .
+  # an identical tree (a re-run after a failed tag) needs no new commit
   if ! git -C "$repo" rev-parse -q --verify HEAD >/dev/null ||
      ! git -C "$repo" diff --cached --quiet; then
     git -C "$repo" -c user.name=pytest-sev -c user.email=pytest-sev@localhost commit -q -m "$msg"
