@@ -119,6 +119,12 @@ def _table(config: pytest.Config, *names: str) -> tuple[Path, Source | None]:
     return path, next((sources[n] for n in names if n in sources), None)
 
 
+def _build_options(config: pytest.Config) -> BuildOptions:
+    """The run's ``--build-jobs`` (ini ``build_jobs``, default 2), at the lowest priority."""
+    jobs = config.getoption("sev_build_jobs", None) or config.getini("build_jobs") or 2
+    return BuildOptions(jobs=int(jobs), nice=19)
+
+
 def _source(config: pytest.Config) -> Source:
     path, source = _table(config, COMPONENT, "kernel")
     if source is None:
@@ -136,10 +142,9 @@ def kvm_selftests(pytestconfig) -> Manifest | Unavailable:
         source = _source(pytestconfig)
     except Unavailable as exc:
         return exc
-    jobs = pytestconfig.getoption("sev_build_jobs", None) or pytestconfig.getini("build_jobs") or 2
     start = time.monotonic()
     try:
-        manifest = build_selftests(source, BuildOptions(jobs=int(jobs), nice=19))
+        manifest = build_selftests(source, _build_options(pytestconfig))
     except BuildError as exc:
         return Unavailable(str(exc), broken=True)
     _WALL[manifest.key] = time.monotonic() - start
@@ -293,9 +298,8 @@ def kvm_unit_tests(pytestconfig) -> Manifest | Unavailable:
         source = _kut_source(pytestconfig)
     except Unavailable as exc:
         return exc
-    jobs = pytestconfig.getoption("sev_build_jobs", None) or pytestconfig.getini("build_jobs") or 2
     try:
-        return kut.build_amd_sev(source, BuildOptions(jobs=int(jobs), nice=19))
+        return kut.build_amd_sev(source, _build_options(pytestconfig))
     except BuildError as exc:
         return Unavailable(str(exc), broken=True)
 

@@ -90,12 +90,14 @@ def test_panic_during_a_command_is_named_with_the_oops_head(booted):
     assert "QEMU exit status" not in first
 
 
-def _until_stopped(pid: int, seconds: float = 5.0) -> None:
+def _until_stopped(pid: int, seconds: float = 5.0) -> float:
+    """Wait until *pid* shows the stopped state (SIGSTOP delivery can lag under load); when it did."""
     from pytest_sev.qemu.process import process_state
     end = time.monotonic() + seconds
     while process_state(pid) != "T" and time.monotonic() < end:
-        time.sleep(0.02)
+        time.sleep(0.01)
     assert process_state(pid) == "T", "SIGSTOP did not stop QEMU"
+    return time.monotonic()
 
 
 def test_frozen_qemu_after_a_timeout_is_killed_in_seconds(booted):

@@ -235,17 +235,12 @@ token = test_faults_guest.token
 booted = test_faults_guest.booted
 
 
-def _until_stopped(pid: int, seconds: float = 5.0) -> float:
-    end = time.monotonic() + seconds
-    while qemu_process.process_state(pid) != "T" and time.monotonic() < end:
-        time.sleep(0.01)
-    assert qemu_process.process_state(pid) == "T", "SIGSTOP did not stop QEMU"
-    return time.monotonic()
+_until_stopped = test_faults_guest._until_stopped
 
 
-@pytest.mark.qemu
-def test_guest_stopped_mid_command_fails_as_guest_frozen_then_is_cleaned_up(booted, token, qemu_processes):
-    pid = booted.process.pid
+def stop_mid_command(run, pid: int) -> tuple[BaseException | None, float]:
+    """SIGSTOP *pid* one second into ``run("sleep 30; echo done", timeout=60)``:
+    what the command raised, and how long after the stop it did."""
     stopped_at: list[float] = []
 
     def freeze() -> None:
@@ -255,10 +250,17 @@ def test_guest_stopped_mid_command_fails_as_guest_frozen_then_is_cleaned_up(boot
     timer = threading.Timer(1.0, freeze)
     timer.start()
     try:
-        exc, _ = _timed(booted.run, "sleep 30; echo done", timeout=60)
+        exc, _ = _timed(run, "sleep 30; echo done", timeout=60)
     finally:
         timer.join()
-    found_after = time.monotonic() - stopped_at[0]
+    assert stopped_at, "SIGSTOP did not stop QEMU"
+    return exc, time.monotonic() - stopped_at[0]
+
+
+@pytest.mark.qemu
+def test_guest_stopped_mid_command_fails_as_guest_frozen_then_is_cleaned_up(booted, token, qemu_processes):
+    pid = booted.process.pid
+    exc, found_after = stop_mid_command(booted.run, pid)
     assert isinstance(exc, GuestFrozen), exc
     assert found_after < FOUND_WITHIN  # not the 60 s timeout
     first = str(exc).splitlines()[0]

@@ -239,20 +239,7 @@ def test_libvirt_qemu_stopped_mid_command_is_guest_frozen_within_seconds(tmp_pat
         assert pid is not None and lv.domain_qemu_pid(g.domain_name) == pid
         assert g.frozen() is None
         assert g.healthy()  # the same health check as the QEMU launcher's, libvirt's pid behind it
-        stopped_at: list[float] = []
-
-        def freeze() -> None:
-            os.kill(pid, signal.SIGSTOP)
-            stopped_at.append(_until_stopped(pid))
-
-        timer = threading.Timer(1.0, freeze)
-        timer.start()
-        try:
-            exc, _ = _timed(g.run, "sleep 30; echo done", timeout=60)
-        finally:
-            timer.join()
-        assert stopped_at, "SIGSTOP did not stop libvirt's QEMU"
-        found_after = time.monotonic() - stopped_at[0]
+        exc, found_after = test_frozen_qemu.stop_mid_command(g.run, pid)
         assert isinstance(exc, GuestFrozen), exc
         assert found_after < FOUND_WITHIN  # not the 60 s timeout
         first = str(exc).splitlines()[0]

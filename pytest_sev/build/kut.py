@@ -28,7 +28,7 @@ from pathlib import Path
 from pytest_sev.build.engine import build
 from pytest_sev.build.errors import BuildError
 from pytest_sev.build.fetch import missing_repository
-from pytest_sev.build.manifest import Manifest, record_used
+from pytest_sev.build.manifest import Manifest
 from pytest_sev.build.recipes import BuildOptions, Built, Recipe
 from pytest_sev.build.sources import Source
 from pytest_sev.build.steps import step
@@ -84,8 +84,7 @@ def build_amd_sev(source: Source, opts: BuildOptions | None = None) -> Manifest:
     manifest = build(source, opts or BuildOptions(), recipe=RECIPE)
     log.info("kvm-unit-tests: %s %s commit %s (%s s, entry %s)", source.url or source.tarball, source.ref,
              manifest.commit[:12], manifest.build_seconds, manifest.entry)
-    record_used(manifest)
-    return manifest
+    return manifest  # the engine recorded it as used this session
 
 
 def program_of(manifest: Manifest) -> Path:
