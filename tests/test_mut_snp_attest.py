@@ -143,7 +143,8 @@ def test_no_provider_attribute_is_still_asked() -> None:
     assert result.ok and result.provider is None
 
 
-def test_every_command_gets_at_least_the_floor_of_time() -> None:
+def _timeouts_seen() -> tuple[TsmGuest, list[float]]:
+    """A guest stand-in that records the timeout of every command it is given."""
     seen: list[float] = []
     guest = TsmGuest(Tsm())
     run = guest.run
@@ -152,6 +153,11 @@ def test_every_command_gets_at_least_the_floor_of_time() -> None:
         seen.append(timeout)
         return run(cmd, timeout)
     guest.run = timed  # type: ignore[method-assign]
+    return guest, seen
+
+
+def test_every_command_gets_at_least_the_floor_of_time() -> None:
+    guest, seen = _timeouts_seen()
     assert fetch_report(guest, REAL_NONCE, timeout=0.01).ok  # type: ignore[arg-type]
     assert seen and all(t == 5.0 for t in seen)
     seen.clear()
@@ -221,14 +227,7 @@ def test_what_the_guest_said_is_quoted_up_to_a_limit() -> None:
 
 
 def test_the_whole_fetch_has_two_minutes_by_default() -> None:
-    seen: list[float] = []
-    guest = TsmGuest(Tsm())
-    run = guest.run
-
-    def timed(cmd: str, timeout: float = 60.0) -> tuple[str, int]:
-        seen.append(timeout)
-        return run(cmd, timeout)
-    guest.run = timed  # type: ignore[method-assign]
+    guest, seen = _timeouts_seen()
     assert fetch_report(guest, REAL_NONCE).ok  # type: ignore[arg-type]
     assert seen and all(110 < t <= 120 for t in seen)
 
