@@ -161,6 +161,47 @@ def test_commands_parse_in_busybox_ash(tool):
 
 # --- progress ------------------------------------------------------------------
 
+@pytest.mark.skipif(shutil.which("busybox") is None or not Path("/proc/uptime").exists(),
+                    reason="busybox or /proc not available")
+def test_progress_command_runs_in_busybox(tmp_path):
+    """The exact line, run by busybox ash and awk (the guest's): every file in its field,
+    missing ones empty, and the pool-full lines counted from dmesg minus the start's count."""
+    dev = next((f"/dev/{d.name}" for d in sorted(Path("/sys/block").iterdir()) if (d / "stat").exists()), None)
+    if dev is None:
+        pytest.skip("no block device with a stat file on this host")
+    work = tmp_path / "dmaload"
+    work.mkdir()
+    (work / "t0").write_text("12.50 3.00\n")
+    (work / "full0").write_text("2\n")
+    kernel_log = tmp_path / "dmesg.txt"  # 5 pool-full lines among others (busybox runs its own dmesg applet)
+    kernel_log.write_text("[ 1.0] virtio_blk virtio1: swiotlb buffer is full (sz: 262144 bytes)\n[ 1.1] other\n" * 5)
+
+    def run(cmd: str) -> str:
+        return subprocess.run(["busybox", "sh", "-c", cmd], capture_output=True, text=True, check=True).stdout
+
+    counted_cmd = load.progress_command(dev, str(work), count_pool_full=True)
+    assert counted_cmd.startswith("dmesg 2>/dev/null|")
+    counted = run(counted_cmd.replace("dmesg 2>/dev/null|", f"cat {kernel_log}|", 1))
+    plain = run(load.progress_command(dev, str(work), count_pool_full=False))
+    p = load.parse_progress(counted)
+    assert p.pool_full_lines == 3 and p.started and not p.finished and p.rc is None
+    assert p.stat.ios >= 0 and p.uptime_s > 0
+    assert load.parse_progress(plain).pool_full_lines is None and plain.count("|") == counted.count("|") - 1
+    (work / "rc").write_text("0\n")
+    done = run(load.progress_command(dev, str(work), count_pool_full=False))
+    assert load.parse_progress(done).finished and load.parse_progress(done).rc == 0
+
+
+def test_progress_command_asks_dmesg_only_for_the_count():
+    counted, plain = (load.progress_command("/dev/vda", count_pool_full=c) for c in (True, False))
+    assert counted.startswith("dmesg 2>/dev/null|awk ") and "full0" in counted
+    assert "dmesg" not in plain and "full0" not in plain and plain.endswith("</dev/null")
+    with pytest.raises(ValueError, match="unsafe work directory"):
+        load.progress_command("/dev/vda", "/tmp/x;rm -rf /")
+    with pytest.raises(ValueError):
+        load.progress_command("/dev/vda;reboot")
+
+
 def test_parse_progress_recorded_guest():
     text = rec("guest61-virtio-blk-8M.console.txt")
     lines = [ln for ln in text.splitlines() if ln.startswith("DMAPROG|")]

@@ -103,7 +103,10 @@ def _sample(guest: Guest, dev: str, spec: load.LoadSpec, deadline: Deadline, sta
     s = _Sampling(StallDetector(stall_seconds, conclusive_seconds))
     while s.detector.state == RUNNING and not deadline.expired:
         try:
-            out, _ = guest.run(load.progress_command(dev, spec.workdir), timeout=PROGRESS_TIMEOUT)
+            # the pool-full count is read only while no I/O completes: the detector uses it for nothing else
+            count = s.detector.idle_seconds() > 0
+            out, _ = guest.run(load.progress_command(dev, spec.workdir, count_pool_full=count),
+                               timeout=PROGRESS_TIMEOUT)
         except GuestDied:
             raise
         except GuestError as exc:
