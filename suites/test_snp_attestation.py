@@ -89,10 +89,15 @@ def test_second_fetch_carries_the_new_nonce(sev_snp_guest, run_config):
     assert reports[0].report_data != reports[1].report_data
 
 
-def test_plain_control_has_no_report(guest_factory):
+#: the session's shared plain guest, in the smoke suite's xdist group so that
+#: it boots once per run: the fetch leaves nothing behind (a configfs-tsm entry
+#: it made is removed), and a boot of its own cost some 4 s of the main job
+@pytest.mark.qemu
+@pytest.mark.plain
+@pytest.mark.xdist_group("smoke")
+def test_plain_control_has_no_report(guest):
     """A plain guest cannot give an SNP report: its fetch is unknown with the reason, never a report."""
-    plain = guest_factory(kind="plain")
-    fetched = fetch_report(plain, _nonce(), timeout=FETCH_TIMEOUT)
+    fetched = fetch_report(guest, _nonce(), timeout=FETCH_TIMEOUT)
     assert fetched.status == "unknown" and fetched.report is None, (
         f"a plain guest handed back a report: {fetched.describe()}")
     assert fetched.reason
