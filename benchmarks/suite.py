@@ -8,9 +8,11 @@ alike, and prints each wall time and the median ratio to the serial run; the
 - ``serial``:   one process (``-p no:xdist``), the baseline;
 - ``budget1``:  ``-n auto --max-guests 1``: the budget leaves one worker
   (goal: not slower than serial by more than 5 %);
+- ``auto``:     ``-n auto --dist loadgroup``, as the main job runs: as many
+  workers as the budget serves without deadlock (3 on 2 CPUs);
 - ``n2``:       ``-n 2 --dist loadgroup`` (goal on 2 cores: <= 0.65 of serial).
 
-    .venv/bin/python benchmarks/suite.py [--runs 1] [--only serial,n2,budget1] [-- extra pytest args]
+    .venv/bin/python benchmarks/suite.py [--runs 1] [--only serial,auto,n2,budget1] [-- extra pytest args]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from walltime import ROOT, compare
 CONFIGS = {
     "serial": ["-p", "no:xdist"],
     "budget1": ["-n", "auto", "--dist", "loadgroup", "--max-guests", "1"],
+    "auto": ["-n", "auto", "--dist", "loadgroup"],
     "n2": ["-n", "2", "--dist", "loadgroup"],
 }
 

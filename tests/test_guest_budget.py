@@ -118,7 +118,22 @@ def test_too_many_workers_for_the_budget_is_a_start_up_error(pytester):
     pytester.makepyfile("def test_never(): raise AssertionError('must not run')")
     result = pytester.runpytest_subprocess("--max-guests=2", "-n", "2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*-n 2 workers may hold 4 guests at once, more than the guest budget of 2*"])
+    result.stderr.fnmatch_lines(["*-n 2 workers holding up to 2 guests each could wait on each other for ever "
+                                 "with a guest budget of 2 (--max-guests; at most 1 workers)*"])
+    accepted = pytester.runpytest_subprocess("--max-guests=3", "-n", "2", "--sev-mode=off")
+    assert accepted.ret == pytest.ExitCode.TESTS_FAILED  # started: its one test ran (and raised)
+
+
+def test_workers_never_wait_on_each_other_for_ever():
+    """Each worker may hold GUESTS_PER_WORKER guests; with one slot left over once
+    every worker holds all but its last, one of them can always finish."""
+    from pytest_sev.plugin.hooks import GUESTS_PER_WORKER, workers_for
+    assert GUESTS_PER_WORKER == 2
+    assert [workers_for(b) for b in (1, 2, 3, 4, 5, 8)] == [1, 1, 2, 3, 4, 7]
+    for budget in range(1, 20):
+        n = workers_for(budget)
+        assert n == 1 or n * (GUESTS_PER_WORKER - 1) + 1 <= budget
+        assert (n + 1) * (GUESTS_PER_WORKER - 1) + 1 > budget  # one more could deadlock
 
 
 def test_asid_exhaustion_named_from_qemu_output():
@@ -133,10 +148,10 @@ def test_asid_exhaustion_named_from_qemu_output():
 
 
 def test_auto_workers_follow_the_budget(pytester):
-    """``-n auto`` asks the plugin: two guests per worker within --max-guests."""
+    """``-n auto`` asks the plugin: as many workers as the budget serves without deadlock."""
     pytest.importorskip("xdist")
     pytester.makepyfile("def test_one(): pass")
-    for budget, workers in (("1", "1/1 worker"), ("4", "2/2 workers")):
+    for budget, workers in (("1", "1/1 worker"), ("4", "3/3 workers")):
         result = pytester.runpytest_subprocess("-n", "auto", f"--max-guests={budget}", "--sev-mode=off")
         assert result.ret == 0
         result.stdout.fnmatch_lines([f"*created: {workers}*"])
