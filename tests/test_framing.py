@@ -1,6 +1,7 @@
 """Console framing on recorded console bytes: noise never corrupts a result."""
 
 import base64
+import contextlib
 import hashlib
 import re
 
@@ -147,13 +148,18 @@ def wire(tmp_path):
         con = Console(ours, tmp_path / "console.log", lambda exited=False: {"argv": [], "logs": {}},
                       dead_shell=[rb"(?m)^sev-guest# "], frozen=lambda: None)
         shell = FakeShell(theirs, **kwargs)
-        made.append((con, theirs))
+        made.append((con, shell))
         return con, shell
 
     yield make
-    for con, theirs in made:
+    for con, shell in made:
         con.close()
-        theirs.close()
+        # wake the stand-in's recv (it then sees the end) before its socket is closed under it:
+        # closing first made recv fail with EBADF in the thread (seen once in CI)
+        with contextlib.suppress(OSError):
+            shell.sock.shutdown(socket.SHUT_RDWR)
+        shell.thread.join(5)
+        shell.sock.close()
 
 
 def _typed_lines(shell: FakeShell) -> list[bytes]:
