@@ -329,6 +329,54 @@ def test_memory_view_decoy_searches_another_marker():
     assert w.encrypted is None and w.details["decoy"] is True and w.details["found"] == 0
 
 
+def test_memory_view_and_decoy_share_one_marker_and_one_dump(monkeypatch):
+    guest = plain_guest()
+    runs, calls = recording(guest)
+    made = []
+    real_mkdtemp = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda **kw: made.append(real_mkdtemp(**kw)) or made[-1])
+    real, decoy = witnesses.host_memory_view_and_decoy(guest)
+    assert [r[1] for r in runs] == [120, 60] and "SEVMARK" in runs[0][0] and runs[1][0].startswith("rm -f")
+    assert [c[0] for c in calls] == ["pmemsave"] and len(made) == 1 and not Path(made[0]).exists()
+    assert (real.encrypted, real.details["decoy"], decoy.details["decoy"]) == (False, False, True)
+    assert real.details["found"] > 0 and decoy.details["found"] == 0 and decoy.encrypted is None
+    assert real.details["range"] == decoy.details["range"] == [0, 64 << 20]
+    assert real.details["marker_written"] is decoy.details["marker_written"] is True
+    assert (decoy.name, decoy.host_side) == (evidence.MEMORY, True)
+    # what the two calls with a dump each answer
+    alone_real = witnesses.host_memory_view(plain_guest())
+    assert (real.encrypted, real.es, real.details["found"] > 0) == (alone_real.encrypted, alone_real.es, True)
+    alone = witnesses.host_memory_view(plain_guest(), decoy=True)
+    assert (decoy.encrypted, decoy.details["found"]) == (alone.encrypted, alone.details["found"])
+
+
+def test_memory_view_and_decoy_of_encrypted_memory():
+    real, decoy = witnesses.host_memory_view_and_decoy(sev_guest("sev-es"))
+    assert real.encrypted is True and decoy.encrypted is not False and decoy.details["decoy"] is True
+
+
+def test_memory_view_and_decoy_without_a_marker_or_a_dump_are_both_unknown():
+    guest = plain_guest()
+    real_run = guest.run
+
+    def run(cmd, timeout=60.0):
+        if "SEVMARK" in cmd:
+            raise timeout_error()
+        return real_run(cmd, timeout)
+
+    guest.run = run
+    both = witnesses.host_memory_view_and_decoy(guest)
+    assert [w.encrypted for w in both] == [None, None] and guest.qmp.calls == []
+    assert all(w.evidence.startswith("unknown: marker command did not return") for w in both)
+    failing = plain_guest()
+    failing.qmp.replies["pmemsave"] = FakeExecuteError("GenericError", "SEV is not enabled")
+    both = witnesses.host_memory_view_and_decoy(failing)
+    assert [w.encrypted for w in both] == [None, None]
+    assert [w.details["decoy"] for w in both] == [False, True]
+    assert all(w.evidence == "unknown: pmemsave failed: QEMU says SEV is not active: SEV is not enabled"
+               for w in both)
+
+
 def test_marker_command_that_did_not_return_is_unknown():
     guest = plain_guest()
     real = guest.run

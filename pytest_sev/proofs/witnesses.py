@@ -214,13 +214,30 @@ def host_memory_view(guest: Guest, *, start: int = 0, size: int | None = None,
     cleanup failure is logged,
     never raised over the witness's own answer or error.
     """
+    return _memory_views(guest, start, size, (decoy,))[0]
+
+
+def host_memory_view_and_decoy(guest: Guest) -> tuple[Witness, Witness]:
+    """The memory view and its decoy from one dump: the marker the guest wrote,
+    then a fresh one it never wrote, searched in the same file.
+
+    What ``host_memory_view(guest)`` and ``host_memory_view(guest, decoy=True)``
+    answer, for one marker, one ``pmemsave`` and one cleanup instead of two
+    (a dump of 512 MiB and its search cost ~1.3 s under TCG here)."""
+    real, decoy = _memory_views(guest, 0, None, (False, True))
+    return real, decoy
+
+
+def _memory_views(guest: Guest, start: int, size: int | None, decoys: tuple[bool, ...]) -> tuple[Witness, ...]:
+    """One marker, one dump, judged once per entry of ``decoys`` (True: for a fresh marker)."""
     marker = memview.new_marker()
     name = evidence.MEMORY
     try:
         out, _ = guest.run(memview.guest_marker_command(marker), timeout=120)
     except GuestError as exc:
-        return _told(guest, Witness(name, None, None, f"unknown: marker command did not return ({exc})",
-                                    {"marker_written": False, "found": 0}, host_side=True))
+        unknown = Witness(name, None, None, f"unknown: marker command did not return ({exc})",
+                          {"marker_written": False, "found": 0}, host_side=True)
+        return tuple(_told(guest, unknown) for _ in decoys)
     written = memview.parse_marker_ack(out) is not None
     scratch = Path(tempfile.mkdtemp(prefix="sev-memdump-"))  # 0700
     dump = scratch / "guest-memory.bin"
@@ -230,9 +247,10 @@ def host_memory_view(guest: Guest, *, start: int = 0, size: int | None = None,
             guest.qmp.execute("pmemsave", val=start, size=size, filename=str(dump))
         except _ASK_ERRORS as exc:
             f = evidence.classify_qmp_failure(exc)
-            w = memview.MemViewWitness(0, None, 0.0, None, f"unknown: pmemsave failed: {f.reason}")
+            failed = memview.MemViewWitness(0, None, 0.0, None, f"unknown: pmemsave failed: {f.reason}")
+            views = [failed for _ in decoys]
         else:
-            w = judge_dump(dump, size, memview.new_marker() if decoy else marker, written)
+            views = [judge_dump(dump, size, memview.new_marker() if decoy else marker, written) for decoy in decoys]
     finally:
         if dump.exists():
             os.unlink(dump)
@@ -241,10 +259,12 @@ def host_memory_view(guest: Guest, *, start: int = 0, size: int | None = None,
             guest.run(memview.guest_marker_cleanup_command(), timeout=60)
         except Exception as exc:  # noqa: BLE001 - the witness's answer matters more
             log.warning("%s: marker cleanup failed: %s", guest.spec.name, exc)  # pragma: no mutate, log text only
-    return _told(guest, Witness(name, w.encrypted, None, w.evidence,
-                   {"found": w.found, "entropy_at_marker": w.entropy_at_marker,
-                    "sampled_entropy": w.sampled_entropy, "samples": w.samples,
-                    "marker_written": written, "range": [start, size], "decoy": decoy}, host_side=True))
+    return tuple(
+        _told(guest, Witness(name, w.encrypted, None, w.evidence,
+                             {"found": w.found, "entropy_at_marker": w.entropy_at_marker,
+                              "sampled_entropy": w.sampled_entropy, "samples": w.samples,
+                              "marker_written": written, "range": [start, size], "decoy": decoy}, host_side=True))
+        for w, decoy in zip(views, decoys, strict=True))
 
 
 def all_witnesses(guest: Guest, kind: str, host_api: str | None) -> list[Witness]:
