@@ -248,9 +248,10 @@ def _memory_views(guest: Guest, start: int, size: int | None, decoys: tuple[bool
         except _ASK_ERRORS as exc:
             f = evidence.classify_qmp_failure(exc)
             failed = memview.MemViewWitness(0, None, 0.0, None, f"unknown: pmemsave failed: {f.reason}")
-            views = [failed for _ in decoys]
+            views = [(failed, decoy) for decoy in decoys]
         else:
-            views = [judge_dump(dump, size, memview.new_marker() if decoy else marker, written) for decoy in decoys]
+            views = [(judge_dump(dump, size, memview.new_marker() if decoy else marker, written), decoy)
+                     for decoy in decoys]
     finally:
         if dump.exists():
             os.unlink(dump)
@@ -264,7 +265,7 @@ def _memory_views(guest: Guest, start: int, size: int | None, decoys: tuple[bool
                              {"found": w.found, "entropy_at_marker": w.entropy_at_marker,
                               "sampled_entropy": w.sampled_entropy, "samples": w.samples,
                               "marker_written": written, "range": [start, size], "decoy": decoy}, host_side=True))
-        for w, decoy in zip(views, decoys, strict=True))
+        for w, decoy in views)
 
 
 def all_witnesses(guest: Guest, kind: str, host_api: str | None) -> list[Witness]:
