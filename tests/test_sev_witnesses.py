@@ -293,12 +293,18 @@ def test_judge_dump_of_the_right_size_is_judged(tmp_path):
         dump, memview.marker_bytes(marker), marker_written=False)
 
 
+def scratch_dirs(monkeypatch) -> list[str]:
+    """The directories tempfile.mkdtemp makes from now on, in order (they are still made)."""
+    made: list[str] = []
+    real_mkdtemp = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda **kw: made.append(real_mkdtemp(**kw)) or made[-1])
+    return made
+
+
 def test_memory_view_asks_marker_dump_and_cleanup(monkeypatch):
     guest = plain_guest()
     runs, calls = recording(guest)
-    made = []
-    real_mkdtemp = tempfile.mkdtemp
-    monkeypatch.setattr(tempfile, "mkdtemp", lambda **kw: made.append(real_mkdtemp(**kw)) or made[-1])
+    made = scratch_dirs(monkeypatch)
     w = witnesses.host_memory_view(guest)
     assert [r[1] for r in runs] == [120, 60] and "SEVMARK" in runs[0][0] and runs[1][0].startswith("rm -f")
     assert [c[0] for c in calls] == ["pmemsave"]
@@ -332,9 +338,7 @@ def test_memory_view_decoy_searches_another_marker():
 def test_memory_view_and_decoy_share_one_marker_and_one_dump(monkeypatch):
     guest = plain_guest()
     runs, calls = recording(guest)
-    made = []
-    real_mkdtemp = tempfile.mkdtemp
-    monkeypatch.setattr(tempfile, "mkdtemp", lambda **kw: made.append(real_mkdtemp(**kw)) or made[-1])
+    made = scratch_dirs(monkeypatch)
     real, decoy = witnesses.host_memory_view_and_decoy(guest)
     assert [r[1] for r in runs] == [120, 60] and "SEVMARK" in runs[0][0] and runs[1][0].startswith("rm -f")
     assert [c[0] for c in calls] == ["pmemsave"] and len(made) == 1 and not Path(made[0]).exists()
@@ -355,16 +359,22 @@ def test_memory_view_and_decoy_of_encrypted_memory():
     assert real.encrypted is True and decoy.encrypted is not False and decoy.details["decoy"] is True
 
 
-def test_memory_view_and_decoy_without_a_marker_or_a_dump_are_both_unknown():
+def _marker_command_times_out():
+    """A plain stand-in guest whose marker command does not return."""
     guest = plain_guest()
-    real_run = guest.run
+    real = guest.run
 
     def run(cmd, timeout=60.0):
         if "SEVMARK" in cmd:
             raise timeout_error()
-        return real_run(cmd, timeout)
+        return real(cmd, timeout)
 
     guest.run = run
+    return guest
+
+
+def test_memory_view_and_decoy_without_a_marker_or_a_dump_are_both_unknown():
+    guest = _marker_command_times_out()
     both = witnesses.host_memory_view_and_decoy(guest)
     assert [w.encrypted for w in both] == [None, None] and guest.qmp.calls == []
     assert all(w.evidence.startswith("unknown: marker command did not return") for w in both)
@@ -378,15 +388,7 @@ def test_memory_view_and_decoy_without_a_marker_or_a_dump_are_both_unknown():
 
 
 def test_marker_command_that_did_not_return_is_unknown():
-    guest = plain_guest()
-    real = guest.run
-
-    def run(cmd, timeout=60.0):
-        if "SEVMARK" in cmd:
-            raise timeout_error()
-        return real(cmd, timeout)
-
-    guest.run = run
+    guest = _marker_command_times_out()
     w = witnesses.host_memory_view(guest)
     assert (w.name, w.encrypted, w.host_side) == (evidence.MEMORY, None, True)
     assert w.evidence == f"unknown: marker command did not return ({timeout_error()})"
@@ -397,9 +399,7 @@ def test_marker_command_that_did_not_return_is_unknown():
 def test_pmemsave_failure_leaves_no_scratch(monkeypatch):
     guest = plain_guest()
     guest.qmp.replies["pmemsave"] = FakeExecuteError("GenericError", "SEV is not enabled")
-    made = []
-    real_mkdtemp = tempfile.mkdtemp
-    monkeypatch.setattr(tempfile, "mkdtemp", lambda **kw: made.append(real_mkdtemp(**kw)) or made[-1])
+    made = scratch_dirs(monkeypatch)
     w = witnesses.host_memory_view(guest)
     assert w.encrypted is None  # even QEMU's "no" on pmemsave is no memory view
     assert w.evidence == "unknown: pmemsave failed: QEMU says SEV is not active: SEV is not enabled"
