@@ -338,15 +338,16 @@ class FioRecipe(Recipe):
     #: engines and libraries the guest never uses (each would also need its static library)
     DISABLED = ("numa", "rdma", "rados", "rbd", "http", "gfapi", "libnfs", "pmem", "native", "xnvme",
                 "libzbc", "tcmalloc", "dfs")
+    #: ./configure's arguments as the cache key holds them (the build path's cflag is added per build)
+    CONFIGURE = ("--build-static", *(f"--disable-{d}" for d in DISABLED))
 
     def inputs(self, source: Source, opts: BuildOptions) -> dict:
-        return {"configure": ["--build-static", *(f"--disable-{d}" for d in self.DISABLED)],
-                "targets": ["fio"], "strip": True}
+        return {"configure": list(self.CONFIGURE), "targets": ["fio"], "strip": True}
 
     def steps(self, source, tree, out, opts):
         return [
-            step("configure", "./configure", "--build-static", *(f"--disable-{d}" for d in self.DISABLED),
-                 f"--extra-cflags=-ffile-prefix-map={tree}/=", cwd=tree),
+            step("configure", "./configure", *self.CONFIGURE, f"--extra-cflags=-ffile-prefix-map={tree}/=",
+                 cwd=tree),
             step("make fio", "make", f"-j{opts.jobs}", "fio", cwd=tree),
         ]
 
