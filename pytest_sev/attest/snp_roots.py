@@ -140,9 +140,9 @@ def load_product_chain(product: str, certs_dir: Path | str = SNP_CERTS_DIR) -> S
 
 
 def load_vlek_chain(product: str, certs_dir: Path | str = SNP_CERTS_DIR) -> SnpChain:
-    """AMD's ASVK and ARK of ``product`` from the package (``intermediate`` ASVK), byte-identical to the pinned file."""
-    chain = _load_pinned(product, certs_dir, "asvk_ark", "ASVK/ARK", PINNED_VLEK_SHA256)
-    return SnpChain(chain.ask, chain.ark, chain.source, ASVK)
+    """AMD's ASVK and ARK of ``product`` from the package, byte-identical to the pinned file (its
+    ``intermediate`` is ASVK: the pinned ASVKs are named ``SEV-VLEK-<Product>``, :func:`intermediate_name`)."""
+    return _load_pinned(product, certs_dir, "asvk_ark", "ASVK/ARK", PINNED_VLEK_SHA256)
 
 
 def pinned_chains(signing_key: str, products: list[str] | None = None,
